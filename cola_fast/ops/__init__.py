@@ -1,0 +1,12 @@
+"""The public functional API of the fused ops.
+
+Each op takes backend= "auto" | "reference" | "native" | "triton" (default: the
+environment variable COLA_FAST_BACKEND, else "auto"); see cola_fast.ops._backend.
+"""
+from ._backend import BACKENDS, BackendUnavailable, describe, resolve
+from .conv_embed import temporal_conv_embed
+from .mining import mine_snippets
+from .snico import snico_loss
+
+__all__ = ["BACKENDS", "BackendUnavailable", "describe", "resolve",
+           "mine_snippets", "snico_loss", "temporal_conv_embed"]

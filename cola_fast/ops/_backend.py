@@ -1,0 +1,113 @@
+"""Backend selection for the fused ops.
+
+Backends: "reference" (cola_fast.reference, pure PyTorch), "native" (the compiled
+extension cola_fast._C: C++ CPU kernels, CUDA kernels when built), "triton" (the kernels
+in cola_fast.kernels; on a CPU only under the Triton interpreter, TRITON_INTERPRET=1).
+"auto" picks the fastest available for the tensor's device. The default for "auto"
+comes from the environment variable COLA_FAST_BACKEND when set; a backend that is asked
+for but not available raises BackendUnavailable, it never falls back in silence.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+BACKENDS = ("auto", "reference", "native", "triton")
+
+
+class BackendUnavailable(RuntimeError):
+    pass
+
+
+@functools.lru_cache(maxsize=None)
+def _native_status():
+    try:
+        from cola_fast import _C  # noqa: F401  (loads the library and its registrations)
+    except ImportError as e:  # not built
+        return False, False, f"cola_fast._C is not built ({e}); run `pip install --no-build-isolation -e .`"
+    # The CUDA kernels are present when the library registered a CUDA implementation.
+    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("cola_fast::mine_snippets", "CUDA")
+    return True, has_cuda, ""
+
+
+def native_available(device: torch.device | str = "cpu") -> bool:
+    ok, has_cuda, _ = _native_status()
+    if not ok:
+        return False
+    return has_cuda if torch.device(device).type == "cuda" else True
+
+
+def native_has_kernel(op: str, device_type: str) -> bool:
+    ok, _, _ = _native_status()
+    if not ok:
+        return False
+    key = "CUDA" if device_type == "cuda" else "CPU"
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", key)
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_status():
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return False, f"triton is not installed ({e}); `pip install triton`"
+    return True, ""
+
+
+def triton_available(device: torch.device | str = "cpu") -> bool:
+    ok, _ = _triton_status()
+    if not ok:
+        return False
+    if torch.device(device).type == "cuda":
+        return True
+    return triton_interpreting()
+
+
+def resolve(backend: str | None, device: torch.device, op: str) -> str:
+    """The concrete backend ("reference", "native" or "triton") for op on device."""
+    if backend is None:
+        backend = os.environ.get("COLA_FAST_BACKEND", "auto")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    dev = torch.device(device)
+    if backend == "auto":
+        if native_has_kernel(op, dev.type):
+            return "native"
+        if dev.type == "cuda" and triton_available(dev):
+            return "triton"
+        return "reference"
+    if backend == "native" and not native_has_kernel(op, dev.type):
+        ok, _, why = _native_status()
+        raise BackendUnavailable(
+            f"backend 'native' asked for {op} on {dev.type}, but "
+            + (why if not ok else f"the extension was built without {dev.type.upper()} kernels for it")
+        )
+    if backend == "triton" and not triton_available(dev):
+        ok, why = _triton_status()
+        raise BackendUnavailable(
+            f"backend 'triton' asked for {op} on {dev.type}, but "
+            + (why if not ok else "Triton runs CPU tensors only under its interpreter (set TRITON_INTERPRET=1 "
+               "before triton is imported)")
+        )
+    return backend
+
+
+def describe() -> dict:
+    """What is available, for logs and `python -m cola_fast.info`."""
+    ok, has_cuda, why = _native_status()
+    tok, twhy = _triton_status()
+    return {
+        "native": ok,
+        "native_cuda": bool(has_cuda),
+        "native_error": why,
+        "triton": tok,
+        "triton_error": twhy,
+        "triton_interpreter": triton_interpreting(),
+        "cuda_available": torch.cuda.is_available(),
+    }
