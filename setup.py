@@ -68,8 +68,8 @@ def _extensions():
         )
 
     openmp = ["-fopenmp"]
-    cxx_flags = ["-O3", "-DPy_LIMITED_API=0x03090000"] + openmp
-    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    cxx_flags = ["-O3"] + openmp
+    define_macros = []  # torch adds Py_LIMITED_API itself for py_limited_api extensions
     if build_cuda:
         os.environ["CUDA_HOME"] = cuda_home
         cpp_extension.CUDA_HOME = cuda_home  # torch caches its own guess at import time
@@ -88,7 +88,7 @@ def _extensions():
             define_macros=define_macros + [("COLA_FAST_WITH_CUDA", "1")],
             extra_compile_args={
                 "cxx": cxx_flags,
-                "nvcc": ["-O3", "--use_fast_math", "-lineinfo", "-DPy_LIMITED_API=0x03090000"],
+                "nvcc": ["-O3", "-lineinfo"],
             },
             extra_link_args=openmp,
             py_limited_api=True,

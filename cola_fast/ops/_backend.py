@@ -27,8 +27,9 @@ def _native_status():
         from cola_fast import _C  # noqa: F401  (loads the library and its registrations)
     except ImportError as e:  # not built
         return False, False, f"cola_fast._C is not built ({e}); run `pip install --no-build-isolation -e .`"
-    # The CUDA kernels are present when the library registered a CUDA implementation.
-    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("cola_fast::mine_snippets", "CUDA")
+    # The CUDA kernels are present when the library registered a CUDA implementation of an op.
+    ours = [op for op in torch._C._dispatch_get_all_op_names() if op.startswith("cola_fast::")]
+    has_cuda = any(torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA") for op in ours)
     return True, has_cuda, ""
 
 
@@ -44,7 +45,10 @@ def native_has_kernel(op: str, device_type: str) -> bool:
     if not ok:
         return False
     key = "CUDA" if device_type == "cuda" else "CPU"
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", key)
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", key)
+    except RuntimeError:  # no such operator registered
+        return False
 
 
 def triton_interpreting() -> bool:

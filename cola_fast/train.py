@@ -1,0 +1,379 @@
+"""python -m cola_fast.train: train CoLA, evaluate periodically, keep the best checkpoint.
+
+    python -m cola_fast.train                       # default preset (cpu without a GPU, thumos14 with one)
+    python -m cola_fast.train --preset tiny --out runs/tiny
+    python -m cola_fast.train --preset thumos14 --data-root /data/THUMOS14 --out runs/t14
+    python -m cola_fast.train --out runs/t14 --resume   # continue a killed run
+
+A run directory holds config.json, metrics.jsonl (one JSON object per line: train
+losses every log interval, mAP at every evaluation), last.pt (for --resume, written
+at every evaluation and on Ctrl-C), best.pt (the best average mAP so far),
+best_results.json (its detections, ActivityNet results format) and, when TensorBoard is
+installed, tb/ event files. Checkpoints are written atomically (temporary file, then
+rename), so a crash never leaves a half-written one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig, get_preset, parse_override
+from .model import CoLA, CoLALoss, ModelConfig, mining_counts
+
+
+# --------------------------------------------------------------------------------------
+# small utilities
+# --------------------------------------------------------------------------------------
+def atomic_torch_save(obj, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} asked for, but CUDA is not available")
+    return dev
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("COLA_FAST_CACHE", Path.home() / ".cache" / "cola_fast"))
+
+
+class MetricLog:
+    """metrics.jsonl, plus TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, enable_tb: bool = True):
+        self.path = out / "metrics.jsonl"
+        self.tb = None
+        if enable_tb:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tb"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self.tb = None
+
+    def log(self, step: int, kind: str, values: dict) -> None:
+        rec = {"step": step, "kind": kind, "time": time.time(), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+def prepare_data(cfg: TrainConfig, log=print):
+    from .data import VideoDataset, make_synthetic_dataset, SyntheticSpec
+
+    if cfg.data_root is None:
+        spec = SyntheticSpec(seed=cfg.synthetic_seed, feature_dim=cfg.synthetic_feature_dim,
+                             time_scale=cfg.synthetic_time_scale)
+        name = f"synthetic_thumos14_d{cfg.synthetic_feature_dim}_ts{cfg.synthetic_time_scale:g}_s{cfg.synthetic_seed}"
+        t0 = time.time()
+        root = make_synthetic_dataset(default_cache_dir() / name, spec)
+        log(f"data: built-in synthetic THUMOS'14-shaped dataset at {root} ({time.time() - t0:.1f}s)")
+    else:
+        root = cfg.data_root
+        log(f"data: {root}")
+    train = VideoDataset(root, split="train", modality=cfg.modality, num_segments=cfg.num_segments,
+                         sampling="random", seed=cfg.seed)
+    test = VideoDataset(root, split="test", modality=cfg.modality, num_segments=cfg.num_segments,
+                        sampling="uniform", class_names=train.class_names)
+    return root, train, test
+
+
+class BatchStream:
+    """Step s's batch is a pure function of (seed, s): epoch e visits the videos in the
+    order of a permutation drawn from (seed, e), and the random-perturb sampling of each
+    video in step s draws from (seed, s, j). A resumed run therefore sees exactly the
+    batches the uninterrupted run would have seen."""
+
+    def __init__(self, ds, batch_size: int, num_segments: int, seed: int):
+        from .data import sample_random_perturb
+
+        self.sample = sample_random_perturb
+        self.ds = ds
+        labels = [ds.label(i) for i in range(len(ds))]
+        # videos without any action label cannot be trained on (label / sum(label))
+        self.index = np.array([i for i, y in enumerate(labels) if float(y.sum()) > 0], dtype=np.int64)
+        if len(self.index) == 0:
+            raise SystemExit("error: no training video has an action label")
+        self.skipped = len(ds) - len(self.index)
+        self.labels = torch.stack([torch.as_tensor(labels[i]) for i in self.index]).float()
+        self.B, self.N, self.seed = batch_size, num_segments, seed
+        self._perm_cache: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm_cache:
+            self._perm_cache = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.index))}
+        return self._perm_cache[epoch]
+
+    def batch(self, step: int):
+        n = len(self.index)
+        pos = np.arange(step * self.B, (step + 1) * self.B)
+        picks = np.empty(self.B, dtype=np.int64)
+        for j, p in enumerate(pos):
+            picks[j] = self._perm(int(p // n))[p % n]
+        feats = []
+        for j, local in enumerate(picks):
+            x = self.ds.features(int(self.index[local]))            # (T, D) float32 numpy
+            rng = np.random.default_rng([self.seed, 2, step, j])
+            feats.append(x[self.sample(x.shape[0], self.N, rng)])
+        x = torch.from_numpy(np.stack(feats))
+        return x, self.labels[torch.from_numpy(picks)]
+
+
+# --------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device):
+    """Run the model over the test split, build proposals, compute detection mAP.
+    Returns (metrics dict, results dict in the ActivityNet results format)."""
+    from .evaluation import ProposalConfig, evaluate_detection, generate_proposals
+
+    pcfg = ProposalConfig.anet12() if cfg.proposals == "anet12" else ProposalConfig.thumos14()
+    was_training = model.training
+    model.eval()
+    results = {}
+    for i in range(len(test_ds)):
+        item = test_ds[i]
+        x = item["features"].to(device)[None]
+        out = model(x, mine=False)
+        results[item["vid"]] = generate_proposals(
+            out["video_scores"][0].float().cpu().numpy(), out["cas"][0].float().cpu().numpy(),
+            out["actionness"][0].float().cpu().numpy(), item["num_snippets"], test_ds.class_names, pcfg,
+            impl=cfg.eval_impl)
+    model.train(was_training)
+    res = evaluate_detection(test_ds.gt_path, {"results": results}, subset="test",
+                             tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
+    return res, {"version": "cola_fast", "results": results}
+
+
+def format_map_table(res: dict) -> str:
+    from .evaluation import format_table
+    return format_table(res)
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+def build(cfg: TrainConfig, feature_dim: int, num_classes: int, device: torch.device):
+    backend = None if cfg.backend == "auto" else cfg.backend
+    mcfg = ModelConfig(feature_dim=feature_dim, num_classes=num_classes, embed_dim=cfg.embed_dim,
+                       embed_kernel=cfg.embed_kernel, classifier=cfg.classifier, dropout=cfg.dropout,
+                       r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
+    model = CoLA(mcfg, backend=backend).to(device)
+    loss_fn = CoLALoss(cfg.lambda_snico, cfg.tau, backend=backend)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    return model, loss_fn, opt
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda *a, **k: None) if quiet else print
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    mining_counts(cfg.num_segments, cfg.r_easy, cfg.r_hard)  # clear error before any work
+    if cfg.M > cfg.num_segments:
+        raise SystemExit(f"error: num_segments={cfg.num_segments} is shorter than the hard-mining window M={cfg.M}")
+
+    state = None
+    if resume:
+        ck = out / "last.pt"
+        if not ck.exists():
+            raise SystemExit(f"error: --resume given but {ck} does not exist")
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+        saved = state["config"]
+        if saved != json.loads(json.dumps(cfg.to_dict())):
+            diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if saved.get(k) != v}
+            say(f"resume: using the saved configuration of {ck} (command line differed in {sorted(diff)})")
+            cfg = TrainConfig(**saved)
+
+    root, train_ds, test_ds = prepare_data(cfg, log=say)
+    stream = BatchStream(train_ds, cfg.batch_size, cfg.num_segments, cfg.seed)
+    if stream.skipped:
+        say(f"data: {stream.skipped} training videos have no action label and are skipped")
+    torch.manual_seed(cfg.seed)
+    model, loss_fn, opt = build(cfg, train_ds.feature_dim, len(train_ds.class_names), device)
+    from .ops import describe
+    say(f"device: {device}  backend: {cfg.backend}  available: {describe()}")
+    say(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
+        f"train videos {len(stream.index)}, test videos {len(test_ds)}, classes {len(train_ds.class_names)}")
+
+    start, best = 0, {"average_mAP": -1.0, "step": -1}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, best = state["step"], state["best"]
+        say(f"resume: from step {start} (best average mAP so far {100 * best['average_mAP']:.2f} at step {best['step']})")
+    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    metrics = MetricLog(out)
+
+    def checkpoint(step: int, path: Path, extra: dict | None = None):
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                           "best": best, "config": cfg.to_dict(), "class_names": train_ds.class_names,
+                           "feature_dim": train_ds.feature_dim, **(extra or {})}, path)
+
+    interrupted = {"flag": False}
+
+    def on_signal(signum, frame):  # finish the current step, save, exit
+        interrupted["flag"] = True
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from tqdm import tqdm
+        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
+                   disable=quiet, dynamic_ncols=True, mininterval=1.0)
+        model.train()
+        t_train = time.time()
+        run = {"loss": 0.0, "loss_action": 0.0, "loss_snico": 0.0, "n": 0}
+        step = start
+        for step in bar:
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout and keep masks: a function of the step
+            x, y = stream.batch(step)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out_ = model(x)
+            loss, parts = loss_fn(out_, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k in ("loss", "loss_action", "loss_snico"):
+                run[k] += float(parts[k])
+            run["n"] += 1
+            done = step + 1
+            if done % 10 == 0 or done == cfg.steps:
+                avg = {k: run[k] / run["n"] for k in ("loss", "loss_action", "loss_snico")}
+                if not math.isfinite(avg["loss"]):
+                    checkpoint(step, out / "crash.pt")
+                    raise SystemExit(f"error: loss became {avg['loss']} at step {done}; state saved to {out / 'crash.pt'}")
+                bar.set_postfix(loss=f"{avg['loss']:.4f}", best=f"{100 * max(best['average_mAP'], 0):.2f}")
+                metrics.log(done, "train", avg)
+                run = {k: 0.0 for k in run}
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                t0 = time.time()
+                res, results = evaluate(model, test_ds, cfg, device)
+                dt = time.time() - t0
+                metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
+                                           **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
+                improved = res["average_mAP"] > best["average_mAP"]
+                if improved:
+                    best = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
+                            "tiou_thresholds": res["tiou_thresholds"]}
+                    checkpoint(done, out / "best.pt")
+                    atomic_write_text(out / "best_results.json", json.dumps(results))
+                checkpoint(done, out / "last.pt")
+                if not quiet:
+                    bar.write(f"step {done}: evaluation {dt:.1f}s{'  (new best)' if improved else ''}\n"
+                              + format_map_table(res))
+            if interrupted["flag"]:
+                checkpoint(done, out / "last.pt")
+                bar.close()
+                say(f"interrupted at step {done}: state saved to {out / 'last.pt'}; continue with --resume")
+                metrics.close()
+                raise SystemExit(130)
+        bar.close()
+        train_seconds = time.time() - t_train
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    metrics.close()
+
+    summary = {"best": best, "train_seconds": train_seconds, "steps": cfg.steps, "out": str(out)}
+    if best["step"] >= 0:
+        say(f"\nfinal: best checkpoint at step {best['step']} ({out / 'best.pt'})")
+        say(format_map_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
+                              "average_mAP": best["average_mAP"]}))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cola_fast.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="auto",
+                   help="thumos14 | anet12 | cpu | cpu-large | tiny | auto (thumos14 with a GPU, cpu without)")
+    p.add_argument("--data-root", default=None, help="dataset in the COLA_SPEC layout (default: built-in synthetic data)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-segments", type=int)
+    p.add_argument("--modality", choices=["all", "rgb", "flow"])
+    p.add_argument("--backend", choices=["auto", "reference", "native", "triton"])
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any config field (see cola_fast/config.py)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    preset = args.preset
+    if preset == "auto":
+        preset = "thumos14" if torch.cuda.is_available() else "cpu"
+    cfg = get_preset(preset)
+    named = {"data_root": args.data_root, "steps": args.steps, "eval_every": args.eval_every,
+             "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "num_segments": args.num_segments, "modality": args.modality, "backend": args.backend,
+             "device": args.device, "threads": args.threads}
+    cfg = cfg.replace(**{k: v for k, v in named.items() if v is not None})
+    for item in args.set:
+        cfg = parse_override(cfg, item)
+    if cfg.steps < 1 or cfg.eval_every < 1 or cfg.batch_size < 1:
+        raise ValueError("steps, eval_every and batch_size must be >= 1")
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/{cfg.preset}")
+    try:
+        train(cfg, out, resume=args.resume, quiet=args.quiet)
+    except ValueError as e:  # DataError and friends: clear message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
