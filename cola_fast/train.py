@@ -52,7 +52,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} asked for, but CUDA is not available")
+        raise ValueError(f"--device {name} asked for, but CUDA is not available")
     return dev
 
 
@@ -125,7 +125,7 @@ class BatchStream:
         # videos without any action label cannot be trained on (label / sum(label))
         self.index = np.array([i for i, y in enumerate(labels) if float(y.sum()) > 0], dtype=np.int64)
         if len(self.index) == 0:
-            raise SystemExit("error: no training video has an action label")
+            raise ValueError("no training video has an action label")
         self.skipped = len(ds) - len(self.index)
         self.labels = torch.stack([torch.as_tensor(labels[i]) for i in self.index]).float()
         self.B, self.N, self.seed = batch_size, num_segments, seed
@@ -136,14 +136,17 @@ class BatchStream:
             self._perm_cache = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.index))}
         return self._perm_cache[epoch]
 
-    def batch(self, step: int):
+    def batch(self, step: int, rows: slice = slice(None)):
+        """Features (b,N,D) and labels (b,C) of step's batch, restricted to rows (the
+        share of one process under torchrun)."""
         n = len(self.index)
-        pos = np.arange(step * self.B, (step + 1) * self.B)
-        picks = np.empty(self.B, dtype=np.int64)
-        for j, p in enumerate(pos):
-            picks[j] = self._perm(int(p // n))[p % n]
+        js = list(range(self.B))[rows]
+        picks = np.empty(len(js), dtype=np.int64)
+        for out_j, j in enumerate(js):
+            p = step * self.B + j
+            picks[out_j] = self._perm(p // n)[p % n]
         feats = []
-        for j, local in enumerate(picks):
+        for j, local in zip(js, picks):
             x = self.ds.features(int(self.index[local]))            # (T, D) float32 numpy
             rng = np.random.default_rng([self.seed, 2, step, j])
             feats.append(x[self.sample(x.shape[0], self.N, rng)])
@@ -197,27 +200,78 @@ def build(cfg: TrainConfig, feature_dim: int, num_classes: int, device: torch.de
     return model, loss_fn, opt
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> dict:
+class Dist:
+    """torchrun / torch.distributed context: rank, world size, and the device of this rank."""
+
+    def __init__(self, device_name: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = resolve_device(device_name)
+        if self.world > 1:
+            import torch.distributed as dist
+            if device.type == "cuda":
+                device = torch.device("cuda", self.local_rank)
+                torch.cuda.set_device(device)
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        self.device = device
+        self.main = self.rank == 0
+
+    def mean(self, values: dict) -> dict:
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+        t = torch.tensor([values[k] for k in sorted(values)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(sorted(values), t.tolist())}
+
+    def barrier(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+
+    def close(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False,
+          deterministic: bool = False) -> dict:
+    """Train one model; returns a summary dict (best mAP, timings). Under torchrun the
+    global batch is split across ranks (DistributedDataParallel); evaluation,
+    checkpoints and logs happen on rank 0."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    dist_ctx = Dist(cfg.device)
+    device, is_main = dist_ctx.device, dist_ctx.main
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    quiet = quiet or not is_main
     say = (lambda *a, **k: None) if quiet else print
-    device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     mining_counts(cfg.num_segments, cfg.r_easy, cfg.r_hard)  # clear error before any work
     if cfg.M > cfg.num_segments:
-        raise SystemExit(f"error: num_segments={cfg.num_segments} is shorter than the hard-mining window M={cfg.M}")
+        raise ValueError(f"num_segments={cfg.num_segments} is shorter than the hard-mining window M={cfg.M}")
+    if cfg.batch_size % dist_ctx.world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {dist_ctx.world} processes")
 
     state = None
     if resume:
         ck = out / "last.pt"
         if not ck.exists():
-            raise SystemExit(f"error: --resume given but {ck} does not exist")
+            raise ValueError(f"--resume given but {ck} does not exist")
         state = torch.load(ck, map_location="cpu", weights_only=True)
         saved = state["config"]
         if saved != json.loads(json.dumps(cfg.to_dict())):
-            diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if saved.get(k) != v}
-            say(f"resume: using the saved configuration of {ck} (command line differed in {sorted(diff)})")
+            diff = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
+            say(f"resume: using the saved configuration of {ck} (the command line differed in {diff})")
             cfg = TrainConfig(**saved)
 
     root, train_ds, test_ds = prepare_data(cfg, log=say)
@@ -227,7 +281,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     torch.manual_seed(cfg.seed)
     model, loss_fn, opt = build(cfg, train_ds.feature_dim, len(train_ds.class_names), device)
     from .ops import describe
-    say(f"device: {device}  backend: {cfg.backend}  available: {describe()}")
+    say(f"device: {device}  processes: {dist_ctx.world}  backend: {cfg.backend}  available: {describe()}")
     say(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
         f"train videos {len(stream.index)}, test videos {len(test_ds)}, classes {len(train_ds.class_names)}")
 
@@ -236,85 +290,103 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, best = state["step"], state["best"]
-        say(f"resume: from step {start} (best average mAP so far {100 * best['average_mAP']:.2f} at step {best['step']})")
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    metrics = MetricLog(out)
+        say(f"resume: from step {start} (best average mAP so far {100 * max(best['average_mAP'], 0):.2f} "
+            f"at step {best['step']})")
+    net = model
+    if dist_ctx.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    metrics = MetricLog(out) if is_main else None
+    if is_main:
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
-    def checkpoint(step: int, path: Path, extra: dict | None = None):
+    def checkpoint(step: int, path: Path):
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                            "best": best, "config": cfg.to_dict(), "class_names": train_ds.class_names,
-                           "feature_dim": train_ds.feature_dim, **(extra or {})}, path)
+                           "feature_dim": train_ds.feature_dim}, path)
 
     interrupted = {"flag": False}
 
     def on_signal(signum, frame):  # finish the current step, save, exit
         interrupted["flag"] = True
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_handlers = {sg: signal.signal(sg, on_signal) for sg in (signal.SIGINT, signal.SIGTERM)}
+    per_rank = cfg.batch_size // dist_ctx.world
+    rows = slice(dist_ctx.rank * per_rank, (dist_ctx.rank + 1) * per_rank)
+    train_seconds = 0.0
     try:
         from tqdm import tqdm
         bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
                    disable=quiet, dynamic_ncols=True, mininterval=1.0)
-        model.train()
+        net.train()
         t_train = time.time()
-        run = {"loss": 0.0, "loss_action": 0.0, "loss_snico": 0.0, "n": 0}
-        step = start
+        run = {"loss": 0.0, "loss_action": 0.0, "loss_snico": 0.0}
+        n_run = 0
         for step in bar:
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout and keep masks: a function of the step
-            x, y = stream.batch(step)
+            # dropout and keep masks are a function of (seed, step, rank): resumable, repeatable
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * 64 + dist_ctx.rank)
+            x, y = stream.batch(step, rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out_ = model(x)
-            loss, parts = loss_fn(out_, y)
+            loss, parts = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for k in ("loss", "loss_action", "loss_snico"):
+            for k in run:
                 run[k] += float(parts[k])
-            run["n"] += 1
+            n_run += 1
             done = step + 1
             if done % 10 == 0 or done == cfg.steps:
-                avg = {k: run[k] / run["n"] for k in ("loss", "loss_action", "loss_snico")}
+                avg = dist_ctx.mean({k: v / n_run for k, v in run.items()})
+                run, n_run = {k: 0.0 for k in run}, 0
                 if not math.isfinite(avg["loss"]):
-                    checkpoint(step, out / "crash.pt")
-                    raise SystemExit(f"error: loss became {avg['loss']} at step {done}; state saved to {out / 'crash.pt'}")
-                bar.set_postfix(loss=f"{avg['loss']:.4f}", best=f"{100 * max(best['average_mAP'], 0):.2f}")
-                metrics.log(done, "train", avg)
-                run = {k: 0.0 for k in run}
+                    if is_main:
+                        checkpoint(step, out / "crash.pt")
+                    raise FloatingPointError(f"loss became {avg['loss']} at step {done}; "
+                                             f"state saved to {out / 'crash.pt'}")
+                if is_main:
+                    bar.set_postfix(loss=f"{avg['loss']:.4f}", best=f"{100 * max(best['average_mAP'], 0):.2f}")
+                    metrics.log(done, "train", avg)
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                t0 = time.time()
-                res, results = evaluate(model, test_ds, cfg, device)
-                dt = time.time() - t0
-                metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
-                                           **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
-                improved = res["average_mAP"] > best["average_mAP"]
-                if improved:
-                    best = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
-                            "tiou_thresholds": res["tiou_thresholds"]}
-                    checkpoint(done, out / "best.pt")
-                    atomic_write_text(out / "best_results.json", json.dumps(results))
-                checkpoint(done, out / "last.pt")
-                if not quiet:
-                    bar.write(f"step {done}: evaluation {dt:.1f}s{'  (new best)' if improved else ''}\n"
-                              + format_map_table(res))
+                if is_main:
+                    t0 = time.time()
+                    res, results = evaluate(model, test_ds, cfg, device)
+                    dt = time.time() - t0
+                    metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
+                                               **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
+                    improved = res["average_mAP"] > best["average_mAP"]
+                    if improved:
+                        best = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
+                                "tiou_thresholds": res["tiou_thresholds"]}
+                        checkpoint(done, out / "best.pt")
+                        atomic_write_text(out / "best_results.json", json.dumps(results))
+                    checkpoint(done, out / "last.pt")
+                    if not quiet:
+                        bar.write(f"step {done}: evaluation {dt:.1f}s{'  (new best)' if improved else ''}\n"
+                                  + format_map_table(res))
+                dist_ctx.barrier()
             if interrupted["flag"]:
-                checkpoint(done, out / "last.pt")
+                if is_main:
+                    checkpoint(done, out / "last.pt")
+                    say(f"\ninterrupted at step {done}: state saved to {out / 'last.pt'}; continue with --resume")
                 bar.close()
-                say(f"interrupted at step {done}: state saved to {out / 'last.pt'}; continue with --resume")
-                metrics.close()
-                raise SystemExit(130)
+                raise KeyboardInterrupt
         bar.close()
         train_seconds = time.time() - t_train
     finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    metrics.close()
+        for sg, h in old_handlers.items():
+            signal.signal(sg, h)
+        if metrics is not None:
+            metrics.close()
+        dist_ctx.close()
 
-    summary = {"best": best, "train_seconds": train_seconds, "steps": cfg.steps, "out": str(out)}
-    if best["step"] >= 0:
-        say(f"\nfinal: best checkpoint at step {best['step']} ({out / 'best.pt'})")
-        say(format_map_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
-                              "average_mAP": best["average_mAP"]}))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    summary = {"best": best, "train_seconds": train_seconds, "steps": cfg.steps, "seed": cfg.seed,
+               "out": str(out), "processes": dist_ctx.world}
+    if is_main:
+        if best["step"] >= 0:
+            say(f"\nfinal: best checkpoint at step {best['step']} ({out / 'best.pt'})")
+            say(format_map_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
+                                  "average_mAP": best["average_mAP"]}))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -338,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field (see cola_fast/config.py)")
+    p.add_argument("--seeds", help="comma-separated seeds: one run per seed in OUT/seed<N>, then mean and std")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only (a repeated CPU run is bit-identical)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -363,16 +438,45 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()] if args.seeds else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out or f"runs/{cfg.preset}")
     try:
-        train(cfg, out, resume=args.resume, quiet=args.quiet)
-    except ValueError as e:  # DataError and friends: clear message, no traceback
+        if not seeds:
+            train(cfg, out, resume=args.resume, quiet=args.quiet, deterministic=args.deterministic)
+            return 0
+        summaries = []
+        for seed in seeds:
+            print(f"\n=== seed {seed} ===")
+            summaries.append(train(cfg.replace(seed=seed), out / f"seed{seed}", resume=args.resume,
+                                   quiet=args.quiet, deterministic=args.deterministic))
+        table = seeds_table(summaries)
+        print("\n" + table)
+        atomic_write_text(out / "seeds.md", table + "\n")
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FloatingPointError) as e:  # DataError and friends: a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def seeds_table(summaries: list) -> str:
+    """One row per seed (mAP at each tIoU and the average, percent), then mean and std."""
+    th = summaries[0]["best"]["tiou_thresholds"]
+    head = "| seed | " + " | ".join(f"{t:g}" for t in th) + " | avg | best step |"
+    lines = [head, "|" + "---|" * (len(th) + 3)]
+    rows = []
+    for s in summaries:
+        vals = [100 * v for v in s["best"]["mAP"]] + [100 * s["best"]["average_mAP"]]
+        rows.append(vals)
+        lines.append(f"| {s['seed']} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {s['best']['step']} |")
+    a = np.asarray(rows)
+    lines.append("| mean | " + " | ".join(f"{v:.2f}" for v in a.mean(0)) + " | |")
+    lines.append("| std | " + " | ".join(f"{v:.2f}" for v in a.std(0, ddof=1 if len(a) > 1 else 0)) + " | |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
