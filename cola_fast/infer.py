@@ -1,0 +1,144 @@
+"""python -m cola_fast.infer: run a trained checkpoint on new videos' features.
+
+    python -m cola_fast.infer runs/cpu/best.pt video.npy --out dets.json
+    python -m cola_fast.infer runs/cpu/best.pt features_dir/ --out dets.json --plot plots/ --gt gt.json
+
+FEATURES is one video's features as a .npy file of shape (T, D) (D as the model was
+trained with, e.g. 2048 = rgb then flow), or a folder of such files (one per video,
+named <video id>.npy). Writes detections in the ActivityNet results format; with --plot
+a PNG per video (actionness and the top classes' activation over time, detections, and
+the ground truth when --gt is given). Checkpoints are loaded with weights_only=True.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .model import CoLA, ModelConfig
+
+
+def load_model(path, device="cpu"):
+    """(model in eval mode, TrainConfig, class_names) from a checkpoint written by the trainer."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds
+        raise ValueError(f"checkpoint {path} could not be read: {e}") from None
+    for key in ("model", "config", "class_names", "feature_dim"):
+        if key not in state:
+            raise ValueError(f"checkpoint {path} has no {key!r}: not a cola_fast training checkpoint")
+    cfg = TrainConfig(**state["config"])
+    mcfg = ModelConfig(feature_dim=state["feature_dim"], num_classes=len(state["class_names"]),
+                       embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
+                       dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
+    backend = None if cfg.backend == "auto" else cfg.backend
+    model = CoLA(mcfg, backend=backend)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, list(state["class_names"])
+
+
+def _load_features(path: Path, feature_dim: int) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot read features ({e})") from None
+    if x.ndim != 2:
+        raise ValueError(f"{path}: features must be (T, D), got shape {x.shape}")
+    if x.shape[1] != feature_dim:
+        raise ValueError(f"{path}: features have {x.shape[1]} channels, the model expects {feature_dim}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{path}: no snippets")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{path}: features contain NaN or inf")
+    return x.astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def infer_video(model: CoLA, feats: np.ndarray, cfg: TrainConfig, class_names: list, device="cpu"):
+    """Detections and the curves behind them for one video's (T, D) features: test-time
+    uniform sampling to num_segments (COLA_SPEC 1), forward in eval mode, proposals."""
+    from .data import sample_uniform
+    from .evaluation import ProposalConfig, generate_proposals
+
+    T = feats.shape[0]
+    x = feats if T <= cfg.num_segments else feats[sample_uniform(T, cfg.num_segments)]
+    out = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)[None], mine=False)
+    curves = {k: out[k][0].float().cpu().numpy() for k in ("video_scores", "cas", "actionness")}
+    pcfg = ProposalConfig.anet12() if cfg.proposals == "anet12" else ProposalConfig.thumos14()
+    dets = generate_proposals(curves["video_scores"], curves["cas"], curves["actionness"], T, class_names, pcfg)
+    return dets, curves
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cola_fast.infer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("features", help="a (T, D) .npy file or a folder of them")
+    p.add_argument("--out", default=None, help="detections JSON (default: print to stdout)")
+    p.add_argument("--plot", default=None, metavar="DIR", help="write a PNG per video into DIR")
+    p.add_argument("--gt", default=None, help="gt.json: draw the ground truth in the plots")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    try:
+        model, cfg, class_names = load_model(args.checkpoint, args.device)
+        src = Path(args.features)
+        if src.is_dir():
+            files = sorted(src.glob("*.npy"))
+            if not files:
+                raise ValueError(f"{src}: no .npy files")
+        elif src.is_file():
+            files = [src]
+        else:
+            raise ValueError(f"{src}: no such file or folder")
+        gt = None
+        if args.gt:
+            from .evaluation import load_gt
+            gt = load_gt(args.gt)
+        results = {}
+        for f in files:
+            feats = _load_features(f, model.cfg.feature_dim)
+            dets, curves = infer_video(model, feats, cfg, class_names, args.device)
+            results[f.stem] = dets
+            if args.plot:
+                from .visualize import plot_video
+                anns = _gt_annotations(gt, f.stem)
+                png = plot_video(Path(args.plot) / f"{f.stem}.png", f.stem, curves["actionness"], curves["cas"],
+                                 curves["video_scores"], class_names, dets, feats.shape[0], anns)
+                print(f"plot: {png}", file=sys.stderr)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    doc = {"version": "cola_fast", "results": results}
+    if args.out:
+        from .evaluation import results_json
+        results_json(results, args.out)
+        print(f"{sum(len(v) for v in results.values())} detections for {len(results)} videos -> {args.out}",
+              file=sys.stderr)
+    else:
+        json.dump(doc, sys.stdout)
+        print()
+    return 0
+
+
+def _gt_annotations(gt, vid: str):
+    """The annotations of vid in a loaded gt (the evaluation module's load_gt result or
+    a raw gt.json dict), as [{"label","segment"}]."""
+    if gt is None:
+        return None
+    db = gt.get("database", gt) if isinstance(gt, dict) else None
+    if db is None or vid not in db:
+        return []
+    return [{"label": a["label"], "segment": [float(a["segment"][0]), float(a["segment"][1])]}
+            for a in db[vid].get("annotations", [])]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
