@@ -320,7 +320,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
                    disable=quiet, dynamic_ncols=True, mininterval=1.0)
         net.train()
         t_train = time.time()
-        run = {"loss": 0.0, "loss_action": 0.0, "loss_snico": 0.0}
+        # running sums stay on the device: the step itself never waits for the host
+        run = {k: torch.zeros((), device=device) for k in ("loss", "loss_action", "loss_snico")}
         n_run = 0
         for step in bar:
             # dropout and keep masks are a function of (seed, step, rank): resumable, repeatable
@@ -332,12 +333,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             loss.backward()
             opt.step()
             for k in run:
-                run[k] += float(parts[k])
+                run[k] += parts[k]
             n_run += 1
             done = step + 1
-            if done % 10 == 0 or done == cfg.steps:
-                avg = dist_ctx.mean({k: v / n_run for k, v in run.items()})
-                run, n_run = {k: 0.0 for k in run}, 0
+            if done % 10 == 0 or done == cfg.steps:  # one host sync per 10 steps
+                avg = dist_ctx.mean({k: float(v) / n_run for k, v in run.items()})
+                for v in run.values():
+                    v.zero_()
+                n_run = 0
                 if not math.isfinite(avg["loss"]):
                     if is_main:
                         checkpoint(step, out / "crash.pt")
