@@ -1,0 +1,2 @@
+def generate_proposals_fast(*a, **k):
+    raise NotImplementedError
