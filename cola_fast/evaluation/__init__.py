@@ -43,7 +43,8 @@ def generate_proposals(video_scores, cas, actionness, num_snippets_orig, class_n
 
 
 def parse_tiou(spec) -> np.ndarray:
-    """'0.1:0.7:0.1' (inclusive end) or '0.3,0.5,0.7' or a sequence -> float array."""
+    """'0.1:0.7:0.1' (inclusive end; np.linspace(0.1, 0.7, 7)) or '0.3,0.5,0.7' or a
+    sequence -> float array."""
     if isinstance(spec, str):
         s = spec.strip()
         try:
@@ -55,7 +56,11 @@ def parse_tiou(spec) -> np.ndarray:
                 if step <= 0 or hi < lo:
                     raise ValueError
                 n = int(np.floor((hi - lo) / step + 1e-9)) + 1
-                arr = np.linspace(lo, lo + (n - 1) * step, n)
+                # np.linspace(start, stop, n) as the published configs write it
+                # (np.linspace(0.1, 0.7, 7)); the threshold floats decide ties at equality
+                stop = hi if abs(lo + (n - 1) * step - hi) <= 1e-9 * max(1.0, abs(hi)) \
+                    else lo + (n - 1) * step
+                arr = np.linspace(lo, stop, n)
             else:
                 arr = np.array([float(x) for x in s.split(",") if x.strip()], dtype=np.float64)
         except ValueError:

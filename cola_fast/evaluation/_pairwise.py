@@ -25,12 +25,15 @@ def _leaf_contiguous(bankpad, p, cnt):
     order = np.argsort(nb, kind="stable")
     snb = nb[order]
     bounds = np.searchsorted(snb, np.arange(int(snb[-1]) + 2)) if m else [0]
-    win = np.lib.stride_tricks.sliding_window_view
+    # one strided (rows, 128) window view; slicing columns before the fancy index
+    # copies only what a group needs
+    W = np.lib.stride_tricks.as_strided(bankpad, shape=(len(bankpad) - _BLOCK, _BLOCK),
+                                        strides=(bankpad.strides[0],) * 2, writeable=False)
     for g in range(1, len(bounds) - 1):
         sel = order[bounds[g]:bounds[g + 1]]
         if sel.size == 0:
             continue
-        V = win(bankpad, 8 * g)[p[sel]].reshape(-1, g, 8)
+        V = W[:, :8 * g][p[sel]].reshape(-1, g, 8)
         r = V[:, 0, :].copy()
         for i in range(1, g):
             r += V[:, i, :]
@@ -38,7 +41,7 @@ def _leaf_contiguous(bankpad, p, cnt):
     rem = cnt - 8 * nb
     wr = int(rem.max()) if m else 0
     if wr > 0:
-        R = win(bankpad, 7)[p + 8 * nb]
+        R = W[:, :7][p + 8 * nb]
         for j in range(wr):
             res = res + np.where(j < rem, R[:, j], 0.0)
     return res
@@ -120,3 +123,20 @@ def segment_sums(bank, b1, n1, b2, n2):
         tot = tn1 + tn2
         out[two] = _psum(laid, np.cumsum(tot) - tot, tot)
     return out[inv.reshape(-1)]
+
+
+def slice_sums(arr, starts, counts):
+    """numpy sum of arr[starts[i] : starts[i] + counts[i]] for each i (bit-identical to
+    np.add.reduce of each slice); counts may be 0 (sum 0.0)."""
+    arr = np.concatenate([np.ascontiguousarray(arr, dtype=np.float64).reshape(-1),
+                          np.zeros(_BLOCK + 8)])
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    if starts.size == 0:
+        return np.zeros(0)
+    return _psum(arr, starts, counts)
+
+
+def ranges(starts, lens):
+    """Concatenation of arange(s, s + n) for each (s, n) (public alias)."""
+    return _ranges(np.asarray(starts, dtype=np.int64), np.asarray(lens, dtype=np.int64))

@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._pairwise import segment_sums
+from ._pairwise import ranges, slice_sums
 from .common import check_inputs, prepare_curves
 from .config import ProposalConfig
 
 
-def nms_indices(scores, x1, x2, thresh):
-    """Indices kept by the greedy NMS of reference.nms, in the same order."""
+def nms_indices(scores, x1, x2, thresh, keys=None):
+    """Indices kept by the greedy NMS of reference.nms, in the same order.
+    ``keys`` (optional int64): equal keys <=> identical segments, used to collapse
+    duplicates onto their best-ranked copy before the greedy loop."""
     order = np.asarray(scores).argsort()[::-1]
     if order.size == 0:
         return order
     if thresh <= 1:
-        # collapse identical segments onto their best-ranked copy (first in `order`)
-        seg = np.stack([x1[order], x2[order]], axis=1)
-        _, first = np.unique(seg, axis=0, return_index=True)
+        if keys is None:
+            _, first = np.unique(np.stack([x1[order], x2[order]], axis=1), axis=0,
+                                 return_index=True)
+        else:
+            _, first = np.unique(keys[order], return_index=True)
         order = order[np.sort(first)]
     X1 = x1[order]
     X2 = x2[order]
@@ -49,52 +53,84 @@ def nms_indices(scores, x1, x2, thresh):
     return np.asarray(keep, dtype=np.int64)
 
 
+def _runs_all_thresholds(v, th):
+    """Runs of candidate positions {j : v[j] >= th[i] and v[j] > 0} (the published
+    ``a[a < th] = 0; a > 0``) for every threshold i at once, from the per-position count
+    of thresholds passed: O(L log F + number of run ends), no (F, L) mask.
+    Returns (i, start, end) sorted by (i, start)."""
+    order = np.argsort(th, kind="stable")
+    ths = th[order]
+    level = np.where(v > 0, np.searchsorted(ths, v, side="right"), 0)
+    lp = np.concatenate([[0], level, [0]])
+    a, b = lp[:-1], lp[1:]  # boundary j: between position j-1 and j
+    up = np.flatnonzero(b > a)
+    dn = np.flatnonzero(b < a)
+    cu = (b - a)[up]
+    cd = (a - b)[dn]
+    i_s = ranges(a[up], cu)
+    p_s = np.repeat(up, cu)
+    i_e = ranges(b[dn], cd)
+    p_e = np.repeat(dn, cd) - 1
+    os_ = np.lexsort((p_s, i_s))
+    oe = np.lexsort((p_e, i_e))
+    f = order[i_s[os_]]
+    s = p_s[os_]
+    e = p_e[oe]
+    o = np.lexsort((s, f))
+    return f[o], s[o], e[o]
+
+
 def proposal_arrays(vs, pred, cas_up, act_up, T_orig, cfg: ProposalConfig):
-    """All proposals before NMS. Returns (cls_k, f, score, start, end) arrays in the
-    reference's pooling order (class-major, then threshold, then position)."""
+    """All proposals before NMS. Returns (k, f, score, start, end, key) arrays in the
+    reference's pooling order (class-major, then threshold, then position); k indexes
+    pred, f the threshold (cas thresholds first, then actionness)."""
     L, K = cas_up.shape
     T_used = L // cfg.upsample
     t_factor = (cfg.snippet_frames * T_orig) / (cfg.upsample * T_used * cfg.fps)
-    cth = cfg.cas_thresholds
-    ath = cfg.act_thresholds
-    nc, na = len(cth), len(ath)
-    F = nc + na
-    # score banks: per class, nc thresholded curves then the plain one
-    bank = np.empty((K, nc + 1, L))
-    casT = cas_up.T  # (K, L)
-    for j in range(nc):
-        bank[:, j, :] = np.where(casT < cth[j], 0.0, casT)
-    bank[:, nc, :] = casT
-    padded = np.zeros((K, F, L + 2), dtype=np.int8)
-    padded[:, :nc, 1:-1] = bank[:, :nc, :] > 0
-    act_tmp = np.where(act_up[None, :] < ath[:, None], 0.0, act_up[None, :])
-    padded[:, nc:, 1:-1] = (act_tmp > 0)[None, :, :]
-    d = np.diff(padded.reshape(K * F, L + 2), axis=1)
-    row, s = np.nonzero(d == 1)
-    row_e, e1 = np.nonzero(d == -1)
-    e = e1 - 1
+    cth, ath = cfg.cas_thresholds, cfg.act_thresholds
+    nc = len(cth)
+    fa, sa, ea = _runs_all_thresholds(act_up, ath)
+    ks, fs, ss, es = [], [], [], []
+    for c in range(K):
+        fc, sc, ec = _runs_all_thresholds(cas_up[:, c], cth)
+        ks += [np.full(len(fc) + len(fa), c)]
+        fs += [fc, fa + nc]
+        ss += [sc, sa]
+        es += [ec, ea]
+    k = np.concatenate(ks).astype(np.int64)
+    f = np.concatenate(fs).astype(np.int64)
+    s = np.concatenate(ss).astype(np.int64)
+    e = np.concatenate(es).astype(np.int64)
     n = e - s + 1
     keep = n >= cfg.min_run
     if cfg.min_run <= 1:
-        # the published code skips a class whose only candidate position is 0
-        cnt = np.bincount(row, weights=n, minlength=K * F)
-        keep &= ~((s == 0) & (cnt[row] == 1))
-    row, s, e, n = row[keep], s[keep], e[keep], n[keep]
-    k = row // F
-    f = row % F
-    base = (k * (nc + 1) + np.minimum(f, nc)) * L
-    flat = bank.reshape(-1)
-    inner = segment_sums(flat, base + s, n, base, 0) / n
+        # the published code skips a row whose only candidate position is 0
+        row = k * (nc + len(ath)) + f
+        _, inv, cnt = np.unique(row, return_inverse=True, return_counts=True)
+        keep &= ~((s == 0) & (e == 0) & (cnt[inv] == 1))
+    k, f, s, e, n = k[keep], f[keep], s[keep], e[keep], n[keep]
+    bank = np.ascontiguousarray(cas_up.T).reshape(-1)  # (K, L): inside a run a_th == cas'
+    # inner means, each distinct (class, start, length) summed once
+    ikey = (k * L + s) * (L + 1) + n
+    ukey, inv = np.unique(ikey, return_inverse=True)
+    un = ukey % (L + 1)
+    inner = (slice_sums(bank, ukey // (L + 1), un) / un)[inv.reshape(-1)]
+    # outer means: [o_s, s) and (e, o_e] laid out contiguously, cas rows thresholded
     o_s = np.maximum(0, (s - cfg.outer_ratio * n).astype(np.int64))
     o_e = np.minimum(int(L - 1), (e + cfg.outer_ratio * n).astype(np.int64))
     n1 = s - o_s
     n2 = o_e - e
     no = n1 + n2
-    osum = segment_sums(flat, base + o_s, n1, base + e + 1, n2)
+    starts = np.stack([k * L + o_s, k * L + e + 1], axis=1).reshape(-1)
+    lens = np.stack([n1, n2], axis=1).reshape(-1)
+    vals = bank[ranges(starts, lens)]
+    th_run = np.where(f < nc, cth[np.minimum(f, nc - 1)] if nc else 0.0, -np.inf)
+    vals = np.where(vals < np.repeat(th_run, no), 0.0, vals)
+    osum = slice_sums(vals, np.cumsum(no) - no, no)
     outer = np.where(no > 0, osum / np.maximum(no, 1), 0.0)
     bonus = cfg.video_score_weight * vs.astype(np.float64)[pred]
     score = inner - outer + bonus[k]
-    return k, f, score, s * t_factor, (e + 1) * t_factor
+    return k, f, score, s * t_factor, (e + 1) * t_factor, s * (L + 1) + e
 
 
 def generate_proposals_fast(video_scores, cas, actionness, num_snippets_orig, class_names,
@@ -104,7 +140,7 @@ def generate_proposals_fast(video_scores, cas, actionness, num_snippets_orig, cl
                                         class_names, cfg)
     pred, cas_up, act_up = prepare_curves(vs, cas, act, cfg)
     K = len(pred)
-    k, f, score, start, end = proposal_arrays(vs, pred, cas_up, act_up, T_orig, cfg)
+    k, f, score, start, end, key = proposal_arrays(vs, pred, cas_up, act_up, T_orig, cfg)
     bounds = np.searchsorted(k, np.arange(K + 1))
     first_f = np.array([f[bounds[c]] if bounds[c + 1] > bounds[c] else np.iinfo(np.int64).max
                         for c in range(K)])
@@ -113,9 +149,9 @@ def generate_proposals_fast(video_scores, cas, actionness, num_snippets_orig, cl
         lo, hi = bounds[c], bounds[c + 1]
         if hi == lo:
             continue
-        sc, st, en = score[lo:hi], start[lo:hi], end[lo:hi]
+        sc, st, en, ky = score[lo:hi], start[lo:hi], end[lo:hi], key[lo:hi]
         name = class_names[int(pred[c])]
-        for i in nms_indices(sc, st, en, cfg.nms_iou):
+        for i in nms_indices(sc, st, en, cfg.nms_iou, ky):
             dets.append({"label": name, "score": float(sc[i]),
                          "segment": [float(st[i]), float(en[i])]})
     return dets
