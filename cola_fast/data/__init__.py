@@ -10,9 +10,10 @@ from .errors import DataError
 from .sampling import sample_random_perturb, sample_uniform, sample_random_perturb_batch
 from .dataset import VideoDataset, load_gt, class_names_from_gt, read_split, load_feature
 from .synthetic import SyntheticSpec, make_synthetic_dataset, thumos14_files
+from .bank import DeviceFeatureBank
 
 __all__ = [
     "DataError", "sample_random_perturb", "sample_uniform", "sample_random_perturb_batch",
     "VideoDataset", "load_gt", "class_names_from_gt", "read_split", "load_feature",
-    "SyntheticSpec", "make_synthetic_dataset", "thumos14_files",
+    "SyntheticSpec", "make_synthetic_dataset", "thumos14_files", "DeviceFeatureBank",
 ]
