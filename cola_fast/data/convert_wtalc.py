@@ -1,0 +1,33 @@
+"""Convert the W-TALC single-file layout to the layout of COLA_SPEC 1.
+
+    python -m cola_fast.data.convert_wtalc FEATURES.npy ANNOT_DIR OUT_ROOT --allow-pickle
+
+See cola_fast.data.wtalc for both layouts and why --allow-pickle is required.
+"""
+import argparse
+import sys
+
+from .errors import DataError
+from .wtalc import convert_wtalc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cola_fast.data.convert_wtalc", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("features", help="W-TALC features .npy (object array of per-video (T, 2048) arrays)")
+    p.add_argument("annotations", help="folder with videoname.npy, subset.npy, segments.npy, labels.npy, classlist.npy")
+    p.add_argument("out_root", help="output dataset root (must not exist or be empty)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow reading pickled object arrays (unpickling can run code: trusted files only)")
+    a = p.parse_args(argv)
+    try:
+        out = convert_wtalc(a.features, a.annotations, a.out_root, allow_pickle=a.allow_pickle)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

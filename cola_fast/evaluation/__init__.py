@@ -1,0 +1,99 @@
+"""Proposals, NMS and detection mAP (COLA_SPEC sections 5 and 6).
+
+Two implementations of each: ``impl="reference"`` (evaluation/reference.py, the loop
+style of the published code, the oracle) and ``impl="fast"`` (vectorised numpy,
+identical results: same proposals in the same order with equal floats, same mAP).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference as _ref
+from .config import ProposalConfig
+from .detection import evaluate_detection_fast as _eval_fast
+from .io import (EvaluationInputError, format_table, load_gt, load_results, results_json,
+                 write_json_atomic)
+from .proposals import generate_proposals_fast as _props_fast
+
+__all__ = ["ProposalConfig", "generate_proposals", "evaluate_detection", "load_gt",
+           "load_results", "results_json", "format_table", "parse_tiou", "EvaluationInputError",
+           "write_json_atomic"]
+
+_IMPLS = ("fast", "reference")
+
+
+def _check_impl(impl):
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+
+
+def generate_proposals(video_scores, cas, actionness, num_snippets_orig, class_names,
+                       cfg: ProposalConfig | None = None, impl: str = "fast"):
+    """COLA_SPEC 5 steps 2-7 for one video.
+
+    video_scores (C,), cas (T, C), actionness (T,): numpy arrays or torch tensors.
+    num_snippets_orig: the video's original snippet count (converts positions to
+    seconds). Returns a list of {"label", "score", "segment": [start_s, end_s]} after
+    per-class NMS, classes in the order the published code emits them.
+    """
+    _check_impl(impl)
+    cfg = cfg if cfg is not None else ProposalConfig.thumos14()
+    fn = _props_fast if impl == "fast" else _ref.generate_proposals
+    return fn(video_scores, cas, actionness, num_snippets_orig, class_names, cfg)
+
+
+def parse_tiou(spec) -> np.ndarray:
+    """'0.1:0.7:0.1' (inclusive end; np.linspace(0.1, 0.7, 7)) or '0.3,0.5,0.7' or a
+    sequence -> float array."""
+    if isinstance(spec, str):
+        s = spec.strip()
+        try:
+            if ":" in s:
+                parts = [float(x) for x in s.split(":")]
+                if len(parts) != 3:
+                    raise ValueError
+                lo, hi, step = parts
+                if step <= 0 or hi < lo:
+                    raise ValueError
+                n = int(np.floor((hi - lo) / step + 1e-9)) + 1
+                # np.linspace(start, stop, n) as the published configs write it
+                # (np.linspace(0.1, 0.7, 7)); the threshold floats decide ties at equality
+                stop = hi if abs(lo + (n - 1) * step - hi) <= 1e-9 * max(1.0, abs(hi)) \
+                    else lo + (n - 1) * step
+                arr = np.linspace(lo, stop, n)
+            else:
+                arr = np.array([float(x) for x in s.split(",") if x.strip()], dtype=np.float64)
+        except ValueError:
+            raise ValueError(f"bad tIoU specification {spec!r}: use START:STOP:STEP "
+                             "(e.g. 0.1:0.7:0.1) or a comma list (e.g. 0.3,0.5,0.7)") from None
+    else:
+        arr = np.asarray(spec, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
+        raise ValueError(f"tIoU thresholds must be a non-empty list of numbers in [0, 1], got {spec!r}")
+    return arr
+
+
+def evaluate_detection(gt, results, subset: str = "test",
+                       tiou_thresholds=np.linspace(0.1, 0.7, 7), impl: str = "fast") -> dict:
+    """Detection mAP of COLA_SPEC 6.
+
+    gt: path or dict (validated with load_gt); results: {"results": {vid: [dets]}} dict
+    or path. Returns {"tiou_thresholds", "mAP" (fractions), "average_mAP",
+    "ap_per_class": {label: [AP per threshold]}}; classes are those of the ground truth of
+    ``subset`` (prediction labels outside them are ignored).
+    """
+    _check_impl(impl)
+    gt = load_gt(gt)
+    results = load_results(results)
+    thr = parse_tiou(tiou_thresholds)
+    subsets = sorted({v["subset"] for v in gt["database"].values()})
+    if subset not in subsets:
+        raise ValueError(f"unknown subset {subset!r}: the ground truth has {subsets}")
+    fn = _eval_fast if impl == "fast" else _ref.evaluate_detection
+    ap, names = fn(gt, results, subset, thr)
+    if not names:
+        raise ValueError(f"the ground truth has no annotations in subset {subset!r}")
+    mAP = ap.mean(axis=1)
+    return {"tiou_thresholds": [float(t) for t in thr], "mAP": [float(m) for m in mAP],
+            "average_mAP": float(mAP.mean()),
+            "ap_per_class": {n: [float(a) for a in ap[:, i]] for i, n in enumerate(names)}}

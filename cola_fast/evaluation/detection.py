@@ -1,0 +1,188 @@
+"""Detection mAP of COLA_SPEC 6, vectorised; equal to evaluation/reference.py.
+
+Per class the predictions are ranked with the same call the reference uses
+(``np.argsort(scores)[::-1]`` on the same array), and each prediction walks its video's
+ground truth in the order ``np.argsort(tiou_row)[::-1]`` - here computed for many rows at
+once (rows of equal length stacked, ``argsort(axis=1)``: the same 1-D sort per row).
+
+The greedy matching (a prediction takes the first ground-truth instance of its walk that
+is eligible - tIoU not below the threshold - and not yet taken by a better-ranked
+prediction) is solved exactly in vectorised rounds over all classes, thresholds and
+videos at once. In a round every undecided prediction points at its first untaken
+eligible instance ("choice"); within one (threshold, class, video) group, in rank order:
+- a prediction whose choice is not the choice of an earlier undecided one, with no
+  "blocker" before it, is final: it takes its choice (TP);
+- a prediction whose choice repeats an earlier one and has no other eligible instance is
+  a false positive (that instance will be taken before its turn whatever happens);
+- a prediction whose choice repeats an earlier one but has further options is a blocker:
+  it and everything after it in its group wait for the next round.
+Every round decides at least the first undecided prediction of each group, so it ends;
+with THUMOS-like data a handful of rounds suffice.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _flatten(gt: dict, results: dict, subset: str):
+    activity_index = {}
+    vid_index = {}
+    g_vid, g_s, g_e, g_cls = [], [], [], []
+    for vid, v in gt["database"].items():
+        if v["subset"] != subset:
+            continue
+        for a in v["annotations"]:
+            c = activity_index.get(a["label"])
+            if c is None:
+                c = activity_index[a["label"]] = len(activity_index)
+            g_vid.append(vid_index.setdefault(vid, len(vid_index)))
+            g_s.append(a["segment"][0])
+            g_e.append(a["segment"][1])
+            g_cls.append(c)
+    p_vid, p_s, p_e, p_cls, p_sc = [], [], [], [], []
+    for vid, dets in results["results"].items():
+        vi = None
+        for d in dets:
+            c = activity_index.get(d["label"])
+            if c is None:
+                continue
+            if vi is None:
+                vi = vid_index.setdefault(vid, len(vid_index))
+            seg = d["segment"]
+            p_vid.append(vi)
+            p_s.append(seg[0])
+            p_e.append(seg[1])
+            p_cls.append(c)
+            p_sc.append(d["score"])
+    ia = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    fa = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    return (list(activity_index), len(vid_index), ia(g_vid), fa(g_s), fa(g_e), ia(g_cls),
+            ia(p_vid), fa(p_s), fa(p_e), ia(p_cls), fa(p_sc))
+
+
+def _interp_ap(prec, rec):
+    """VOC-2011 area, same arithmetic as reference.interpolated_prec_rec."""
+    mprec = np.hstack([[0], prec, [0]])
+    mrec = np.hstack([[0], rec, [1]])
+    mprec = np.maximum.accumulate(mprec[::-1])[::-1]
+    idx = np.where(mrec[1::] != mrec[0:-1])[0] + 1
+    return np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx])
+
+
+def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr):
+    """Returns (tp (n_thr, N) bool in (class, rank) row order, class offsets (n_cls+1))."""
+    thr = np.asarray(thr, dtype=np.float64)
+    n_thr = len(thr)
+    # rank predictions per class exactly as the reference does
+    cls_order = np.argsort(p_cls, kind="stable")
+    counts = np.bincount(p_cls, minlength=n_cls)
+    offs = np.zeros(n_cls + 1, dtype=np.int64)
+    np.cumsum(counts, out=offs[1:])
+    rows = np.empty(len(p_cls), dtype=np.int64)
+    for c in range(n_cls):
+        idx = cls_order[offs[c]:offs[c + 1]]
+        rows[offs[c]:offs[c + 1]] = idx[p_sc[idx].argsort()[::-1]]
+    N = len(rows)
+    tp = np.zeros((n_thr, N), dtype=bool)
+    if N == 0 or len(g_vid) == 0 or n_thr == 0:
+        return tp, offs
+    rc, rv, rs, re = p_cls[rows], p_vid[rows], p_s[rows], p_e[rows]
+    rank = np.arange(N) - offs[rc]
+
+    # ground truth grouped by (class, video), file order inside a group
+    gkey = g_cls * n_vid + g_vid
+    gorder = np.argsort(gkey, kind="stable")
+    ukey, gstart, gcount = np.unique(gkey[gorder], return_index=True, return_counts=True)
+    pkey = rc * n_vid + rv
+    pos = np.searchsorted(ukey, pkey)
+    pos_c = np.minimum(pos, len(ukey) - 1)
+    found = ukey[pos_c] == pkey
+    k_row = np.where(found, gcount[pos_c], 0)
+    s_row = np.where(found, gstart[pos_c], 0)
+
+    # preference lists (CSR) and the eligible prefix length per (threshold, row)
+    pref_off = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(k_row, out=pref_off[1:])
+    pref_gt = np.empty(pref_off[-1], dtype=np.int64)
+    elig = np.zeros((n_thr, N), dtype=np.int64)
+    for k in np.unique(k_row[k_row > 0]):
+        r = np.flatnonzero(k_row == k)
+        ar = np.arange(k)
+        G = gorder[s_row[r][:, None] + ar]
+        tt1 = np.maximum(rs[r][:, None], g_s[G])
+        tt2 = np.minimum(re[r][:, None], g_e[G])
+        inter = (tt2 - tt1).clip(0)
+        union = (g_e[G] - g_s[G]) + (re[r] - rs[r])[:, None] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tiou = inter.astype(float) / union
+        o = np.argsort(tiou, axis=1)[:, ::-1]
+        srt = np.take_along_axis(tiou, o, axis=1)
+        pref_gt[pref_off[r][:, None] + ar] = np.take_along_axis(G, o, axis=1)
+        lt = srt[None, :, :] < thr[:, None, None]  # (n_thr, m, k)
+        elig[:, r] = np.where(lt.any(axis=2), lt.argmax(axis=2), k)
+
+    # instances: (threshold, row) with at least one eligible instance
+    it, ir = np.nonzero(elig)
+    grp = np.lexsort((rank[ir], rv[ir], rc[ir], it))
+    it, ir = it[grp], ir[grp]
+    gk = (it * n_cls + rc[ir]) * n_vid + rv[ir]
+    ptr = pref_off[ir].copy()
+    end = ptr + elig[it, ir]
+    lock_base = it * len(g_vid)
+    taken = np.zeros(n_thr * len(g_vid), dtype=bool)
+    active = np.arange(len(it))
+    while active.size:
+        while True:  # advance past instances taken in earlier rounds
+            p = ptr[active]
+            ok = p < end[active]
+            lk = lock_base[active] + pref_gt[np.minimum(p, len(pref_gt) - 1)]
+            adv = ok & taken[lk]
+            if not adv.any():
+                break
+            ptr[active[adv]] += 1
+        active = active[ok]  # the rest are false positives
+        if not active.size:
+            break
+        p = ptr[active]
+        choice = lock_base[active] + pref_gt[p]
+        o = np.argsort(choice, kind="stable")
+        sc = choice[o]
+        first = np.empty(len(active), dtype=bool)
+        first[o] = np.r_[True, sc[1:] != sc[:-1]]
+        more = p + 1 < end[active]
+        blocker = ~first & more
+        g = gk[active]
+        gs = np.r_[True, g[1:] != g[:-1]]
+        cb = np.cumsum(blocker) - blocker  # blockers strictly before, running
+        start_idx = np.maximum.accumulate(np.where(gs, np.arange(len(g)), 0))
+        clear = cb == cb[start_idx]
+        win = first & clear
+        tp[it[active[win]], ir[active[win]]] = True
+        taken[choice[win]] = True
+        active = active[~(win | (~first & ~more))]
+    return tp, offs
+
+
+def evaluate_arrays(names, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr):
+    n_cls = len(names)
+    thr = np.asarray(thr, dtype=np.float64)
+    tp_all, offs = match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr)
+    ap = np.zeros((len(thr), n_cls))
+    npos_all = np.bincount(g_cls, minlength=n_cls)
+    for c in range(n_cls):
+        if offs[c + 1] == offs[c]:
+            continue
+        tp = tp_all[:, offs[c]:offs[c + 1]].astype(np.float64)
+        fp = 1.0 - tp
+        tp_cum = np.cumsum(tp, axis=1).astype(float)
+        fp_cum = np.cumsum(fp, axis=1).astype(float)
+        rec = tp_cum / float(npos_all[c])
+        prec = tp_cum / (tp_cum + fp_cum)
+        for t in range(len(thr)):
+            ap[t, c] = _interp_ap(prec[t, :], rec[t, :])
+    return ap
+
+
+def evaluate_detection_fast(gt: dict, results: dict, subset: str, tiou_thresholds):
+    names, n_vid, *arrays = _flatten(gt, results, subset)
+    return evaluate_arrays(names, n_vid, *arrays, tiou_thresholds), names

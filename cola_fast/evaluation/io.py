@@ -1,0 +1,193 @@
+"""Reading and writing the ActivityNet-style JSON files, with clear validation errors."""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+class EvaluationInputError(ValueError):
+    """Malformed ground-truth or results input (a ValueError with a readable message)."""
+
+
+def _read_json(path, what: str) -> Any:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise EvaluationInputError(f"{what} file not found: {path}")
+    if os.path.isdir(path):
+        raise EvaluationInputError(f"{what} path is a directory, not a JSON file: {path}")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise EvaluationInputError(f"{what} file {path} is not valid JSON: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaluationInputError(f"cannot read {what} file {path}: {e}") from None
+
+
+def _as_float(v, where: str) -> float:
+    if isinstance(v, bool):
+        raise EvaluationInputError(f"{where}: expected a number, got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise EvaluationInputError(f"{where}: expected a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise EvaluationInputError(f"{where}: value must be finite, got {v!r}")
+    return f
+
+
+def _segment(seg, where: str) -> list[float]:
+    if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+        raise EvaluationInputError(f"{where}: 'segment' must be a list [start, end], got {seg!r}")
+    s = _as_float(seg[0], where + " segment start")
+    e = _as_float(seg[1], where + " segment end")
+    if e < s:
+        raise EvaluationInputError(f"{where}: segment end {e} is before its start {s}")
+    return [s, e]
+
+
+def load_gt(path_or_dict, name: str | None = None) -> dict:
+    """Load and validate a ground-truth file (COLA_SPEC 1 layout).
+
+    Accepts a path (``.json`` or ``.json.gz``) or an already loaded dict. Returns a new
+    dict ``{"database": {vid: {"subset": str, "annotations": [{"label": str,
+    "segment": [float, float]}]}}}`` (string segment values converted to float, extra
+    keys dropped, order kept). Raises EvaluationInputError (a ValueError) naming the file
+    and the video for anything malformed.
+    """
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        src = os.fspath(path_or_dict)
+        data = _read_json(src, "ground-truth")
+    elif isinstance(path_or_dict, dict):
+        src = name or "<ground-truth dict>"
+        data = path_or_dict
+    else:
+        raise TypeError(f"load_gt expects a path or a dict, got {type(path_or_dict).__name__}")
+    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
+        raise EvaluationInputError(f"{src}: ground truth must be an object with a 'database' object")
+    out = {}
+    for vid, v in data["database"].items():
+        where = f"{src}: video {vid!r}"
+        if not isinstance(v, dict):
+            raise EvaluationInputError(f"{where}: entry must be an object")
+        subset = v.get("subset")
+        if not isinstance(subset, str):
+            raise EvaluationInputError(f"{where}: missing or non-string 'subset'")
+        anns = v.get("annotations")
+        if not isinstance(anns, list):
+            raise EvaluationInputError(f"{where}: missing 'annotations' list")
+        clean = []
+        for i, a in enumerate(anns):
+            w = f"{where} annotation {i}"
+            if not isinstance(a, dict):
+                raise EvaluationInputError(f"{w}: must be an object")
+            label = a.get("label")
+            if not isinstance(label, str):
+                raise EvaluationInputError(f"{w}: missing or non-string 'label'")
+            clean.append({"label": label, "segment": _segment(a.get("segment"), w)})
+        out[vid] = {"subset": subset, "annotations": clean}
+    return {"database": out}
+
+
+def load_results(path_or_dict, name: str | None = None) -> dict:
+    """Load and validate a results file in the ActivityNet format
+    ``{"results": {vid: [{"label", "score", "segment"}]}}``. Returns a clean copy with
+    float scores and segments (order kept)."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        src = os.fspath(path_or_dict)
+        data = _read_json(src, "results")
+    elif isinstance(path_or_dict, dict):
+        src = name or "<results dict>"
+        data = path_or_dict
+    else:
+        raise TypeError(f"expected a results path or dict, got {type(path_or_dict).__name__}")
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise EvaluationInputError(f"{src}: results must be an object with a 'results' object")
+    out = {}
+    for vid, dets in data["results"].items():
+        where = f"{src}: video {vid!r}"
+        if not isinstance(dets, list):
+            raise EvaluationInputError(f"{where}: detections must be a list")
+        clean = []
+        for i, d in enumerate(dets):
+            w = f"{where} detection {i}"
+            if not isinstance(d, dict):
+                raise EvaluationInputError(f"{w}: must be an object")
+            label = d.get("label")
+            if not isinstance(label, str):
+                raise EvaluationInputError(f"{w}: missing or non-string 'label'")
+            if "score" not in d:
+                raise EvaluationInputError(f"{w}: missing 'score'")
+            clean.append({"label": label, "score": _as_float(d["score"], w + " score"),
+                          "segment": _segment(d.get("segment"), w)})
+        out[vid] = clean
+    return {"results": out}
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    return x
+
+
+def write_json_atomic(obj, path) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def results_json(per_video_dets: dict, path=None, version: str = "cola_fast") -> dict:
+    """Build ``{"version", "results": {vid: [dets]}, "external_data"}`` from
+    ``{vid: [{"label", "score", "segment"}]}`` (as returned by generate_proposals);
+    validated, numpy scalars converted to Python floats. Written atomically if ``path``."""
+    if not isinstance(per_video_dets, dict):
+        raise TypeError(f"results_json expects a dict vid -> detections, got {type(per_video_dets).__name__}")
+    clean = load_results({"results": _jsonable(per_video_dets)}, name="<per_video_dets>")
+    out = {"version": version, "results": clean["results"],
+           "external_data": {"used": True, "details": "I3D features (rgb + flow)"}}
+    if path is not None:
+        write_json_atomic(out, path)
+    return out
+
+
+def format_table(res: dict, title: str | None = None) -> str:
+    """A readable mAP table: one column per tIoU threshold (percent, 2 decimals) and Avg."""
+    th = [float(t) for t in res["tiou_thresholds"]]
+    maps = [float(m) for m in res["mAP"]]
+    heads = [f"{t:.2f}" for t in th] + ["Avg"]
+    vals = [f"{100 * m:.2f}" for m in maps] + [f"{100 * float(res['average_mAP']):.2f}"]
+    w = [max(len(h), len(v)) for h, v in zip(heads, vals)]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("| tIoU | " + " | ".join(h.rjust(n) for h, n in zip(heads, w)) + " |")
+    lines.append("|------|" + "|".join("-" * (n + 2) for n in w) + "|")
+    lines.append("| mAP  | " + " | ".join(v.rjust(n) for v, n in zip(vals, w)) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""python -m cola_fast.evaluate, run as a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data")
+GT = os.path.join(DATA, "gt.json")
+PMIL = os.path.join(DATA, "thumos14_test_pmil.json")
+
+
+def run(*args):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "cola_fast.evaluate", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_json_matches_expected():
+    p = run(PMIL, "--gt", GT, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    exp = json.load(open(os.path.join(DATA, "thumos14_test_pmil.expected.json")))
+    assert set(out) == {"tiou_thresholds", "mAP", "average_mAP"}
+    assert out["tiou_thresholds"] == pytest.approx(exp["tiou_thresholds"], abs=1e-12)
+    assert out["mAP"] == pytest.approx(exp["mAP"], abs=1e-9)
+    assert out["average_mAP"] == pytest.approx(exp["average_mAP"], abs=1e-9)
+
+
+def test_cli_table():
+    p = run(PMIL, "--gt", GT, "--subset", "test", "--tiou", "0.3,0.5,0.7")
+    assert p.returncode == 0, p.stderr
+    assert "0.30" in p.stdout and "0.70" in p.stdout and "Avg" in p.stdout
+    assert "33.94" in p.stdout  # mAP@0.5 of the expected file, in percent
+
+
+def test_cli_reference_impl_small(tmp_path):
+    res = {"results": {"video_test_0000004": [
+        {"label": "CricketBowling", "score": 0.4, "segment": [19.2, 21.76]}]}}
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(res))
+    a = run(str(f), "--gt", GT, "--json", "--impl", "reference")
+    b = run(str(f), "--gt", GT, "--json")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert json.loads(a.stdout) == json.loads(b.stdout)
+
+
+@pytest.mark.parametrize("case", ["missing_results", "missing_gt", "malformed", "subset", "tiou",
+                                  "bad_segment"])
+def test_cli_errors(tmp_path, case):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    seg = tmp_path / "seg.json"
+    seg.write_text(json.dumps({"results": {"v9": [{"label": "a", "score": 1, "segment": [2, 1]}]}}))
+    args = {
+        "missing_results": [str(tmp_path / "nope.json"), "--gt", GT],
+        "missing_gt": [PMIL, "--gt", str(tmp_path / "nope.json")],
+        "malformed": [str(bad), "--gt", GT],
+        "subset": [PMIL, "--gt", GT, "--subset", "validation"],
+        "tiou": [PMIL, "--gt", GT, "--tiou", "abc"],
+        "bad_segment": [str(seg), "--gt", GT],
+    }[case]
+    p = run(*args)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    assert "error" in p.stderr.lower()
+    if case == "bad_segment":
+        assert "v9" in p.stderr
