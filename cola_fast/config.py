@@ -67,13 +67,14 @@ PRESETS: dict[str, TrainConfig] = {
         tiou=[0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]),
     "cpu": TrainConfig(
         preset="cpu", num_segments=256, synthetic_feature_dim=64, synthetic_time_scale=0.5,
-        embed_dim=256, steps=1500, eval_every=250, lr=1e-3),
+        embed_dim=256, steps=1000, eval_every=200, lr=1e-3),
     "cpu-large": TrainConfig(
         preset="cpu-large", num_segments=750, synthetic_feature_dim=256, embed_dim=512,
         steps=3000, eval_every=250, lr=3e-4),
+    # shares the synthetic data of `cpu` (generated once); one thread: small ops gain nothing from two
     "tiny": TrainConfig(
-        preset="tiny", num_segments=64, synthetic_feature_dim=16, synthetic_time_scale=0.25,
-        embed_dim=32, steps=60, eval_every=30, lr=1e-3, batch_size=8),
+        preset="tiny", num_segments=128, synthetic_feature_dim=64, synthetic_time_scale=0.5,
+        embed_dim=64, steps=60, eval_every=30, lr=1e-2, batch_size=16, threads=1),
 }
 
 

@@ -121,13 +121,12 @@ class BatchStream:
 
         self.sample = sample_random_perturb
         self.ds = ds
-        labels = [ds.label(i) for i in range(len(ds))]
         # videos without any action label cannot be trained on (label / sum(label))
-        self.index = np.array([i for i, y in enumerate(labels) if float(y.sum()) > 0], dtype=np.int64)
+        self.index = torch.nonzero(ds.labels.sum(1) > 0).flatten().numpy()
         if len(self.index) == 0:
             raise ValueError("no training video has an action label")
         self.skipped = len(ds) - len(self.index)
-        self.labels = torch.stack([torch.as_tensor(labels[i]) for i in self.index]).float()
+        self.labels = ds.labels[torch.from_numpy(self.index)].float()
         self.B, self.N, self.seed = batch_size, num_segments, seed
         self._perm_cache: dict[int, np.ndarray] = {}
 
@@ -147,7 +146,7 @@ class BatchStream:
             picks[out_j] = self._perm(p // n)[p % n]
         feats = []
         for j, local in zip(js, picks):
-            x = self.ds.features(int(self.index[local]))            # (T, D) float32 numpy
+            x = self.ds.features_of(int(self.index[local]))            # (T, D) float32 numpy
             rng = np.random.default_rng([self.seed, 2, step, j])
             feats.append(x[self.sample(x.shape[0], self.N, rng)])
         x = torch.from_numpy(np.stack(feats))
@@ -282,7 +281,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     model, loss_fn, opt = build(cfg, train_ds.feature_dim, len(train_ds.class_names), device)
     from .ops import describe
     say(f"device: {device}  processes: {dist_ctx.world}  backend: {cfg.backend}  available: {describe()}")
-    say(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
+    say(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; "
         f"train videos {len(stream.index)}, test videos {len(test_ds)}, classes {len(train_ds.class_names)}")
 
     start, best = 0, {"average_mAP": -1.0, "step": -1}
