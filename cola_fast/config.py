@@ -47,6 +47,7 @@ class TrainConfig:
     proposals: str = "thumos14"           # thumos14 | anet12 (ProposalConfig preset)
     tiou: list = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     eval_impl: str = "fast"               # fast | reference evaluation pipeline
+    plot_videos: int = 0                  # at each evaluation, plot this many test videos (out/plots/)
     # execution
     backend: str = "auto"                 # auto | reference | native | triton
     device: str = "auto"                  # auto | cpu | cuda | cuda:N

@@ -157,9 +157,10 @@ class BatchStream:
 # evaluation
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device):
+def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_dir: Path | None = None):
     """Run the model over the test split, build proposals, compute detection mAP.
-    Returns (metrics dict, results dict in the ActivityNet results format)."""
+    Returns (metrics dict, results dict in the ActivityNet results format). With
+    plot_dir, the first cfg.plot_videos test videos get a PNG there."""
     from .evaluation import ProposalConfig, evaluate_detection, generate_proposals
 
     pcfg = ProposalConfig.anet12() if cfg.proposals == "anet12" else ProposalConfig.thumos14()
@@ -170,10 +171,14 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device):
         item = test_ds[i]
         x = item["features"].to(device)[None]
         out = model(x, mine=False)
-        results[item["vid"]] = generate_proposals(
-            out["video_scores"][0].float().cpu().numpy(), out["cas"][0].float().cpu().numpy(),
-            out["actionness"][0].float().cpu().numpy(), item["num_snippets"], test_ds.class_names, pcfg,
-            impl=cfg.eval_impl)
+        curves = [out[k][0].float().cpu().numpy() for k in ("video_scores", "cas", "actionness")]
+        dets = generate_proposals(*curves, item["num_snippets"], test_ds.class_names, pcfg, impl=cfg.eval_impl)
+        results[item["vid"]] = dets
+        if plot_dir is not None and i < cfg.plot_videos:
+            from .visualize import plot_video
+            gt = [{"label": lab, "segment": [s, e]} for lab, s, e in test_ds.annotations[item["vid"]]]
+            plot_video(plot_dir / f"{item['vid']}.png", item["vid"], curves[2], curves[1], curves[0],
+                       test_ds.class_names, dets, item["num_snippets"], gt)
     model.train(was_training)
     res = evaluate_detection(test_ds.gt_path, {"results": results}, subset="test",
                              tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
@@ -351,7 +356,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 if is_main:
                     t0 = time.time()
-                    res, results = evaluate(model, test_ds, cfg, device)
+                    res, results = evaluate(model, test_ds, cfg, device,
+                                            plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None)
                     dt = time.time() - t0
                     metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
                                                **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})

@@ -6,3 +6,34 @@ import torch
 # before any kernel module is imported (triton.jit reads it at decoration time).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """A private cache for the synthetic datasets of this test session."""
+    d = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("COLA_FAST_CACHE")
+    os.environ["COLA_FAST_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("COLA_FAST_CACHE", None)
+    else:
+        os.environ["COLA_FAST_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_run(cache, tmp_path_factory):
+    """One run of the `tiny` preset: (run dir, summary, seconds)."""
+    from cola_fast.config import get_preset
+    from cola_fast.train import train
+
+    out = tmp_path_factory.mktemp("tiny")
+    t0 = time.time()
+    summary = train(get_preset("tiny"), Path(out), quiet=True)
+    return Path(out), summary, time.time() - t0

@@ -20,18 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_MAP_BAR = 5.0
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("COLA_FAST_CACHE")
-    os.environ["COLA_FAST_CACHE"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("COLA_FAST_CACHE", None)
-    else:
-        os.environ["COLA_FAST_CACHE"] = old
-
-
 def _env(cache):
     env = dict(os.environ, COLA_FAST_CACHE=str(cache), PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("WORLD_SIZE", None)
@@ -41,14 +29,6 @@ def _env(cache):
 def _losses(out: Path):
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in recs if r["kind"] == "train"], [r for r in recs if r["kind"] == "eval"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(cache, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    t0 = time.time()
-    summary = train(get_preset("tiny"), out, quiet=True)
-    return out, summary, time.time() - t0
 
 
 def test_tiny_trains_learns_and_writes_everything(tiny_run):

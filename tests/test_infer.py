@@ -1,0 +1,79 @@
+"""python -m cola_fast.infer: a checkpoint plus features -> the same detections the
+trainer's evaluation produced for those videos; plots; clear errors."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cola_fast.infer import main
+
+
+def _dataset_root(cache) -> Path:
+    roots = sorted(Path(cache).glob("synthetic_thumos14_*"))
+    assert roots, "the tiny run should have built its synthetic dataset in the cache"
+    return roots[0]
+
+
+def _video_features(root: Path, vid: str) -> np.ndarray:
+    d = root / "features" / "test"
+    return np.concatenate([np.load(d / "rgb" / f"{vid}.npy"), np.load(d / "flow" / f"{vid}.npy")], axis=1)
+
+
+@pytest.fixture(scope="module")
+def feats_dir(tiny_run, cache, tmp_path_factory):
+    root = _dataset_root(cache)
+    out = tmp_path_factory.mktemp("feats")
+    vids = ["video_test_0000004", "video_test_0000007", "video_test_0000026"]
+    for v in vids:
+        np.save(out / f"{v}.npy", _video_features(root, v))
+    return out, vids, root
+
+
+def test_infer_reproduces_trainer_detections(tiny_run, feats_dir, tmp_path):
+    run, _, _ = tiny_run
+    d, vids, _ = feats_dir
+    out = tmp_path / "dets.json"
+    assert main([str(run / "best.pt"), str(d), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())["results"]
+    want = json.loads((run / "best_results.json").read_text())["results"]
+    assert sorted(got) == sorted(vids)
+    for v in vids:
+        assert len(got[v]) == len(want[v]) > 0
+        for a, b in zip(got[v], want[v]):
+            assert a["label"] == b["label"]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-9)
+            assert a["segment"] == pytest.approx(b["segment"], abs=1e-9)
+
+
+def test_infer_single_file_and_plot(tiny_run, feats_dir, tmp_path, capsys):
+    run, _, _ = tiny_run
+    d, vids, root = feats_dir
+    plots = tmp_path / "plots"
+    rc = main([str(run / "best.pt"), str(d / f"{vids[0]}.npy"), "--plot", str(plots), "--gt", str(root / "gt.json")])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["results"]) == [vids[0]]
+    png = plots / f"{vids[0]}.png"
+    assert png.exists() and png.stat().st_size > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_infer_errors(tiny_run, tmp_path, capsys):
+    run, _, _ = tiny_run
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((10, 3), np.float32))
+    assert main([str(run / "best.pt"), str(bad)]) == 2
+    assert "channels" in capsys.readouterr().err
+    nan = tmp_path / "nan.npy"
+    x = np.zeros((10, 128), np.float32)
+    x[3, 5] = np.nan
+    np.save(nan, x)
+    assert main([str(run / "best.pt"), str(nan)]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert main([str(tmp_path / "none.pt"), str(nan)]) == 2
+    assert "not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert main([str(junk), str(nan)]) == 2
+    assert "could not be read" in capsys.readouterr().err
