@@ -52,6 +52,7 @@ class TrainConfig:
     backend: str = "auto"                 # auto | reference | native | triton
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     threads: int = 0                      # torch CPU threads; 0: leave torch's default
+    data_on_device: str = "auto"          # auto (on CUDA) | yes | no: training features in one device tensor
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)

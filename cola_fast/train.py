@@ -112,45 +112,74 @@ def prepare_data(cfg: TrainConfig, log=print):
 
 class BatchStream:
     """Step s's batch is a pure function of (seed, s): epoch e visits the videos in the
-    order of a permutation drawn from (seed, e), and the random-perturb sampling of each
-    video in step s draws from (seed, s, j). A resumed run therefore sees exactly the
-    batches the uninterrupted run would have seen."""
+    order of a permutation drawn from (seed, e), and the random-perturb sampling of step
+    s draws from (seed, s). A resumed run therefore sees exactly the batches the
+    uninterrupted run would have seen.
 
-    def __init__(self, ds, batch_size: int, num_segments: int, seed: int):
-        from .data import sample_random_perturb
+    Two data paths: host (numpy features, one sampling call per video, then a copy to
+    the device) and device (every feature of the split in one DeviceFeatureBank tensor on
+    the device, sampling vectorised there, the batch one gather; the video order is
+    uploaded once per `chunk` steps, so a step never waits for the host)."""
 
-        self.sample = sample_random_perturb
-        self.ds = ds
+    def __init__(self, ds, batch_size: int, num_segments: int, seed: int,
+                 device: torch.device | None = None, chunk: int = 500):
         # videos without any action label cannot be trained on (label / sum(label))
         self.index = torch.nonzero(ds.labels.sum(1) > 0).flatten().numpy()
         if len(self.index) == 0:
             raise ValueError("no training video has an action label")
+        self.ds = ds
         self.skipped = len(ds) - len(self.index)
         self.labels = ds.labels[torch.from_numpy(self.index)].float()
         self.B, self.N, self.seed = batch_size, num_segments, seed
         self._perm_cache: dict[int, np.ndarray] = {}
+        self.bank = None
+        if device is not None:
+            from .data import DeviceFeatureBank
+            self.bank = DeviceFeatureBank(ds, device=device)
+            self.device = torch.device(device)
+            self.chunk = chunk
+            self._chunk_id, self._chunk_dev = -1, None
+            self._gen = torch.Generator(device=self.device)
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perm_cache:
             self._perm_cache = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.index))}
         return self._perm_cache[epoch]
 
+    def picks(self, steps: range) -> np.ndarray:
+        """Dataset indices of the videos of each step in steps: (len(steps), B)."""
+        n = len(self.index)
+        out = np.empty((len(steps), self.B), dtype=np.int64)
+        for r, step in enumerate(steps):
+            for j in range(self.B):
+                p = step * self.B + j
+                out[r, j] = self.index[self._perm(p // n)[p % n]]
+        return out
+
     def batch(self, step: int, rows: slice = slice(None)):
         """Features (b,N,D) and labels (b,C) of step's batch, restricted to rows (the
         share of one process under torchrun)."""
-        n = len(self.index)
+        if self.bank is not None:
+            c = step // self.chunk
+            if c != self._chunk_id:
+                first = c * self.chunk
+                self._chunk_dev = torch.from_numpy(self.picks(range(first, first + self.chunk))).to(self.device)
+                self._chunk_id = c
+            vids = self._chunk_dev[step - c * self.chunk][rows]
+            self._gen.manual_seed(int(np.random.default_rng([self.seed, 2, step]).integers(2**62)))
+            b = self.bank.random_batch(vids, self.N, self._gen)
+            return b["features"], b["label"]
+        from .data import sample_random_perturb
+
+        picks = self.picks(range(step, step + 1))[0]
         js = list(range(self.B))[rows]
-        picks = np.empty(len(js), dtype=np.int64)
-        for out_j, j in enumerate(js):
-            p = step * self.B + j
-            picks[out_j] = self._perm(p // n)[p % n]
         feats = []
-        for j, local in zip(js, picks):
-            x = self.ds.features_of(int(self.index[local]))            # (T, D) float32 numpy
+        for j in js:
+            x = self.ds.features_of(int(picks[j]))            # (T, D) float32 numpy
             rng = np.random.default_rng([self.seed, 2, step, j])
-            feats.append(x[self.sample(x.shape[0], self.N, rng)])
+            feats.append(x[sample_random_perturb(x.shape[0], self.N, rng)])
         x = torch.from_numpy(np.stack(feats))
-        return x, self.labels[torch.from_numpy(picks)]
+        return x, self.ds.labels[torch.from_numpy(picks[js])].float()
 
 
 # --------------------------------------------------------------------------------------
@@ -279,7 +308,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             cfg = TrainConfig(**saved)
 
     root, train_ds, test_ds = prepare_data(cfg, log=say)
-    stream = BatchStream(train_ds, cfg.batch_size, cfg.num_segments, cfg.seed)
+    on_device = cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and device.type == "cuda")
+    stream = BatchStream(train_ds, cfg.batch_size, cfg.num_segments, cfg.seed,
+                         device=device if on_device else None)
     if stream.skipped:
         say(f"data: {stream.skipped} training videos have no action label and are skipped")
     torch.manual_seed(cfg.seed)

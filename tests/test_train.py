@@ -71,8 +71,11 @@ def test_killed_run_resumes_to_the_same_model(tiny_run, cache, tmp_path):
     assert a["best"]["average_mAP"] == b["best"]["average_mAP"]
 
 
-def test_deterministic_repeat_is_bit_identical(cache, tmp_path):
-    cfg = get_preset("tiny").replace(steps=20, eval_every=20)
+@pytest.mark.parametrize("on_device", ["no", "yes"])
+def test_deterministic_repeat_is_bit_identical(cache, tmp_path, on_device):
+    """Repeated --deterministic CPU runs give bit-identical weights, with the host data
+    path and with the device feature bank (vectorised sampling)."""
+    cfg = get_preset("tiny").replace(steps=20, eval_every=20, data_on_device=on_device)
     train(cfg, tmp_path / "a", quiet=True, deterministic=True)
     train(cfg, tmp_path / "b", quiet=True, deterministic=True)
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
