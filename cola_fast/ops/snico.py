@@ -52,7 +52,9 @@ def _validate(emb, ea, eb, ha, hb, tau):
         raise TypeError(f"snico_loss: tau must be a number, got {type(tau).__name__}")
     if not (tau > 0 and math.isfinite(tau)):
         raise ValueError(f"snico_loss: tau must be a positive finite number, got {tau}")
-    if emb.device.type == "cpu":  # on CUDA this would cost a host sync; the kernels read in range only if valid
+    # Range check on CPU only (on CUDA it would cost a host sync) and not while torch.compile
+    # traces (data-dependent); the C++ CPU op checks the range itself as well.
+    if emb.device.type == "cpu" and not torch.compiler.is_compiling():
         for name, x in (("ea", ea), ("eb", eb), ("ha", ha), ("hb", hb)):
             lo, hi = int(x.min()), int(x.max())
             if lo < 0 or hi >= T:
