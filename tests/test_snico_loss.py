@@ -249,13 +249,28 @@ needs_triton = pytest.mark.skipif(not triton_available(TRITON_DEV),
 
 
 @needs_triton
-@pytest.mark.parametrize("shape", [(1, 6, 16, 3, 1), (2, 4, 37, 5, 2), (2, 9, 70, 1, 1)])
+@pytest.mark.parametrize("shape", [(1, 6, 16, 3, 1), (2, 4, 37, 5, 2), (2, 9, 70, 1, 1), (2, 5, 200, 3, 2)])
 def test_triton_matches_reference(shape):
     emb, idx = make(*shape, dtype=torch.float32, device=TRITON_DEV, seed=sum(shape))
     l_ref, g_ref = loss_and_grad(ref, emb, idx)
     l_tr, g_tr = loss_and_grad(fast("triton"), emb, idx)
     torch.testing.assert_close(l_tr, l_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_tr, g_ref, rtol=1e-5, atol=1e-6)
+
+
+@needs_triton
+def test_triton_repeated_indices_and_opcheck():
+    emb, _ = make(2, 6, 24, 1, 1, dtype=torch.float32, device=TRITON_DEV, seed=5)
+    idx = [torch.tensor(x, device=TRITON_DEV) for x in
+           ([[0, 0, 1, 2], [5, 5, 5, 5]], [[2, 3, 3, 0], [5, 4, 4, 1]], [[0, 0], [5, 5]], [[3, 3], [1, 4]])]
+    l_ref, g_ref = loss_and_grad(ref, emb, idx)
+    l_tr, g_tr = loss_and_grad(fast("triton"), emb, idx)
+    torch.testing.assert_close(l_tr, l_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_tr, g_ref, rtol=1e-5, atol=1e-6)
+    from cola_fast.ops.snico import _triton
+    fwd, _ = _triton()
+    torch.library.opcheck(fwd, (emb.clone().requires_grad_(True), *idx, 0.07),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
 @needs_triton
