@@ -4,9 +4,11 @@
 //             2. dots         grid (2 + 2 k_easy, B): block reductions over D (norms, q.k, q.e_j, |e_j|)
 //             3. loss         one block: warp per video, logits, log-sum-exp, deterministic sum
 //   backward  4. scalars      grid B: a_0, the projection coefficients, w_j, beta_j
-//             5. scatter      grid (D/128, B): thread = channel of one video, the only writer of
-//                             d(emb)[b, :, d]; zeroes its column, adds every contribution in order
-//                             (no atomics, deterministic; repeated indices add up).
+//             5. scatter      grid (D/128, B): thread = channel d of video b, the only thread that
+//                             updates d(emb)[b, :, d] (zero-filled before); its contributions are
+//                             fire-and-forget atomicAdds (no load-add-store latency chain), so
+//                             repeated indices simply add up. Channels of other threads never
+//                             collide; only one thread's own adds meet at a repeated row.
 // fp32 accumulation (fp64 for fp64 input); fp32/bf16/fp16/fp64 embeddings; the gradient is
 // accumulated in the accumulation type and returned in emb's dtype.
 // Index range is not checked on the device (the Python wrapper checks it on CPU only).
@@ -88,6 +90,7 @@ __global__ void means_kernel(const scalar_t* __restrict__ E, const int64_t* __re
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
     acc_t acc = 0;
+#pragma unroll 4
     for (int64_t i = 0; i < counts[s]; ++i) acc += static_cast<acc_t>(Eb[sets[s][i] * D]);
     M[(b * 4 + s) * D + d] = acc / static_cast<acc_t>(counts[s]);
   }
@@ -229,7 +232,6 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
   if (d >= D) return;
   acc_t* Ob = O + b * T * D + d;
   const scalar_t* Eb = E + b * T * D + d;
-  for (int64_t t = 0; t < T; ++t) Ob[t * D] = acc_t(0);
   acc_t qn[2], kn[2], S[2];
 #pragma unroll
   for (int t = 0; t < 2; ++t) {
@@ -245,7 +247,7 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
       const acc_t v = static_cast<acc_t>(Eb[row * D]);
       const acc_t wj = Wt[j];
       S[t] += wj * v;
-      Ob[row * D] += wj * qn[t] - Bt[j] * v;
+      atomicAdd(Ob + row * D, wj * qn[t] - Bt[j] * v);
     }
   }
   const acc_t invH = acc_t(1) / acc_t(kH), invE = acc_t(1) / acc_t(kE);
@@ -256,8 +258,8 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
     const acc_t dk = (sc[0] * qn[t] - sc[2] * kn[t]) * (invE / sc[4]);
     const int64_t* Q = (t == 0 ? HA : HB) + b * kH;
     const int64_t* K = (t == 0 ? EA : EB) + b * kE;
-    for (int64_t i = 0; i < kH; ++i) Ob[Q[i] * D] += dq;
-    for (int64_t i = 0; i < kE; ++i) Ob[K[i] * D] += dk;
+    for (int64_t i = 0; i < kH; ++i) atomicAdd(Ob + Q[i] * D, dq);
+    for (int64_t i = 0; i < kE; ++i) atomicAdd(Ob + K[i] * D, dk);
   }
 }
 
@@ -365,7 +367,7 @@ at::Tensor snico_loss_bwd_cuda(const at::Tensor& grad, const at::Tensor& emb_in,
   auto fopt = emb.options().dtype(acc_st);
   at::Tensor W = at::empty({B, 2, kE}, fopt), BETA = at::empty({B, 2, kE}, fopt), SC = at::empty({B, 2, 5}, fopt);
   const bool low = acc_st != emb.scalar_type();
-  at::Tensor out = at::empty({B, T, D}, fopt);  // every element written by the scatter kernel
+  at::Tensor out = at::zeros({B, T, D}, fopt);  // one memset; the scatter kernel adds into it
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, emb.scalar_type(), "snico_loss_bwd_cuda", [&] {
