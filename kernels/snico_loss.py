@@ -175,7 +175,7 @@ def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.const
             bj = tl.load(BETA + (b * 2 + t) * kE + j)
             v = tl.load(Eb + row * D, mask=mask, other=0.0).to(tl.float32)
             S += wj * v
-            tl.atomic_add(Ob + row * D, wj * qn - bj * v, mask=mask)
+            tl.atomic_add(Ob + row * D, wj * qn - bj * v, mask=mask, sem="relaxed")
         dq = (a0 * kn + S - gq * qn) / (nq * kH)
         dk = (a0 * qn - gk * kn) / (nk * kE)
         for i in range(kH):
@@ -183,13 +183,13 @@ def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.const
                 row = tl.load(HA + b * kH + i)
             else:
                 row = tl.load(HB + b * kH + i)
-            tl.atomic_add(Ob + row * D, dq, mask=mask)
+            tl.atomic_add(Ob + row * D, dq, mask=mask, sem="relaxed")
         for i in range(kE):
             if t == 0:
                 row = tl.load(EA + b * kE + i)
             else:
                 row = tl.load(EB + b * kE + i)
-            tl.atomic_add(Ob + row * D, dk, mask=mask)
+            tl.atomic_add(Ob + row * D, dk, mask=mask, sem="relaxed")
 
 
 def _prep(emb, ea, eb, ha, hb):
