@@ -11,7 +11,8 @@
 //                             collide; only one thread's own adds meet at a repeated row.
 // fp32 accumulation (fp64 for fp64 input); fp32/bf16/fp16/fp64 embeddings; the gradient is
 // accumulated in the accumulation type and returned in emb's dtype.
-// Index range is not checked on the device (the Python wrapper checks it on CPU only).
+// Index range: checked on the device by a kernel assertion in the means kernel (an out-of-range
+// index stops the process with a device-side assert, as torch's own indexing kernels do).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -91,7 +92,12 @@ __global__ void means_kernel(const scalar_t* __restrict__ E, const int64_t* __re
   for (int s = 0; s < 4; ++s) {
     acc_t acc = 0;
 #pragma unroll 4
-    for (int64_t i = 0; i < counts[s]; ++i) acc += static_cast<acc_t>(Eb[sets[s][i] * D]);
+    for (int64_t i = 0; i < counts[s]; ++i) {
+      const int64_t row = sets[s][i];
+      // every index passes through here once per forward: a device-side range check
+      CUDA_KERNEL_ASSERT_MSG(row >= 0 && row < T, "snico_loss: an index of ea/eb/ha/hb is outside [0, T)");
+      acc += static_cast<acc_t>(Eb[row * D]);
+    }
     M[(b * 4 + s) * D + d] = acc / static_cast<acc_t>(counts[s]);
   }
 }
