@@ -87,7 +87,9 @@ def _cpu_peak_child(shape, backend, phase):
 
 def cpu_peak(shape, backend, phase):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [sys.executable, os.path.abspath(__file__), "--_child", ",".join(map(str, shape)), backend, phase]
+    import torch
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", ",".join(map(str, shape)), backend, phase,
+           str(torch.get_num_threads())]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     m = re.search(r"PEAK (\d+)", out.stdout)
     if not m:
@@ -164,7 +166,9 @@ def _commit():
 
 
 def main():
-    if len(sys.argv) == 5 and sys.argv[1] == "--_child":  # memory measurement in a fresh process
+    if len(sys.argv) == 6 and sys.argv[1] == "--_child":  # memory measurement in a fresh process
+        import torch
+        torch.set_num_threads(int(sys.argv[5]))
         shape = tuple(int(v) for v in sys.argv[2].split(","))
         print("PEAK", _cpu_peak_child(shape, sys.argv[3], sys.argv[4]))
         return
@@ -175,6 +179,7 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--backends", default=None, help="comma list (default: reference,native[,triton on CUDA])")
     ap.add_argument("--shapes", default=None, help="semicolon list of B,T,D,kE,kH")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; default: torch's)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
@@ -182,6 +187,8 @@ def main():
     from cola_fast.ops import describe, resolve
 
     dev = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if dev == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device visible")
     repeats = args.repeats or (5 if dev == "cpu" else 20)
@@ -231,7 +238,8 @@ def main():
     if not args.no_write:
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         suffix = "cpu" if dev == "cpu" else "cuda"
-        name = f"snico_{suffix}.md" if args.dtype == "float32" else f"snico_{suffix}_{args.dtype}.md"
+        name = f"snico_{suffix}" + ("" if args.dtype == "float32" else f"_{args.dtype}") + (
+            f"_{args.threads}thread" if args.threads else "") + ".md"
         path = os.path.join(ROOT, "bench", "results", name)
         with open(path, "w") as fh:
             fh.write(text)
