@@ -214,7 +214,7 @@ def snico_fwd(emb, ea, eb, ha, hb, tau):
     _means[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, T, D, kE, kH, BLOCK=BLOCK_D)
     _dots[(B, 2 + 2 * kE)](emb, ea, eb, means, mean_norms, neg_norms, qk, qe, T, D, kE, BLOCK=BLOCK_D)
     _loss[(B,)](mean_norms, neg_norms, qk, qe, logits, lse, per_video, kE, 1.0 / tau,
-                BLOCK_K=triton.next_power_of_2(kE + 1))
+                BLOCK_K=max(16, triton.next_power_of_2(kE + 1)))
     loss = (per_video.sum() / B).to(emb.dtype)
     return loss, means, mean_norms, neg_norms, logits, lse
 
@@ -232,7 +232,7 @@ def snico_bwd(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, l
     SC = torch.empty((B, 2, 5), **f32)
     out = torch.zeros((B, T, D), **f32)
     _scalars[(B,)](g, mean_norms, neg_norms, logits, lse, W, BETA, SC, B, kE, tau,
-                   BLOCK_K=triton.next_power_of_2(kE))
+                   BLOCK_K=max(16, triton.next_power_of_2(kE)))
     _scatter[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, W, BETA, SC, out, T, D, kE, kH,
                                            BLOCK=BLOCK_D)
     return out if emb.dtype == torch.float32 else out.to(emb.dtype)
