@@ -60,7 +60,6 @@ def _proc_mem():
 
 def _cpu_peak_child(shape, backend, phase):
     """Runs in a fresh subprocess: peak resident bytes above the pre-phase level."""
-    import torch
     f = _fn(backend)
     # touch the code paths once on a tiny input (first-use page-ins are not the op's memory)
     B, T, D, kE, kH = shape
