@@ -30,6 +30,7 @@ namespace {
 constexpr int kChannels = 128;  // channels (threads) per block in the channel-parallel kernels
 constexpr int kReduce = 256;    // threads per block in the reduction kernels
 constexpr double kEps = 1e-12;
+constexpr int kUnroll = 8;      // negative rows loaded together in the scatter kernel
 
 template <typename T>
 __device__ __forceinline__ T clamp_eps(T n) {
@@ -248,7 +249,24 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
     const int64_t* NEG = (t == 0 ? EB : EA) + b * kE;
     const acc_t* Wt = W + (b * 2 + t) * kE;
     const acc_t* Bt = BETA + (b * 2 + t) * kE;
-    for (int64_t j = 0; j < kE; ++j) {
+    // kUnroll rows at a time: their loads are issued together (memory-level parallelism; a
+    // thread would otherwise wait one full load latency per negative row)
+    int64_t j = 0;
+    for (; j + kUnroll <= kE; j += kUnroll) {
+      int64_t r[kUnroll];
+      acc_t v[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) r[u] = NEG[j + u];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) v[u] = static_cast<acc_t>(Eb[r[u] * D]);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const acc_t wj = Wt[j + u];
+        S[t] += wj * v[u];
+        atomicAdd(Ob + r[u] * D, wj * qn[t] - Bt[j + u] * v[u]);
+      }
+    }
+    for (; j < kE; ++j) {
       const int64_t row = NEG[j];
       const acc_t v = static_cast<acc_t>(Eb[row * D]);
       const acc_t wj = Wt[j];
