@@ -22,7 +22,16 @@ TORCH_LIBRARY(cola_fast, m) {
         " -> (Tensor, Tensor, Tensor, Tensor)");
 
   // ---- snico_loss (COLA_SPEC 3) --------------------------------------------------------
-  // owned by the SniCo kernels; see csrc/cpu/snico_loss.cpp
+  // owned by the SniCo kernels; see csrc/cpu/snico_loss.cpp and csrc/cuda/snico_loss.cu.
+  // emb (B,T,D) float; ea, eb (B,k_easy), ha, hb (B,k_hard) int64. The forward returns the loss
+  // (scalar, emb's dtype) and what the backward needs, in the accumulation dtype (float32;
+  // float64 for float64 emb): means (B,4,D) of HA, EA, HB, EB; their norms (B,4); the norms of
+  // the negatives (B,2,k_easy) (term 1: EB rows, term 2: EA rows); logits (B,2,1+k_easy); lse (B,2).
+  m.def("snico_loss_fwd(Tensor emb, Tensor ea, Tensor eb, Tensor ha, Tensor hb, float tau)"
+        " -> (Tensor loss, Tensor means, Tensor mean_norms, Tensor neg_norms, Tensor logits, Tensor lse)");
+  // d(emb) (B,T,D) in emb's dtype, from the scalar upstream gradient and the saved tensors.
+  m.def("snico_loss_bwd(Tensor grad, Tensor emb, Tensor ea, Tensor eb, Tensor ha, Tensor hb, Tensor means,"
+        " Tensor mean_norms, Tensor neg_norms, Tensor logits, Tensor lse, float tau) -> Tensor");
 
   // ---- temporal_conv_embed (COLA_SPEC 2, embedding layer) ------------------------------
   // owned by the conv-embedding kernels; see csrc/cpu/temporal_conv_embed.cpp

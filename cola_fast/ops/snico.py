@@ -1,15 +1,177 @@
-"""snico_loss: the whole SniCo term (COLA_SPEC 3) as one op."""
+"""snico_loss: the whole SniCo term (COLA_SPEC 3) as one op.
+
+    loss = NCE(mean emb[HA], mean emb[EA], emb[EB]) + NCE(mean emb[HB], mean emb[EB], emb[EA])
+
+Backends:
+- "reference": cola_fast.reference.snico_loss (gathers (B,k,D) copies, autograd does the rest);
+- "native": the ops cola_fast::snico_loss_fwd / snico_loss_bwd of the compiled extension
+  (C++ CPU kernels, CUDA kernels when built); autograd and fake kernels registered here;
+- "triton": kernels/snico_loss.py, wrapped as the custom op cola_fast_triton::snico_loss_fwd
+  (CUDA, or CPU under the Triton interpreter).
+The fused forward saves only the four means (B,4,D), norms, logits and log-sum-exp; the
+backward is a hand-derived fused kernel that scatters into d(emb) (see csrc/cpu/snico_loss.cpp).
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .. import reference
-from ._backend import resolve
+from ._backend import _native_status, resolve
+
+_OP = "snico_loss_fwd"  # the name resolve() checks for a native kernel
 
 
+def _validate(emb, ea, eb, ha, hb, tau):
+    if not isinstance(emb, torch.Tensor):
+        raise TypeError(f"snico_loss: emb must be a tensor, got {type(emb).__name__}")
+    if emb.dim() != 3:
+        raise ValueError(f"snico_loss: emb must be (B,T,D), got shape {tuple(emb.shape)}")
+    if not emb.is_floating_point():
+        raise TypeError(f"snico_loss: emb must be floating point, got {emb.dtype}")
+    B, T, D = emb.shape
+    if B == 0 or T == 0 or D == 0:
+        raise ValueError(f"snico_loss: emb is empty, shape {tuple(emb.shape)}")
+    for name, x in (("ea", ea), ("eb", eb), ("ha", ha), ("hb", hb)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"snico_loss: {name} must be a tensor, got {type(x).__name__}")
+        if x.dtype != torch.int64:
+            raise TypeError(f"snico_loss: {name} must be int64 indices, got {x.dtype}")
+        if x.dim() != 2 or x.shape[0] != B or x.shape[1] == 0:
+            raise ValueError(f"snico_loss: {name} must be (B={B}, k>0), got shape {tuple(x.shape)}")
+        if x.device != emb.device:
+            raise ValueError(f"snico_loss: {name} is on {x.device} but emb is on {emb.device}")
+    if ea.shape != eb.shape:
+        raise ValueError(f"snico_loss: ea and eb must have the same shape (B,k_easy), got "
+                         f"{tuple(ea.shape)} and {tuple(eb.shape)}")
+    if ha.shape != hb.shape:
+        raise ValueError(f"snico_loss: ha and hb must have the same shape (B,k_hard), got "
+                         f"{tuple(ha.shape)} and {tuple(hb.shape)}")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise TypeError(f"snico_loss: tau must be a number, got {type(tau).__name__}")
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"snico_loss: tau must be a positive finite number, got {tau}")
+    # Range check on CPU only (on CUDA it would cost a host sync) and not while torch.compile
+    # traces (data-dependent); the C++ CPU op checks the range itself as well.
+    if emb.device.type == "cpu" and not torch.compiler.is_compiling():
+        for name, x in (("ea", ea), ("eb", eb), ("ha", ha), ("hb", hb)):
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi >= T:
+                raise ValueError(f"snico_loss: {name} holds indices in [{lo}, {hi}], outside [0, T={T})")
+
+
+# --------------------------------------------------------------------------------------
+# native: autograd and fake kernels for cola_fast::snico_loss_fwd / snico_loss_bwd
+# --------------------------------------------------------------------------------------
+def _acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fake_fwd(emb, ea, eb, ha, hb, tau):
+    B, T, D = emb.shape
+    kE = ea.shape[1]
+    acc = _acc_dtype(emb.dtype)
+    new = emb.new_empty
+    return (new((), dtype=emb.dtype), new((B, 4, D), dtype=acc), new((B, 4), dtype=acc),
+            new((B, 2, kE), dtype=acc), new((B, 2, 1 + kE), dtype=acc), new((B, 2), dtype=acc))
+
+
+def _fake_bwd(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse, tau):
+    return torch.empty_like(emb, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    emb, ea, eb, ha, hb, tau = inputs
+    _, means, mean_norms, neg_norms, logits, lse = output
+    ctx.save_for_backward(emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse)
+    ctx.tau = tau
+    for t in output[1:]:
+        ctx.mark_non_differentiable(t)
+
+
+def _make_backward(bwd_op):
+    def backward(ctx, grad, *unused):
+        emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse = ctx.saved_tensors
+        if grad is None:
+            return None, None, None, None, None, None
+        demb = bwd_op(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse, ctx.tau)
+        return demb, None, None, None, None, None
+    return backward
+
+
+_native_registered = False
+
+
+def _register_native():
+    global _native_registered
+    if _native_registered:
+        return
+    ok, _, _ = _native_status()
+    if not ok or not hasattr(torch.ops.cola_fast, "snico_loss_fwd"):
+        return
+    torch.library.register_fake("cola_fast::snico_loss_fwd")(_fake_fwd)
+    torch.library.register_fake("cola_fast::snico_loss_bwd")(_fake_bwd)
+    torch.library.register_autograd("cola_fast::snico_loss_fwd",
+                                    _make_backward(torch.ops.cola_fast.snico_loss_bwd),
+                                    setup_context=_setup_context)
+    _native_registered = True
+
+
+# --------------------------------------------------------------------------------------
+# triton: custom ops wrapping kernels/snico_loss.py
+# --------------------------------------------------------------------------------------
+_triton_ops = None
+
+
+def _triton():
+    global _triton_ops
+    if _triton_ops is not None:
+        return _triton_ops
+    from ._triton import kernels_module
+
+    km = kernels_module("snico_loss")
+
+    @torch.library.custom_op("cola_fast_triton::snico_loss_fwd", mutates_args=())
+    def t_fwd(emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor, hb: torch.Tensor,
+              tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                   torch.Tensor]:
+        return km.snico_fwd(emb, ea, eb, ha, hb, tau)
+
+    @torch.library.custom_op("cola_fast_triton::snico_loss_bwd", mutates_args=())
+    def t_bwd(grad: torch.Tensor, emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor,
+              hb: torch.Tensor, means: torch.Tensor, mean_norms: torch.Tensor, neg_norms: torch.Tensor,
+              logits: torch.Tensor, lse: torch.Tensor, tau: float) -> torch.Tensor:
+        return km.snico_bwd(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse, tau)
+
+    t_fwd.register_fake(lambda emb, ea, eb, ha, hb, tau: _fake_fwd(emb, ea, eb, ha, hb, tau))
+    t_bwd.register_fake(_fake_bwd)
+    t_fwd.register_autograd(_make_backward(t_bwd), setup_context=_setup_context)
+    _triton_ops = (t_fwd, t_bwd)
+    return _triton_ops
+
+
+# --------------------------------------------------------------------------------------
 def snico_loss(emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor,
                hb: torch.Tensor, tau: float = 0.07, backend: str | None = None) -> torch.Tensor:
-    b = resolve(backend, emb.device, "snico_loss")
+    """The SniCo loss of COLA_SPEC 3 (a scalar of emb's dtype), differentiable in emb.
+
+    emb (B,T,D) float; ea, eb (B,k_easy) and ha, hb (B,k_hard) int64 indices in [0, T)
+    (repeats allowed); tau > 0. backend: "auto" | "reference" | "native" | "triton"."""
+    _validate(emb, ea, eb, ha, hb, tau)
+    tau = float(tau)
+    b = resolve(backend, emb.device, _OP)
     if b == "reference":
         return reference.snico_loss(emb, ea, eb, ha, hb, tau)
-    raise NotImplementedError(f"snico_loss backend {b!r}: not yet written")
+    if b == "native":
+        _register_native()
+        return torch.ops.cola_fast.snico_loss_fwd(emb, ea, eb, ha, hb, tau)[0]
+    if b == "triton":
+        return _triton()[0](emb, ea, eb, ha, hb, tau)[0]
+    raise AssertionError(b)
+
+
+try:  # register at import when the extension is built, so that opcheck / compile see it
+    _register_native()
+except Exception:  # noqa: BLE001  (an unbuilt or partial extension must not break the import)
+    pass
