@@ -73,6 +73,7 @@ def triton_available(device: torch.device | str = "cpu") -> bool:
     return triton_interpreting()
 
 
+@torch.compiler.assume_constant_result  # a Python-level choice: torch.compile treats it as a constant
 def resolve(backend: str | None, device: torch.device, op: str) -> str:
     """The concrete backend ("reference", "native" or "triton") for op on device."""
     if backend is None:
