@@ -11,8 +11,8 @@ import numpy as np
 from . import reference as _ref
 from .config import ProposalConfig
 from .detection import evaluate_detection_fast as _eval_fast
-from .io import (EvaluationInputError, format_table, load_gt, load_results, results_json,
-                 write_json_atomic)
+from .io import (EvaluationInputError, format_table, load_gt, load_results, results_arrays,
+                 results_json, write_json_atomic)
 from .proposals import generate_proposals_batch as _props_batch
 from .proposals import generate_proposals_fast as _props_fast
 
@@ -97,7 +97,7 @@ def evaluate_detection(gt, results, subset: str = "test",
     """
     _check_impl(impl)
     gt = load_gt(gt)
-    results = load_results(results)
+    results = results_arrays(results) if impl == "fast" else load_results(results)
     thr = parse_tiou(tiou_thresholds)
     subsets = sorted({v["subset"] for v in gt["database"].values()})
     if subset not in subsets:

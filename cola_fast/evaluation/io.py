@@ -191,3 +191,41 @@ def format_table(res: dict, title: str | None = None) -> str:
     lines.append("|------|" + "|".join("-" * (n + 2) for n in w) + "|")
     lines.append("| mAP  | " + " | ".join(v.rjust(n) for v, n in zip(vals, w)) + " |")
     return "\n".join(lines)
+
+
+def results_arrays(path_or_dict, name: str | None = None):
+    """Results as flat arrays (video ids, per-detection video index, labels, scores,
+    starts, ends), validated in bulk; anything odd is handed to load_results, which
+    either raises its precise error or returns the clean copy used instead."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        name = os.fspath(path_or_dict)
+        data = _read_json(name, "results")
+    else:
+        data = path_or_dict
+    res = data.get("results") if isinstance(data, dict) else None
+    ok = isinstance(res, dict)
+    if ok:
+        try:
+            lists = list(res.values())
+            ok = all(type(d) is list for d in lists)
+            flat = [x for d in lists for x in d]
+            labels = [x["label"] for x in flat]
+            raw_scores = [x["score"] for x in flat]
+            scores = np.array(raw_scores, dtype=np.float64)
+            segs = np.array([x["segment"] for x in flat], dtype=np.float64).reshape(len(flat), -1)
+            ok = (ok and segs.shape[1] == 2 and all(type(lab) is str for lab in labels)
+                  and not any(type(s) is bool or type(s) is str for s in raw_scores)
+                  and bool(np.all(np.isfinite(scores))) and bool(np.all(np.isfinite(segs)))
+                  and bool(np.all(segs[:, 1] >= segs[:, 0])))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            ok = False
+    if not ok:
+        clean = load_results(data, name)["results"]
+        lists = list(clean.values())
+        flat = [x for d in lists for x in d]
+        labels = [x["label"] for x in flat]
+        scores = np.array([x["score"] for x in flat], dtype=np.float64)
+        segs = np.array([x["segment"] for x in flat], dtype=np.float64).reshape(len(flat), 2)
+        res = clean
+    vid_of = np.repeat(np.arange(len(res)), [len(d) for d in res.values()])
+    return list(res.keys()), vid_of, labels, scores, segs[:, 0].copy(), segs[:, 1].copy()
