@@ -169,7 +169,16 @@ def results_json(per_video_dets: dict, path=None, version: str = "cola_fast") ->
     validated, numpy scalars converted to Python floats. Written atomically if ``path``."""
     if not isinstance(per_video_dets, dict):
         raise TypeError(f"results_json expects a dict vid -> detections, got {type(per_video_dets).__name__}")
-    clean = load_results({"results": _jsonable(per_video_dets)}, name="<per_video_dets>")
+    got = _bulk({"results": per_video_dets})
+    if got is None:
+        clean = load_results({"results": _jsonable(per_video_dets)}, name="<per_video_dets>")
+    else:
+        keys, counts, labels, scores, segs = got
+        sc, sg = scores.tolist(), segs.tolist()
+        dets = [{"label": lab, "score": v, "segment": g} for lab, v, g in zip(labels, sc, sg)]
+        ends = np.cumsum(counts).tolist()
+        starts = [0] + ends[:-1]
+        clean = {"results": {str(k): dets[a:b] for k, a, b in zip(keys, starts, ends)}}
     out = {"version": version, "results": clean["results"],
            "external_data": {"used": True, "details": "I3D features (rgb + flow)"}}
     if path is not None:
@@ -193,6 +202,33 @@ def format_table(res: dict, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _bulk(data):
+    """Bulk extraction + checks of a results dict; None when anything is unusual (the
+    caller then runs the per-item validator for a precise error or a clean copy)."""
+    res = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(res, dict):
+        return None
+    try:
+        lists = list(res.values())
+        if not all(type(d) is list for d in lists):
+            return None
+        flat = [x for d in lists for x in d]
+        labels = [x["label"] for x in flat]
+        raw_scores = [x["score"] for x in flat]
+        scores = np.array(raw_scores, dtype=np.float64).reshape(len(flat))
+        segs = np.array([x["segment"] for x in flat], dtype=np.float64)
+        segs = segs.reshape(len(flat), -1) if flat else np.zeros((0, 2))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    ok = (segs.shape[1] == 2 and all(type(lab) is str for lab in labels)
+          and not any(isinstance(v, (bool, str, bytes)) for v in raw_scores)
+          and bool(np.all(np.isfinite(scores))) and bool(np.all(np.isfinite(segs)))
+          and bool(np.all(segs[:, 1] >= segs[:, 0])))
+    if not ok:
+        return None
+    return list(res.keys()), [len(d) for d in lists], labels, scores, segs
+
+
 def results_arrays(path_or_dict, name: str | None = None):
     """Results as flat arrays (video ids, per-detection video index, labels, scores,
     starts, ends), validated in bulk; anything odd is handed to load_results, which
@@ -202,30 +238,9 @@ def results_arrays(path_or_dict, name: str | None = None):
         data = _read_json(name, "results")
     else:
         data = path_or_dict
-    res = data.get("results") if isinstance(data, dict) else None
-    ok = isinstance(res, dict)
-    if ok:
-        try:
-            lists = list(res.values())
-            ok = all(type(d) is list for d in lists)
-            flat = [x for d in lists for x in d]
-            labels = [x["label"] for x in flat]
-            raw_scores = [x["score"] for x in flat]
-            scores = np.array(raw_scores, dtype=np.float64)
-            segs = np.array([x["segment"] for x in flat], dtype=np.float64).reshape(len(flat), -1)
-            ok = (ok and segs.shape[1] == 2 and all(type(lab) is str for lab in labels)
-                  and not any(type(s) is bool or type(s) is str for s in raw_scores)
-                  and bool(np.all(np.isfinite(scores))) and bool(np.all(np.isfinite(segs)))
-                  and bool(np.all(segs[:, 1] >= segs[:, 0])))
-        except (TypeError, KeyError, ValueError, AttributeError):
-            ok = False
-    if not ok:
-        clean = load_results(data, name)["results"]
-        lists = list(clean.values())
-        flat = [x for d in lists for x in d]
-        labels = [x["label"] for x in flat]
-        scores = np.array([x["score"] for x in flat], dtype=np.float64)
-        segs = np.array([x["segment"] for x in flat], dtype=np.float64).reshape(len(flat), 2)
-        res = clean
-    vid_of = np.repeat(np.arange(len(res)), [len(d) for d in res.values()])
-    return list(res.keys()), vid_of, labels, scores, segs[:, 0].copy(), segs[:, 1].copy()
+    got = _bulk(data)
+    if got is None:
+        got = _bulk(load_results(data, name))
+    keys, counts, labels, scores, segs = got
+    vid_of = np.repeat(np.arange(len(keys)), counts)
+    return keys, vid_of, labels, scores, segs[:, 0].copy(), segs[:, 1].copy()
