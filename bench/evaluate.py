@@ -181,8 +181,21 @@ def main():
          f"| fast, one video per call (generate_proposals) | {tp_v:.3f} | {tp_r / tp_v:.1f}x | {t_pv:.3f} | {t_pr / t_pv:.1f}x |",
          f"| fast, all videos in one call (generate_proposals_batch) | {tp_f:.3f} | **{tp_r / tp_f:.1f}x** | {t_pf:.3f} | **{t_pr / t_pf:.1f}x** |",
          ""]
-    print("\n".join(b))
-    lines += b
+    notes = [
+        "### Notes", "",
+        "- (a) meets the >= 50x target by a wide margin. (b) does not reach the 20x target: the "
+        "fast path reproduces the reference bit for bit (same proposals, same order, equal "
+        "floats), so every run mean is summed in numpy's own pairwise order over the same "
+        "elements (~19M inner + ~10M outer elements for this test set); what the fast path "
+        "removes is the reference's Python cost per run (~55 us), not this element work. "
+        "Profile of the batched call: exact sums ~35%, NMS ~20%, run finding ~10%, "
+        "upsampling/normalisation ~10%, the rest array bookkeeping and building the output dicts.",
+        "- Going further would need inexact prefix sums (different last bits, different tie "
+        "order in NMS) or compiled code; neither was done here.",
+        "- The machine is 2 cores shared with other jobs: absolute times vary by about 2x from "
+        "run to run; ratios are from the same run.", ""]
+    print("\n".join(b + notes))
+    lines += b + notes
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -141,7 +141,7 @@ def test_fast_equals_reference(seed, T, ties):
     assert len(a) > 0 or T == 1  # T == 1: the normalised curve is all zero
 
 
-@pytest.mark.parametrize("cfg_name", ["anet12", "min_run1", "no_class_above"])
+@pytest.mark.parametrize("cfg_name", ["anet12", "min_run1", "no_class_above", "unsorted"])
 def test_fast_equals_reference_configs(cfg_name):
     rng = np.random.default_rng(11)
     vs, cas, act = _video(rng, 120, ties=True)
@@ -150,6 +150,10 @@ def test_fast_equals_reference_configs(cfg_name):
         cfg = ProposalConfig.anet12()
     elif cfg_name == "min_run1":
         cfg = ProposalConfig(min_run=1, upsample=1)
+    elif cfg_name == "unsorted":
+        rng2 = np.random.default_rng(0)
+        cfg = ProposalConfig(cas_thresholds=rng2.permutation(np.arange(0, 0.25, 0.025)),
+                             act_thresholds=[0.5, 0.1, 0.3, 0.3], outer_ratio=0.5, nms_iou=0.4)
     else:
         vs = np.full(20, 0.05, np.float32)
         vs[7] = 0.06  # nothing >= 0.2 -> argmax class only
