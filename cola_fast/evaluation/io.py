@@ -53,6 +53,10 @@ def _segment(seg, where: str) -> list[float]:
     return [s, e]
 
 
+class GroundTruth(dict):
+    """The validated dict returned by load_gt; passing it again skips re-validation."""
+
+
 def load_gt(path_or_dict, name: str | None = None) -> dict:
     """Load and validate a ground-truth file (COLA_SPEC 1 layout).
 
@@ -62,6 +66,8 @@ def load_gt(path_or_dict, name: str | None = None) -> dict:
     keys dropped, order kept). Raises EvaluationInputError (a ValueError) naming the file
     and the video for anything malformed.
     """
+    if isinstance(path_or_dict, GroundTruth):
+        return path_or_dict
     if isinstance(path_or_dict, (str, os.PathLike)):
         src = os.fspath(path_or_dict)
         data = _read_json(src, "ground-truth")
@@ -93,7 +99,7 @@ def load_gt(path_or_dict, name: str | None = None) -> dict:
                 raise EvaluationInputError(f"{w}: missing or non-string 'label'")
             clean.append({"label": label, "segment": _segment(a.get("segment"), w)})
         out[vid] = {"subset": subset, "annotations": clean}
-    return {"database": out}
+    return GroundTruth(database=out)
 
 
 def load_results(path_or_dict, name: str | None = None) -> dict:
