@@ -31,9 +31,11 @@ def test_segment_sums_bit_identical_to_numpy():
     want = np.array([np.add.reduce(np.concatenate([bank[a:a + x], bank[b:b + y]]))
                      for a, x, b, y in zip(b1, n1, b2, n2)])
     np.testing.assert_array_equal(got, want)
-    got = slice_sums(bank, b1, n1)
+    got = slice_sums(bank, b1, n1)  # heavily overlapping slices: fold-table branch
     want = np.array([np.sum(bank[a:a + x]) for a, x in zip(b1, n1)])
     np.testing.assert_array_equal(got, want)
+    few = slice(0, 40)  # sparse slices: gather branch
+    np.testing.assert_array_equal(slice_sums(bank, b1[few], n1[few]), want[few])
 
 
 @pytest.mark.parametrize("T", [2, 3, 17, 250])
@@ -139,7 +141,7 @@ def test_fast_equals_reference(seed, T, ties):
     assert len(a) > 0 or T == 1  # T == 1: the normalised curve is all zero
 
 
-@pytest.mark.parametrize("cfg_name", ["anet12", "min_run1", "no_class_above"])
+@pytest.mark.parametrize("cfg_name", ["anet12", "min_run1", "no_class_above", "unsorted"])
 def test_fast_equals_reference_configs(cfg_name):
     rng = np.random.default_rng(11)
     vs, cas, act = _video(rng, 120, ties=True)
@@ -148,6 +150,10 @@ def test_fast_equals_reference_configs(cfg_name):
         cfg = ProposalConfig.anet12()
     elif cfg_name == "min_run1":
         cfg = ProposalConfig(min_run=1, upsample=1)
+    elif cfg_name == "unsorted":
+        rng2 = np.random.default_rng(0)
+        cfg = ProposalConfig(cas_thresholds=rng2.permutation(np.arange(0, 0.25, 0.025)),
+                             act_thresholds=[0.5, 0.1, 0.3, 0.3], outer_ratio=0.5, nms_iou=0.4)
     else:
         vs = np.full(20, 0.05, np.float32)
         vs[7] = 0.06  # nothing >= 0.2 -> argmax class only
@@ -197,3 +203,41 @@ def test_input_validation():
         generate_proposals(vs, cas[:0], act[:0], 10, NAMES)
     with pytest.raises(ValueError, match="upsample"):
         ProposalConfig(upsample=0)
+
+
+@pytest.mark.parametrize("thresh", [0.6, 0.3, 0.95, 1.0, 0.0, 1.5])
+def test_nms_batched_equals_reference_per_group(thresh):
+    from cola_fast.evaluation.proposals import nms_batched
+    rng = np.random.default_rng(int(thresh * 100))
+    groups, sc, x1, x2, keys = [], [], [], [], []
+    for gi in range(25):
+        n = int(rng.integers(1, 120))
+        s = rng.integers(0, 80, n)
+        e = s + rng.integers(0, 25, n)
+        f = float(rng.uniform(0.01, 0.1))
+        groups.append(np.full(n, gi))
+        sc.append(rng.integers(0, 8, n) / 7.0 if gi % 2 else rng.random(n))
+        x1.append(s * f)
+        x2.append((e + 1) * f)
+        keys.append(s * 1000 + e)
+    g, sc, x1, x2, keys = map(np.concatenate, (groups, sc, x1, x2, keys))
+    kept = nms_batched(g, sc, x1, x2, keys, thresh)
+    bounds = np.flatnonzero(np.r_[True, g[1:] != g[:-1], True])
+    want = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        props = [[0, a, b, c] for a, b, c in zip(sc[lo:hi], x1[lo:hi], x2[lo:hi])]
+        want += R.nms(props, thresh)
+    assert [[0.0, sc[i], x1[i], x2[i]] for i in kept] == want
+
+
+def test_batch_equals_per_video_reference():
+    from cola_fast.evaluation.proposals import generate_proposals_batch
+    rng = np.random.default_rng(3)
+    items = []
+    for T in (1, 2, 7, 50, 120, 333):
+        vs, cas, act = _video(rng, T, ties=bool(T % 2), n_present=1 + T % 3)
+        items.append((vs, cas, act, T + 3))
+    got = generate_proposals_batch(items, NAMES)
+    want = [generate_proposals(*it, NAMES, impl="reference") for it in items]
+    assert got == want
+    assert generate_proposals_batch([], NAMES) == []

@@ -11,11 +11,12 @@ import numpy as np
 from . import reference as _ref
 from .config import ProposalConfig
 from .detection import evaluate_detection_fast as _eval_fast
-from .io import (EvaluationInputError, format_table, load_gt, load_results, results_json,
-                 write_json_atomic)
+from .io import (EvaluationInputError, format_table, load_gt, load_results, results_arrays,
+                 results_json, write_json_atomic)
+from .proposals import generate_proposals_batch as _props_batch
 from .proposals import generate_proposals_fast as _props_fast
 
-__all__ = ["ProposalConfig", "generate_proposals", "evaluate_detection", "load_gt",
+__all__ = ["ProposalConfig", "generate_proposals", "generate_proposals_batch", "evaluate_detection", "load_gt",
            "load_results", "results_json", "format_table", "parse_tiou", "EvaluationInputError",
            "write_json_atomic"]
 
@@ -40,6 +41,18 @@ def generate_proposals(video_scores, cas, actionness, num_snippets_orig, class_n
     cfg = cfg if cfg is not None else ProposalConfig.thumos14()
     fn = _props_fast if impl == "fast" else _ref.generate_proposals
     return fn(video_scores, cas, actionness, num_snippets_orig, class_names, cfg)
+
+
+def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None,
+                             impl: str = "fast"):
+    """generate_proposals for many videos: items is a sequence of (video_scores, cas,
+    actionness, num_snippets_orig); returns one detection list per item. The fast path
+    processes all videos in one vectorised pass (the way to evaluate a whole test set)."""
+    _check_impl(impl)
+    cfg = cfg if cfg is not None else ProposalConfig.thumos14()
+    if impl == "fast":
+        return _props_batch(items, class_names, cfg)
+    return [_ref.generate_proposals(*it, class_names, cfg) for it in items]
 
 
 def parse_tiou(spec) -> np.ndarray:
@@ -84,7 +97,7 @@ def evaluate_detection(gt, results, subset: str = "test",
     """
     _check_impl(impl)
     gt = load_gt(gt)
-    results = load_results(results)
+    results = results_arrays(results) if impl == "fast" else load_results(results)
     thr = parse_tiou(tiou_thresholds)
     subsets = sorted({v["subset"] for v in gt["database"].values()})
     if subset not in subsets:

@@ -29,15 +29,30 @@ def _leaf_contiguous(bankpad, p, cnt):
     # copies only what a group needs
     W = np.lib.stride_tricks.as_strided(bankpad, shape=(len(bankpad) - _BLOCK, _BLOCK),
                                         strides=(bankpad.strides[0],) * 2, writeable=False)
-    for g in range(1, len(bounds) - 1):
-        sel = order[bounds[g]:bounds[g + 1]]
-        if sel.size == 0:
-            continue
-        V = W[:, :8 * g][p[sel]].reshape(-1, g, 8)
-        r = V[:, 0, :].copy()
-        for i in range(1, g):
-            r += V[:, i, :]
-        res[sel] = _tree8(r)
+    max_g = len(bounds) - 2
+    if int(cnt.sum()) > 2 * len(bankpad) and max_g > 0:
+        # leaves overlap a lot (nested runs): strided fold tables over the whole array,
+        # T_g[q] = ((a[q] + a[q+8]) + ...) + a[q+8(g-1)], built one g at a time; a leaf
+        # with g blocks reads its eight accumulators T_g[p .. p+7]
+        T = bankpad.copy()
+        j8 = np.arange(8)
+        for g in range(1, max_g + 1):
+            if g > 1:
+                k = 8 * (g - 1)
+                T[:len(T) - k] += bankpad[k:]
+            sel = order[bounds[g]:bounds[g + 1]]
+            if sel.size:
+                res[sel] = _tree8(T[p[sel][:, None] + j8])
+    else:
+        for g in range(1, max_g + 1):
+            sel = order[bounds[g]:bounds[g + 1]]
+            if sel.size == 0:
+                continue
+            V = W[:, :8 * g][p[sel]].reshape(-1, g, 8)
+            r = V[:, 0, :].copy()
+            for i in range(1, g):
+                r += V[:, i, :]
+            res[sel] = _tree8(r)
     rem = cnt - 8 * nb
     wr = int(rem.max()) if m else 0
     if wr > 0:

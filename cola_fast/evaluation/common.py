@@ -94,7 +94,8 @@ def upsample(y: np.ndarray, scale: int) -> np.ndarray:
     if T == 1:
         return np.repeat(y.astype(np.float64), len(x_new), axis=0)
     x = np.arange(0, T)
-    idx = np.searchsorted(x, x_new).clip(1, T - 1).astype(int)
+    # == np.searchsorted(x, x_new) (side 'left') for x = 0..T-1 and x_new in [0, T)
+    idx = np.ceil(x_new).astype(np.int64).clip(1, T - 1)
     lo = idx - 1
     hi = idx
     x_lo = x[lo]

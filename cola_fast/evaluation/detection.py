@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import results_arrays
 
-def _flatten(gt: dict, results: dict, subset: str):
+
+def _flatten(gt: dict, results, subset: str):
+    """gt: validated dict; results: the tuple of io.results_arrays."""
     activity_index = {}
     vid_index = {}
     g_vid, g_s, g_e, g_cls = [], [], [], []
@@ -39,21 +42,13 @@ def _flatten(gt: dict, results: dict, subset: str):
             g_s.append(a["segment"][0])
             g_e.append(a["segment"][1])
             g_cls.append(c)
-    p_vid, p_s, p_e, p_cls, p_sc = [], [], [], [], []
-    for vid, dets in results["results"].items():
-        vi = None
-        for d in dets:
-            c = activity_index.get(d["label"])
-            if c is None:
-                continue
-            if vi is None:
-                vi = vid_index.setdefault(vid, len(vid_index))
-            seg = d["segment"]
-            p_vid.append(vi)
-            p_s.append(seg[0])
-            p_e.append(seg[1])
-            p_cls.append(c)
-            p_sc.append(d["score"])
+    r_vids, r_vid_of, r_labels, r_scores, r_s, r_e = results
+    cls = np.array([activity_index.get(lab, -1) for lab in r_labels], dtype=np.int64)
+    keep = cls >= 0
+    # videos without ground truth get their own indices (their detections are all FP)
+    r_vidx = np.array([vid_index.setdefault(v, len(vid_index)) for v in r_vids], dtype=np.int64)
+    p_vid = r_vidx[r_vid_of[keep]] if len(r_vids) else np.zeros(0, np.int64)
+    p_s, p_e, p_cls, p_sc = r_s[keep], r_e[keep], cls[keep], r_scores[keep]
     ia = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
     fa = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
     return (list(activity_index), len(vid_index), ia(g_vid), fa(g_s), fa(g_e), ia(g_cls),
@@ -183,6 +178,9 @@ def evaluate_arrays(names, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls
     return ap
 
 
-def evaluate_detection_fast(gt: dict, results: dict, subset: str, tiou_thresholds):
+def evaluate_detection_fast(gt: dict, results, subset: str, tiou_thresholds):
+    """results: a results dict / path, or the tuple of io.results_arrays."""
+    if not isinstance(results, tuple):
+        results = results_arrays(results)
     names, n_vid, *arrays = _flatten(gt, results, subset)
     return evaluate_arrays(names, n_vid, *arrays, tiou_thresholds), names

@@ -53,6 +53,10 @@ def _segment(seg, where: str) -> list[float]:
     return [s, e]
 
 
+class GroundTruth(dict):
+    """The validated dict returned by load_gt; passing it again skips re-validation."""
+
+
 def load_gt(path_or_dict, name: str | None = None) -> dict:
     """Load and validate a ground-truth file (COLA_SPEC 1 layout).
 
@@ -62,6 +66,8 @@ def load_gt(path_or_dict, name: str | None = None) -> dict:
     keys dropped, order kept). Raises EvaluationInputError (a ValueError) naming the file
     and the video for anything malformed.
     """
+    if isinstance(path_or_dict, GroundTruth):
+        return path_or_dict
     if isinstance(path_or_dict, (str, os.PathLike)):
         src = os.fspath(path_or_dict)
         data = _read_json(src, "ground-truth")
@@ -93,7 +99,7 @@ def load_gt(path_or_dict, name: str | None = None) -> dict:
                 raise EvaluationInputError(f"{w}: missing or non-string 'label'")
             clean.append({"label": label, "segment": _segment(a.get("segment"), w)})
         out[vid] = {"subset": subset, "annotations": clean}
-    return {"database": out}
+    return GroundTruth(database=out)
 
 
 def load_results(path_or_dict, name: str | None = None) -> dict:
@@ -169,7 +175,16 @@ def results_json(per_video_dets: dict, path=None, version: str = "cola_fast") ->
     validated, numpy scalars converted to Python floats. Written atomically if ``path``."""
     if not isinstance(per_video_dets, dict):
         raise TypeError(f"results_json expects a dict vid -> detections, got {type(per_video_dets).__name__}")
-    clean = load_results({"results": _jsonable(per_video_dets)}, name="<per_video_dets>")
+    got = _bulk({"results": per_video_dets})
+    if got is None:
+        clean = load_results({"results": _jsonable(per_video_dets)}, name="<per_video_dets>")
+    else:
+        keys, counts, labels, scores, segs = got
+        sc, sg = scores.tolist(), segs.tolist()
+        dets = [{"label": lab, "score": v, "segment": g} for lab, v, g in zip(labels, sc, sg)]
+        ends = np.cumsum(counts).tolist()
+        starts = [0] + ends[:-1]
+        clean = {"results": {str(k): dets[a:b] for k, a, b in zip(keys, starts, ends)}}
     out = {"version": version, "results": clean["results"],
            "external_data": {"used": True, "details": "I3D features (rgb + flow)"}}
     if path is not None:
@@ -191,3 +206,47 @@ def format_table(res: dict, title: str | None = None) -> str:
     lines.append("|------|" + "|".join("-" * (n + 2) for n in w) + "|")
     lines.append("| mAP  | " + " | ".join(v.rjust(n) for v, n in zip(vals, w)) + " |")
     return "\n".join(lines)
+
+
+def _bulk(data):
+    """Bulk extraction + checks of a results dict; None when anything is unusual (the
+    caller then runs the per-item validator for a precise error or a clean copy)."""
+    res = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(res, dict):
+        return None
+    try:
+        lists = list(res.values())
+        if not all(type(d) is list for d in lists):
+            return None
+        flat = [x for d in lists for x in d]
+        labels = [x["label"] for x in flat]
+        raw_scores = [x["score"] for x in flat]
+        scores = np.array(raw_scores, dtype=np.float64).reshape(len(flat))
+        segs = np.array([x["segment"] for x in flat], dtype=np.float64)
+        segs = segs.reshape(len(flat), -1) if flat else np.zeros((0, 2))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    ok = (segs.shape[1] == 2 and all(type(lab) is str for lab in labels)
+          and not any(isinstance(v, (bool, str, bytes)) for v in raw_scores)
+          and bool(np.all(np.isfinite(scores))) and bool(np.all(np.isfinite(segs)))
+          and bool(np.all(segs[:, 1] >= segs[:, 0])))
+    if not ok:
+        return None
+    return list(res.keys()), [len(d) for d in lists], labels, scores, segs
+
+
+def results_arrays(path_or_dict, name: str | None = None):
+    """Results as flat arrays (video ids, per-detection video index, labels, scores,
+    starts, ends), validated in bulk; anything odd is handed to load_results, which
+    either raises its precise error or returns the clean copy used instead."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        name = os.fspath(path_or_dict)
+        data = _read_json(name, "results")
+    else:
+        data = path_or_dict
+    got = _bulk(data)
+    if got is None:
+        got = _bulk(load_results(data, name))
+    keys, counts, labels, scores, segs = got
+    vid_of = np.repeat(np.arange(len(keys)), counts)
+    return keys, vid_of, labels, scores, segs[:, 0].copy(), segs[:, 1].copy()

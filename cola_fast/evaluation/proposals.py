@@ -1,17 +1,24 @@
-"""Fast proposal generation (COLA_SPEC 5 steps 2-7), equal to reference.py.
+"""Fast proposal generation (COLA_SPEC 5 steps 2-7), equal to reference.py: the same
+detections in the same order with bit-identical floats.
 
-One video at a time, all predicted classes and all thresholds at once:
-- candidate masks for every (class, threshold) row stacked into one boolean array;
-  runs found by ``np.diff`` of the zero-padded masks (start/end pairs in row-major
-  order, i.e. the reference's pooling order: cas thresholds, then actionness
-  thresholds, positions ascending);
-- inner and outer means of every run from one batched gather with numpy's own pairwise
-  summation order (evaluation/_pairwise.py), so scores are bit-identical to the
-  reference's ``np.mean`` and ties break the same way in NMS;
-- NMS per class on the same score array and the same ``argsort()[::-1]`` order;
-  identical segments are collapsed to their best-ranked copy first (a copy always has
-  IoU 1 with it, so it can never survive: the result is unchanged) and the greedy loop
-  runs over the kept ones only.
+Many videos at once (``generate_proposals_batch``; ``generate_proposals`` is a batch of
+one), all predicted classes and all thresholds at once:
+- runs: the curves of all (video, class) pairs are laid end to end with a 0 between
+  them; for every position the number of thresholds it passes (``searchsorted``) gives,
+  by its differences, the start and end of every run at every threshold: no (threshold,
+  position) mask, no Python loop over positions or thresholds;
+- scores: inner and outer means of every run from batched slices summed in numpy's own
+  pairwise order (evaluation/_pairwise.py), so they equal the reference's ``np.mean``
+  bit for bit (ties then break the same way in NMS). Inside a run the thresholded cas
+  equals cas', so inner means read the plain curve; outer values are thresholded
+  element-wise as the reference's array is;
+- NMS per (video, class), exact greedy, vectorised: the reference order
+  ``argsort(scores)[::-1]`` of each pooled score array; identical segments collapsed
+  onto their best-ranked copy (a copy has IoU 1 with it and can never survive); the
+  pairs with IoU >= threshold found by a window on sorted starts (IoU >= t needs
+  start_j - start_i <= (1 - t) * len_i); then the greedy decided in rounds over those
+  edges: a proposal is suppressed as soon as a better-ranked neighbour is kept, kept
+  once all better-ranked neighbours are suppressed.
 """
 from __future__ import annotations
 
@@ -23,9 +30,8 @@ from .config import ProposalConfig
 
 
 def nms_indices(scores, x1, x2, thresh, keys=None):
-    """Indices kept by the greedy NMS of reference.nms, in the same order.
-    ``keys`` (optional int64): equal keys <=> identical segments, used to collapse
-    duplicates onto their best-ranked copy before the greedy loop."""
+    """Indices kept by the greedy NMS of reference.nms, in the same order (loop over the
+    kept ones, as the reference; used for thresholds outside (0, 1] and in tests)."""
     order = np.asarray(scores).argsort()[::-1]
     if order.size == 0:
         return order
@@ -53,6 +59,72 @@ def nms_indices(scores, x1, x2, thresh, keys=None):
     return np.asarray(keep, dtype=np.int64)
 
 
+def nms_batched(group, scores, x1, x2, keys, thresh):
+    """Greedy NMS (reference.nms) of many groups at once.
+
+    group: (N,) int, non-decreasing (items of a group contiguous, in pooling order);
+    keys: (N,) int, equal within a group <=> identical segment. Returns the kept item
+    indices, grouped as ``group`` and within a group best first (the reference's order).
+    """
+    N = len(group)
+    if N == 0:
+        return np.zeros(0, dtype=np.int64)
+    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
+    if not (0 < thresh <= 1):
+        out = [lo + nms_indices(scores[lo:hi], x1[lo:hi], x2[lo:hi], thresh, keys[lo:hi])
+               for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    # rank order of each group: the same argsort call on the same array as the reference
+    order = np.concatenate([lo + scores[lo:hi].argsort()[::-1]
+                            for lo, hi in zip(bounds[:-1], bounds[1:])])
+    # collapse identical segments onto their best-ranked copy
+    g_o = group[order]
+    k_o = keys[order]
+    srt = np.lexsort((np.arange(N), k_o, g_o))
+    firsts = srt[np.r_[True, (g_o[srt][1:] != g_o[srt][:-1]) | (k_o[srt][1:] != k_o[srt][:-1])]]
+    order = order[np.sort(firsts)]  # still grouped, best first within a group
+    M = len(order)
+    g = group[order]
+    X1, X2 = x1[order], x2[order]
+    areas = X2 - X1 + 1
+    rank = np.arange(M)
+    # candidate pairs by a window on start within each group
+    bs = np.lexsort((X1, g))
+    sg, sx1 = g[bs], X1[bs]
+    hi_x = sx1 + (1 - thresh) * areas[bs]
+    # first start beyond hi_x inside the same group: one searchsorted on (group, start)
+    # mapped to a single float key; the window is widened and the exact test follows
+    span = float(np.max(np.abs(x1))) + float(np.max(areas)) + 2.0 if M else 1.0
+    gk = sg.astype(np.float64) * (4.0 * span)
+    slack = 1e-6 * span
+    ends = np.searchsorted(gk + sx1, gk + hi_x + slack, side="right")
+    cnt = np.maximum(ends - (np.arange(M) + 1), 0)
+    a = np.repeat(bs, cnt)
+    b = bs[ranges(np.arange(M) + 1, cnt)]
+    # exact IoU with the reference's arithmetic; the better-ranked one is "i"
+    i = np.minimum(rank[a], rank[b])
+    j = np.maximum(rank[a], rank[b])
+    xx1 = np.maximum(X1[i], X1[j])
+    xx2 = np.minimum(X2[i], X2[j])
+    inter = np.maximum(0.0, xx2 - xx1 + 1)
+    iou = inter / (areas[i] + areas[j] - inter)
+    conflict = ~(iou < thresh)
+    src, dst = i[conflict], j[conflict]
+    state = np.zeros(M, dtype=np.int8)  # 0 undecided, 1 kept, 2 suppressed
+    while True:
+        und = state == 0
+        if not und.any():
+            break
+        ss = state[src]
+        has_kept = np.bincount(dst[ss == 1], minlength=M) > 0
+        waiting = np.bincount(dst[ss == 0], minlength=M) > 0
+        state[und & has_kept] = 2
+        state[und & ~has_kept & ~waiting] = 1
+        live = state[dst] == 0
+        src, dst = src[live], dst[live]
+    return order[state == 1]
+
+
 def _runs_all_thresholds(v, th):
     """Runs of candidate positions {j : v[j] >= th[i] and v[j] > 0} (the published
     ``a[a < th] = 0; a > 0``) for every threshold i at once, from the per-position count
@@ -74,84 +146,133 @@ def _runs_all_thresholds(v, th):
     os_ = np.lexsort((p_s, i_s))
     oe = np.lexsort((p_e, i_e))
     f = order[i_s[os_]]
-    s = p_s[os_]
-    e = p_e[oe]
-    o = np.lexsort((s, f))
-    return f[o], s[o], e[o]
+    return f, p_s[os_], p_e[oe]
 
 
-def proposal_arrays(vs, pred, cas_up, act_up, T_orig, cfg: ProposalConfig):
-    """All proposals before NMS. Returns (k, f, score, start, end, key) arrays in the
-    reference's pooling order (class-major, then threshold, then position); k indexes
-    pred, f the threshold (cas thresholds first, then actionness)."""
-    L, K = cas_up.shape
-    T_used = L // cfg.upsample
-    t_factor = (cfg.snippet_frames * T_orig) / (cfg.upsample * T_used * cfg.fps)
+def _prepare(items, class_names, cfg):
+    vids = []
+    for n, it in enumerate(items):
+        if len(it) != 4:
+            raise ValueError(f"item {n}: expected (video_scores, cas, actionness, "
+                             f"num_snippets_orig), got {len(it)} values")
+        vs, cas, act, T_orig = check_inputs(*it, class_names, cfg)
+        pred, cas_up, act_up = prepare_curves(vs, cas, act, cfg)
+        vids.append((vs, pred, cas_up, act_up, T_orig))
+    return vids
+
+
+def proposal_arrays_batch(vids, cfg: ProposalConfig):
+    """All proposals before NMS for many prepared videos. Returns a dict of arrays in the
+    reference's pooling order (video, class, threshold, position)."""
     cth, ath = cfg.cas_thresholds, cfg.act_thresholds
-    nc = len(cth)
-    fa, sa, ea = _runs_all_thresholds(act_up, ath)
-    ks, fs, ss, es = [], [], [], []
-    for c in range(K):
-        fc, sc, ec = _runs_all_thresholds(cas_up[:, c], cth)
-        ks += [np.full(len(fc) + len(fa), c)]
-        fs += [fc, fa + nc]
-        ss += [sc, sa]
-        es += [ec, ea]
-    k = np.concatenate(ks).astype(np.int64)
-    f = np.concatenate(fs).astype(np.int64)
-    s = np.concatenate(ss).astype(np.int64)
-    e = np.concatenate(es).astype(np.int64)
+    nc, na = len(cth), len(ath)
+    Ls = np.array([v[2].shape[0] for v in vids], dtype=np.int64)
+    Ks = np.array([len(v[1]) for v in vids], dtype=np.int64)
+    # cas curves of all (video, class) laid end to end, one 0 after each
+    seg_vid = np.repeat(np.arange(len(vids)), Ks)
+    seg_cls = np.concatenate([np.arange(k) for k in Ks])
+    seg_len = Ls[seg_vid]
+    seg_off = np.cumsum(seg_len + 1) - (seg_len + 1)
+    bank = np.zeros(int((seg_len + 1).sum()) + 1)
+    bank[ranges(seg_off, seg_len)] = np.concatenate(
+        [np.ascontiguousarray(v[2].T).reshape(-1) for v in vids])
+    fc, sc_, ec = _runs_all_thresholds(bank, cth)
+    seg_c = np.searchsorted(seg_off, sc_, side="right") - 1
+    # actionness curves of all videos, same layout
+    act_off = np.cumsum(Ls + 1) - (Ls + 1)
+    abank = np.zeros(int((Ls + 1).sum()) + 1)
+    abank[ranges(act_off, Ls)] = np.concatenate([v[3] for v in vids])
+    fa, sa, ea = _runs_all_thresholds(abank, ath)
+    vid_a = np.searchsorted(act_off, sa, side="right") - 1
+    # replicate actionness runs for each predicted class of their video
+    seg_first = np.cumsum(Ks) - Ks  # first (video, class) segment of each video
+    rep = Ks[vid_a]
+    seg_a = np.repeat(seg_first[vid_a], rep) + ranges(np.zeros(len(rep), np.int64), rep)
+    sa_l = np.repeat(sa - act_off[vid_a], rep)
+    ea_l = np.repeat(ea - act_off[vid_a], rep)
+    fa_r = np.repeat(fa, rep) + nc
+    seg = np.concatenate([seg_c, seg_a])
+    f = np.concatenate([fc, fa_r])
+    s = np.concatenate([sc_ - seg_off[seg_c], sa_l])
+    e = np.concatenate([ec - seg_off[seg_c], ea_l])
+    o = np.lexsort((s, f, seg))  # pooling order: (video, class), threshold, position
+    seg, f, s, e = seg[o], f[o], s[o], e[o]
     n = e - s + 1
     keep = n >= cfg.min_run
     if cfg.min_run <= 1:
         # the published code skips a row whose only candidate position is 0
-        row = k * (nc + len(ath)) + f
+        row = seg * (nc + na) + f
         _, inv, cnt = np.unique(row, return_inverse=True, return_counts=True)
-        keep &= ~((s == 0) & (e == 0) & (cnt[inv] == 1))
-    k, f, s, e, n = k[keep], f[keep], s[keep], e[keep], n[keep]
-    bank = np.ascontiguousarray(cas_up.T).reshape(-1)  # (K, L): inside a run a_th == cas'
-    # inner means, each distinct (class, start, length) summed once
-    ikey = (k * L + s) * (L + 1) + n
-    ukey, inv = np.unique(ikey, return_inverse=True)
-    un = ukey % (L + 1)
-    inner = (slice_sums(bank, ukey // (L + 1), un) / un)[inv.reshape(-1)]
+        keep &= ~((s == 0) & (e == 0) & (cnt[inv.reshape(-1)] == 1))
+    seg, f, s, e, n = seg[keep], f[keep], s[keep], e[keep], n[keep]
+    L = seg_len[seg]
+    base = seg_off[seg]
+    # inner means (each distinct slice summed once)
+    ukey, inv = np.unique((base + s) * (int(Ls.max()) + 2) + n, return_inverse=True)
+    un = ukey % (int(Ls.max()) + 2)
+    inner = (slice_sums(bank, ukey // (int(Ls.max()) + 2), un) / un)[inv.reshape(-1)]
     # outer means: [o_s, s) and (e, o_e] laid out contiguously, cas rows thresholded
     o_s = np.maximum(0, (s - cfg.outer_ratio * n).astype(np.int64))
-    o_e = np.minimum(int(L - 1), (e + cfg.outer_ratio * n).astype(np.int64))
+    o_e = np.minimum(L - 1, (e + cfg.outer_ratio * n).astype(np.int64))
     n1 = s - o_s
     n2 = o_e - e
     no = n1 + n2
-    starts = np.stack([k * L + o_s, k * L + e + 1], axis=1).reshape(-1)
+    starts = np.stack([base + o_s, base + e + 1], axis=1).reshape(-1)
     lens = np.stack([n1, n2], axis=1).reshape(-1)
     vals = bank[ranges(starts, lens)]
-    th_run = np.where(f < nc, cth[np.minimum(f, nc - 1)] if nc else 0.0, -np.inf)
+    th_run = cth[np.minimum(f, nc - 1)] if nc else np.zeros(len(f))
+    th_run = np.where(f < nc, th_run, -np.inf)
     vals = np.where(vals < np.repeat(th_run, no), 0.0, vals)
     osum = slice_sums(vals, np.cumsum(no) - no, no)
     outer = np.where(no > 0, osum / np.maximum(no, 1), 0.0)
-    bonus = cfg.video_score_weight * vs.astype(np.float64)[pred]
-    score = inner - outer + bonus[k]
-    return k, f, score, s * t_factor, (e + 1) * t_factor, s * (L + 1) + e
+    vid = seg_vid[seg]
+    cls = seg_cls[seg]
+    bonus = np.concatenate([cfg.video_score_weight * v[0].astype(np.float64)[v[1]] for v in vids])
+    score = inner - outer + bonus[seg]
+    T_used = Ls // cfg.upsample
+    T_orig = np.array([v[4] for v in vids], dtype=np.int64)
+    t_factor = np.array([(cfg.snippet_frames * int(to)) / (cfg.upsample * int(tu) * cfg.fps)
+                         for to, tu in zip(T_orig, T_used)])
+    tf = t_factor[vid]
+    return {"seg": seg, "vid": vid, "cls": cls, "f": f, "score": score,
+            "start": s * tf, "end": (e + 1) * tf, "key": s * (int(Ls.max()) + 2) + e}
+
+
+def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None):
+    """COLA_SPEC 5 steps 2-7 for many videos at once.
+
+    items: sequence of (video_scores, cas, actionness, num_snippets_orig) per video.
+    Returns one detection list per item, each equal to generate_proposals(..., "reference").
+    """
+    cfg = cfg or ProposalConfig.thumos14()
+    vids = _prepare(items, class_names, cfg)
+    if not vids:
+        return []
+    P = proposal_arrays_batch(vids, cfg)
+    kept = nms_batched(P["seg"], P["score"], P["start"], P["end"], P["key"], cfg.nms_iou)
+    # classes of a video in the order the published code first meets them
+    seg, f = P["seg"], P["f"]
+    n_seg = int(sum(len(v[1]) for v in vids))
+    first_f = np.full(n_seg, np.iinfo(np.int64).max)
+    np.minimum.at(first_f, seg, f)
+    seg_vid = P["vid"]
+    kseg = seg[kept]
+    seg_rank = np.empty(n_seg, dtype=np.int64)
+    svid = np.repeat(np.arange(len(vids)), [len(v[1]) for v in vids])
+    o = np.lexsort((np.arange(n_seg), first_f, svid))
+    seg_rank[o] = np.arange(n_seg)
+    kept = kept[np.argsort(seg_rank[kseg], kind="stable")]
+    labels = [class_names[int(c)] for c in np.concatenate([v[1] for v in vids])]
+    out = [[] for _ in vids]
+    sc = P["score"][kept].tolist()
+    st = P["start"][kept].tolist()
+    en = P["end"][kept].tolist()
+    for q, sg, vv in zip(range(len(kept)), seg[kept].tolist(), seg_vid[kept].tolist()):
+        out[vv].append({"label": labels[sg], "score": sc[q], "segment": [st[q], en[q]]})
+    return out
 
 
 def generate_proposals_fast(video_scores, cas, actionness, num_snippets_orig, class_names,
                             cfg: ProposalConfig | None = None):
-    cfg = cfg or ProposalConfig.thumos14()
-    vs, cas, act, T_orig = check_inputs(video_scores, cas, actionness, num_snippets_orig,
-                                        class_names, cfg)
-    pred, cas_up, act_up = prepare_curves(vs, cas, act, cfg)
-    K = len(pred)
-    k, f, score, start, end, key = proposal_arrays(vs, pred, cas_up, act_up, T_orig, cfg)
-    bounds = np.searchsorted(k, np.arange(K + 1))
-    first_f = np.array([f[bounds[c]] if bounds[c + 1] > bounds[c] else np.iinfo(np.int64).max
-                        for c in range(K)])
-    dets = []
-    for c in np.lexsort((np.arange(K), first_f)):
-        lo, hi = bounds[c], bounds[c + 1]
-        if hi == lo:
-            continue
-        sc, st, en, ky = score[lo:hi], start[lo:hi], end[lo:hi], key[lo:hi]
-        name = class_names[int(pred[c])]
-        for i in nms_indices(sc, st, en, cfg.nms_iou, ky):
-            dets.append({"label": name, "score": float(sc[i]),
-                         "segment": [float(st[i]), float(en[i])]})
-    return dets
+    return generate_proposals_batch([(video_scores, cas, actionness, num_snippets_orig)],
+                                    class_names, cfg)[0]

@@ -1,0 +1,213 @@
+"""Benchmark of cola_fast.evaluation (CPU).
+
+(a) Detection mAP of the real P-MIL results file (31,587 detections, THUMOS'14 test):
+    fast (vectorised) vs the loop-style reference (evaluation/reference.py) vs a
+    re-implementation of the published approach (pandas DataFrames, groupby per class and
+    video, iterrows loop over predictions: evaluation/anet_pandas.py; classes run one after
+    another, no process pool). Identical numbers asserted.
+(b) Whole test set, model-like outputs: synthetic (video_scores, cas, actionness) for the
+    210 THUMOS'14 test videos with their real snippet counts (int(duration * 25 / 16)),
+    CAS bumps placed on the real ground-truth instances plus noise; proposals + NMS +
+    results JSON + mAP: fast pipeline vs reference pipeline; the same JSON and mAP asserted.
+
+Times are medians over --repeats runs taken side by side in this process.
+
+    PYTHONPATH=. python bench/evaluate.py [--repeats 3] [--out bench/results/evaluate_cpu.md]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from cola_fast.evaluation import (ProposalConfig, evaluate_detection, generate_proposals,  # noqa: E402
+                                  generate_proposals_batch, load_gt, load_results, results_json)
+from cola_fast.evaluation import anet_pandas  # noqa: E402
+
+DATA = os.path.join(ROOT, "tests", "data")
+GT = os.path.join(DATA, "gt.json")
+PMIL = os.path.join(DATA, "thumos14_test_pmil.json")
+EXPECTED = os.path.join(DATA, "thumos14_test_pmil.expected.json")
+SHARED_DUR = os.path.join(ROOT, "..", "..", "shared", "data", "thumos14", "durations.json")
+CLASSES = ["BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving",
+           "CricketBowling", "CricketShot", "Diving", "FrisbeeCatch", "GolfSwing",
+           "HammerThrow", "HighJump", "JavelinThrow", "LongJump", "PoleVault", "Shotput",
+           "SoccerPenalty", "TennisSwing", "ThrowDiscus", "VolleyballSpiking"]
+
+
+def timed(fn, repeats):
+    out, ts = None, []
+    for _ in range(repeats):
+        out = None
+        gc.collect()  # start each run from the same heap state
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return out, statistics.median(ts), ts
+
+
+def commit():
+    try:
+        h = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "cola_fast", "bench"], cwd=ROOT)
+        return h + (" (+ uncommitted changes)" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def durations_path():
+    for p in (os.path.join(DATA, "durations.json"), SHARED_DUR):
+        if os.path.exists(p):
+            return p
+    raise SystemExit("durations.json not found (looked in tests/data and ../shared/data/thumos14)")
+
+
+def synthetic_outputs(seed=0):
+    """Model-like outputs for the 210 test videos: per class, Gaussian-ish bumps on the
+    ground-truth instances (some missed, some spurious), low noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    gt = load_gt(GT)["database"]
+    dur = json.load(open(durations_path()))
+    items, vids = [], []
+    for vid, v in gt.items():
+        if v["subset"] != "test":
+            continue
+        T = int(dur[vid] * 25 / 16)
+        t = np.arange(T)
+        cas = np.abs(rng.standard_normal((T, 20))) * 0.05
+        for a in v["annotations"]:
+            c = CLASSES.index(a["label"])
+            if rng.random() < 0.15:
+                continue  # missed instance
+            s, e = (x * 25 / 16 for x in a["segment"])
+            s += rng.normal(0, 1)
+            e += rng.normal(0, 1)
+            amp = rng.uniform(0.5, 3)
+            ramp = np.clip(np.minimum(t - s + 1.5, e - t + 1.5) / 3, 0, 1)
+            cas[:, c] += amp * ramp
+        for _ in range(rng.poisson(2)):  # spurious activations
+            c = int(rng.integers(0, 20))
+            mu, w = rng.uniform(0, T), rng.uniform(1, 8)
+            cas[:, c] += rng.uniform(0.3, 1.5) * np.exp(-0.5 * ((t - mu) / w) ** 2)
+        cas = np.maximum(cas + rng.standard_normal((T, 20)) * 0.02, 0).astype(np.float32)
+        k = max(1, T // 8)
+        logits = np.sort(cas, 0)[-k:].mean(0)
+        vs = np.exp(3 * logits)
+        vs = (vs / vs.sum()).astype(np.float32)
+        items.append((vs, cas, cas.sum(1), T))
+        vids.append(vid)
+    return vids, items
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pandas-repeats", type=int, default=1)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "evaluate_cpu.md"))
+    args = ap.parse_args()
+    R = args.repeats
+    lines = [f"# cola_fast.evaluation on CPU", "",
+             f"commit {commit()}; {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores (shared with other jobs), numpy {np.__version__}, "
+             f"python {platform.python_version()}; medians of {R} runs, gc.collect() before each "
+             f"({args.pandas_repeats} for the pandas baseline), taken side by side.", ""]
+
+    # ---------------- (a) P-MIL file ----------------
+    thr = np.linspace(0.1, 0.7, 7)
+    exp = json.load(open(EXPECTED))
+    fast, t_fast, _ = timed(lambda: evaluate_detection(GT, PMIL, "test", thr, impl="fast"), R)
+    ref, t_ref, _ = timed(lambda: evaluate_detection(GT, PMIL, "test", thr, impl="reference"), R)
+    pdres, t_pd, _ = timed(lambda: anet_pandas.evaluate(GT, PMIL, "test", thr), args.pandas_repeats)
+    assert fast["mAP"] == ref["mAP"] == list(pdres[0]), (fast["mAP"], ref["mAP"], pdres[0])
+    assert fast["average_mAP"] == ref["average_mAP"] == pdres[1]
+    assert np.max(np.abs(np.array(fast["mAP"]) - exp["mAP"])) <= 1e-9
+    # core only (files already parsed)
+    gtd, resd = load_gt(GT), load_results(PMIL)
+    rawg, rawr = json.load(open(GT)), json.load(open(PMIL))
+    _, tc_fast, _ = timed(lambda: evaluate_detection(gtd, resd, "test", thr, impl="fast"), R)
+    _, tc_pd, _ = timed(lambda: anet_pandas.evaluate(rawg, rawr, "test", thr), args.pandas_repeats)
+    lines += ["## (a) Detection mAP, real P-MIL results (31,587 detections, 210 test videos)", "",
+              "mAP@0.1:0.7 = " + ", ".join(f"{100 * m:.2f}" for m in fast["mAP"]) +
+              f"; avg {100 * fast['average_mAP']:.2f} - identical (==) for all three and "
+              "within 1e-9 of the vendored expected numbers.", "",
+              "| evaluator | from files (s) | speed-up | parsed input (s) | speed-up |",
+              "|---|---:|---:|---:|---:|",
+              f"| published approach, pandas + iterrows (serial, no process pool) | {t_pd:.3f} | 1.0x | {tc_pd:.3f} | 1.0x |",
+              f"| cola_fast reference (loop style, numpy) | {t_ref:.3f} | {t_pd / t_ref:.1f}x | | |",
+              f"| cola_fast fast (vectorised) | {t_fast:.3f} | **{t_pd / t_fast:.0f}x** | {tc_fast:.3f} | **{tc_pd / tc_fast:.0f}x** |",
+              "", "'from files' includes reading and validating the JSON (json.load of the 2.6 MB "
+              "results takes about 0.2 s of it); 'parsed input' starts from loaded dicts.", ""]
+    print("\n".join(lines))
+
+    # ---------------- (b) whole test set ----------------
+    del fast, ref, pdres, gtd, resd, rawg, rawr  # (a)'s large object graphs slow the GC in (b)
+    vids, items = synthetic_outputs()
+    cfg = ProposalConfig.thumos14()
+    n_snip = sum(it[3] for it in items)
+
+    def pipeline(impl, batch=True):
+        if batch or impl == "reference":
+            dets = generate_proposals_batch(items, CLASSES, cfg, impl=impl)
+        else:
+            dets = [generate_proposals(*it, CLASSES, cfg, impl=impl) for it in items]
+        res = results_json(dict(zip(vids, dets)))
+        return res, evaluate_detection(GT, res, "test", thr, impl=impl)
+
+    (res_r, m_r), t_pr, _ = timed(lambda: pipeline("reference"), R)
+    (res_f, m_f), t_pf, _ = timed(lambda: pipeline("fast"), R)
+    assert res_f == res_r, "results JSON differ"
+    del res_r
+    (res_v, m_v), t_pv, _ = timed(lambda: pipeline("fast", batch=False), R)
+    assert res_v == res_f, "results JSON differ"
+    del res_v
+    assert m_f == m_r == m_v
+    # proposals alone
+    _, tp_r, _ = timed(lambda: generate_proposals_batch(items, CLASSES, cfg, impl="reference"), R)
+    _, tp_f, _ = timed(lambda: generate_proposals_batch(items, CLASSES, cfg, impl="fast"), R)
+    _, tp_v, _ = timed(lambda: [generate_proposals(*it, CLASSES, cfg) for it in items], R)
+    n_det = sum(len(v) for v in res_f["results"].values())
+    b = ["## (b) Whole THUMOS'14 test set, model-like outputs", "",
+         f"{len(items)} videos, {n_snip} snippets in all, {n_det} detections after NMS; "
+         "synthetic CAS with bumps on the real instances (see the script). Same results JSON "
+         "(dict ==) and the same mAP for all rows. mAP@0.1:0.7 of these outputs: " +
+         ", ".join(f"{100 * m:.2f}" for m in m_f["mAP"]) + f"; avg {100 * m_f['average_mAP']:.2f}.", "",
+         "| pipeline | proposals + NMS (s) | speed-up | + results JSON + mAP (s) | speed-up |",
+         "|---|---:|---:|---:|---:|",
+         f"| reference (loop style, per video) | {tp_r:.3f} | 1.0x | {t_pr:.3f} | 1.0x |",
+         f"| fast, one video per call (generate_proposals) | {tp_v:.3f} | {tp_r / tp_v:.1f}x | {t_pv:.3f} | {t_pr / t_pv:.1f}x |",
+         f"| fast, all videos in one call (generate_proposals_batch) | {tp_f:.3f} | **{tp_r / tp_f:.1f}x** | {t_pf:.3f} | **{t_pr / t_pf:.1f}x** |",
+         ""]
+    notes = [
+        "### Notes", "",
+        "- (a) meets the >= 50x target by a wide margin. (b) does not reach the 20x target: the "
+        "fast path reproduces the reference bit for bit (same proposals, same order, equal "
+        "floats), so every run mean is summed in numpy's own pairwise order over the same "
+        "elements (~19M inner + ~10M outer elements for this test set); what the fast path "
+        "removes is the reference's Python cost per run (~55 us), not this element work. "
+        "Profile of the batched call: exact sums ~35%, NMS ~20%, run finding ~10%, "
+        "upsampling/normalisation ~10%, the rest array bookkeeping and building the output dicts.",
+        "- Going further would need inexact prefix sums (different last bits, different tie "
+        "order in NMS) or compiled code; neither was done here.",
+        "- The machine is 2 cores shared with other jobs: absolute times vary by about 2x from "
+        "run to run; ratios are from the same run.", ""]
+    print("\n".join(b + notes))
+    lines += b + notes
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
