@@ -186,7 +186,8 @@ class BatchStream:
 # evaluation
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_dir: Path | None = None):
+def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_dir: Path | None = None,
+             gt=None):
     """Run the model over the test split, build proposals, compute detection mAP.
     Returns (metrics dict, results dict in the ActivityNet results format). With
     plot_dir, the first cfg.plot_videos test videos get a PNG there."""
@@ -209,7 +210,7 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_
             plot_video(plot_dir / f"{item['vid']}.png", item["vid"], curves[2], curves[1], curves[0],
                        test_ds.class_names, dets, item["num_snippets"], gt)
     model.train(was_training)
-    res = evaluate_detection(test_ds.gt_path, {"results": results}, subset="test",
+    res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
                              tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
     return res, {"version": "cola_fast", "results": results}
 
@@ -332,6 +333,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     metrics = MetricLog(out) if is_main else None
+    from .evaluation import load_gt
+    test_gt = load_gt(test_ds.gt_path)  # validated once, reused at every evaluation
     if is_main:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
@@ -388,7 +391,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
                 if is_main:
                     t0 = time.time()
                     res, results = evaluate(model, test_ds, cfg, device,
-                                            plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None)
+                                            plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None,
+                                            gt=test_gt)
                     dt = time.time() - t0
                     metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
                                                **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
