@@ -19,13 +19,13 @@ echo "[install] $TORCH_SPEC and dependencies"
 
 stamp="$VENV/.cola_fast_build"
 want=$( (cat setup.py pyproject.toml; find csrc kernels -type f | sort | xargs cat) | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import cola_fast._C" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import torch, cola_fast._C" 2>/dev/null; then
   echo "[install] cola_fast already built from these sources"
 else
   echo "[install] building cola_fast (pip install --no-build-isolation -e .)"
   t0=$(date +%s)
   "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | { grep -v "is ignored" || true; }
-  "$VENV/bin/python" -c "import cola_fast._C" || { echo "[install] the build failed"; exit 1; }
+  "$VENV/bin/python" -c "import torch, cola_fast._C" || { echo "[install] the build failed"; exit 1; }
   echo "$want" > "$stamp"
   echo "[install] built in $(( $(date +%s) - t0 ))s"
 fi
