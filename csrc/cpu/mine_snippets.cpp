@@ -1,2 +1,322 @@
-// placeholder so that the build has a CPU source; the mining kernel replaces it
+// mine_snippets, C++ CPU kernel (COLA_SPEC 2.1-2.2).
+//
+// Per video (parallel over videos with at::parallel_for):
+//   1. max over t (NaN propagates, as torch.max);
+//   2. median by selection: std::nth_element on a copy of the row (not a full sort); for even
+//      T the upper middle value is the minimum of the upper part; med = 0.5 * (lo + hi) in the
+//      input dtype, exactly as cola_fast.reference.median;
+//   3. bin = a > med, prefix sums of bin, erosion / dilation as window counts (scipy
+//      semantics, positions outside [0, T) count as 0);
+//   4. four top-k selections on the values a*keep, (max-a)*keep, a*inner, a*outer, computed in
+//      the input dtype like the reference so that ties are identical. Each value is mapped
+//      to an order-preserving unsigned key (NaN largest, as torch.sort; -0 == +0) packed with
+//      its index; nth_element + a sort of the first k only (no sort of the whole row).
+// Order of the output: value descending, equal values lower index first (the spec's rule).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+#include <vector>
+
+namespace cola_fast {
+namespace {
+
+// Order-preserving unsigned keys: larger value -> larger key; every NaN -> the largest key;
+// -0 and +0 -> the same key. Branch-free (the inputs are often random 0/value mixes).
+inline uint32_t key_of(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const uint32_t mag = b & 0x7fffffffu;
+  b &= 0u - static_cast<uint32_t>(mag != 0);                     // -0 -> +0
+  const uint32_t neg = static_cast<uint32_t>(static_cast<int32_t>(b) >> 31);
+  uint32_t k = b ^ (neg | 0x80000000u);                          // neg: ~b, else b | sign
+  k |= 0u - static_cast<uint32_t>(mag > 0x7f800000u);            // NaN -> all ones
+  return k;
+}
+
+inline uint64_t key_of(double v) {
+  uint64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const uint64_t mag = b & 0x7fffffffffffffffull;
+  b &= 0ull - static_cast<uint64_t>(mag != 0);
+  const uint64_t neg = static_cast<uint64_t>(static_cast<int64_t>(b) >> 63);
+  uint64_t k = b ^ (neg | 0x8000000000000000ull);
+  k |= 0ull - static_cast<uint64_t>(mag > 0x7ff0000000000000ull);
+  return k;
+}
+
+inline float value_of(uint32_t k) {  // inverse of key_of (NaN -> a NaN, +-0 -> +0)
+  const uint32_t b = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+inline double value_of(uint64_t k) {
+  const uint64_t b = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
+  double v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+// Scratch space of one thread, reused across its videos.
+template <typename K>
+struct Scratch {
+  std::vector<K> keys, cand, sel_key, tmp_key;  // sel_* hold k + 1 entries (branch-free writes)
+  std::vector<int64_t> sel_idx, tmp_idx;
+  std::vector<int32_t> prefix;
+  void reserve(int64_t T) {
+    keys.resize(T);
+    cand.resize(T);
+    sel_key.resize(T + 1);
+    tmp_key.resize(T);
+    sel_idx.resize(T + 1);
+    tmp_idx.resize(T);
+    prefix.resize(T + 1);
+  }
+};
+
+// The key at descending position r (0-based) of keys[0..n); `greater` receives the number of
+// keys strictly larger than it. MSB-first radix selection with 8-bit digits while many
+// candidates remain (each pass keeps only the keys of the digit bin holding position r), then
+// std::nth_element on the few left.
+template <typename K>
+K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& greater) {
+  constexpr int BITS = 8 * sizeof(K);
+  constexpr int64_t SMALL = 48;
+  const K* src = keys;
+  int64_t cnt = n;
+  greater = 0;
+  alignas(64) int32_t hist[4][256];
+  for (int shift = BITS - 8; shift >= 0 && cnt > SMALL; shift -= 8) {
+    const bool wide = cnt >= 512;  // four sub-histograms break store-to-load chains
+    std::memset(hist, 0, wide ? sizeof hist : sizeof hist[0]);
+    int64_t i = 0;
+    if (wide) {
+      for (; i + 4 <= cnt; i += 4) {
+        hist[0][(src[i] >> shift) & 0xff]++;
+        hist[1][(src[i + 1] >> shift) & 0xff]++;
+        hist[2][(src[i + 2] >> shift) & 0xff]++;
+        hist[3][(src[i + 3] >> shift) & 0xff]++;
+      }
+    }
+    for (; i < cnt; ++i) hist[0][(src[i] >> shift) & 0xff]++;
+    if (wide)
+      for (int b = 0; b < 256; ++b) hist[0][b] += hist[1][b] + hist[2][b] + hist[3][b];
+    int b = 255;
+    int64_t acc = 0;
+    for (; acc + hist[0][b] <= r; --b) acc += hist[0][b];
+    r -= acc;
+    greater += acc;
+    if (hist[0][b] == cnt) continue;  // every candidate has this digit: nothing to drop
+    int64_t m = 0;
+    for (int64_t j = 0; j < cnt; ++j) {
+      const K v = src[j];
+      cand[m] = v;
+      m += static_cast<int64_t>(((v >> shift) & 0xff) == static_cast<K>(b));
+    }
+    src = cand;
+    cnt = m;
+  }
+  if (src != cand) {
+    std::copy(src, src + cnt, cand);
+  }
+  std::nth_element(cand, cand + r, cand + cnt, std::greater<K>());
+  const K tau = cand[r];
+  for (int64_t j = 0; j < r; ++j) greater += static_cast<int64_t>(cand[j] > tau);
+  return tau;
+}
+
+// Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k):
+// radix selection of the k-th key, one pass collecting the k winners in index order, then a
+// stable sort of those k only (LSD radix on the key, descending; insertion sort when small).
+template <typename K>
+void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
+  if (k == 0) return;
+  const K* keys = s.keys.data();
+  int64_t greater;
+  const K tau = radix_select_desc(keys, T, k - 1, s.cand.data(), greater);
+  const int64_t need = k - greater;  // how many keys equal to tau are taken, lowest indices first
+  K* sk = s.sel_key.data();
+  int64_t* si = s.sel_idx.data();
+  int64_t j = 0, eqc = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const K v = keys[t];  // branch-free: take v when above tau, or equal among the first `need`
+    const int64_t eq = static_cast<int64_t>(v == tau);
+    eqc += eq;
+    const int64_t take = static_cast<int64_t>(v > tau) | (eq & static_cast<int64_t>(eqc <= need));
+    sk[j] = v;
+    si[j] = t;
+    j += take;
+  }
+  if (k <= 48) {
+    for (int64_t a = 1; a < k; ++a) {  // stable insertion sort, descending key
+      const K v = sk[a];
+      const int64_t ix = si[a];
+      int64_t b = a - 1;
+      while (b >= 0 && sk[b] < v) {
+        sk[b + 1] = sk[b];
+        si[b + 1] = si[b];
+        --b;
+      }
+      sk[b + 1] = v;
+      si[b + 1] = ix;
+    }
+    std::copy(si, si + k, out);
+    return;
+  }
+  constexpr int BITS = 8 * sizeof(K);
+  K* tk = s.tmp_key.data();
+  int64_t* ti = s.tmp_idx.data();
+  int32_t hist[256];
+  for (int shift = 0; shift < BITS; shift += 8) {
+    std::memset(hist, 0, sizeof hist);
+    for (int64_t a = 0; a < k; ++a) hist[255 - ((sk[a] >> shift) & 0xff)]++;
+    bool trivial = false;
+    for (int b = 0; b < 256; ++b) trivial |= (hist[b] == k);
+    if (trivial) continue;
+    int32_t off = 0;
+    for (int b = 0; b < 256; ++b) {
+      const int32_t c = hist[b];
+      hist[b] = off;
+      off += c;
+    }
+    for (int64_t a = 0; a < k; ++a) {
+      const int32_t p = hist[255 - ((sk[a] >> shift) & 0xff)]++;
+      tk[p] = sk[a];
+      ti[p] = si[a];
+    }
+    std::swap(sk, tk);
+    std::swap(si, ti);
+  }
+  std::copy(si, si + k, out);
+}
+
+template <typename scalar_t>
+struct Work {
+  using K = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  Scratch<K> s;
+
+  static K key(scalar_t v) { return key_of(static_cast<acc_t>(v)); }
+  static scalar_t value(K k) { return static_cast<scalar_t>(value_of(k)); }
+
+  void row(const scalar_t* a, const scalar_t* kp, int64_t T, int64_t k_easy, int64_t k_hard,
+           int64_t m, int64_t M, int64_t* ea, int64_t* eb, int64_t* ha, int64_t* hb) {
+    s.reserve(T);
+    K* keys = s.keys.data();
+
+    // 2.1 easy mining. max over t with NaN propagating (the NaN key is the largest)
+    if (k_easy > 0) {
+      K kmax = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const K kv = key(a[t]);
+        kmax = kv > kmax ? kv : kmax;
+        keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
+      }
+      topk_keys(s, T, k_easy, ea);
+      const scalar_t mx = value(kmax);
+      for (int64_t t = 0; t < T; ++t) {
+        const scalar_t inv = static_cast<scalar_t>(mx - a[t]);
+        keys[t] = key(static_cast<scalar_t>(inv * kp[t]));
+      }
+      topk_keys(s, T, k_easy, eb);
+    }
+    if (k_hard == 0) return;
+
+    // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
+    for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
+    const int64_t lo = (T - 1) / 2, hi = T / 2;
+    int64_t greater;
+    const K klo = radix_select_desc(keys, T, T - 1 - lo, s.cand.data(), greater);
+    K khi = klo;
+    if (hi != lo && T - 1 - hi < greater) {  // the upper middle is the smallest key above klo
+      khi = ~K(0);
+      for (int64_t t = 0; t < T; ++t) khi = (keys[t] > klo && keys[t] < khi) ? keys[t] : khi;
+    }
+    const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
+    const scalar_t med = static_cast<scalar_t>(static_cast<scalar_t>(0.5) * sum);
+
+    // masks by window counts over bin = a > med (outside [0, T) counts as 0)
+    int32_t* prefix = s.prefix.data();
+    prefix[0] = 0;
+    for (int64_t t = 0; t < T; ++t) prefix[t + 1] = prefix[t] + (a[t] > med ? 1 : 0);
+    auto count = [&](int64_t l, int64_t r) -> int32_t {  // ones in [l, r] clipped to [0, T)
+      l = std::max<int64_t>(l, 0);
+      r = std::min<int64_t>(r, T - 1);
+      return prefix[std::max(r + 1, l)] - prefix[l];
+    };
+    // a window cut by the border holds fewer than s positions, so count == s is the erosion
+    const int64_t cm = m / 2, cM = M / 2;
+    const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
+    for (int64_t t = 0; t < T; ++t) {
+      const bool em = count(t - cm, t + m - 1 - cm) == m;
+      const bool eM = count(t - cM, t + M - 1 - cM) == M;
+      const scalar_t inner = static_cast<scalar_t>((em ? one : zero) - (eM ? one : zero));
+      keys[t] = key(static_cast<scalar_t>(a[t] * inner));
+    }
+    topk_keys(s, T, k_hard, ha);
+    for (int64_t t = 0; t < T; ++t) {
+      const bool dm = count(t - (m - 1 - cm), t + cm) > 0;
+      const bool dM = count(t - (M - 1 - cM), t + cM) > 0;
+      const scalar_t outer = static_cast<scalar_t>((dM ? one : zero) - (dm ? one : zero));
+      keys[t] = key(static_cast<scalar_t>(a[t] * outer));
+    }
+    topk_keys(s, T, k_hard, hb);
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
+    const at::Tensor& actionness, const at::Tensor& keep, int64_t k_easy, int64_t k_hard, int64_t m,
+    int64_t M) {
+  TORCH_CHECK(actionness.dim() == 2, "mine_snippets: actionness must be (B,T), got ", actionness.sizes());
+  TORCH_CHECK(keep.sizes() == actionness.sizes(), "mine_snippets: keep ", keep.sizes(),
+              " must have the shape of actionness ", actionness.sizes());
+  TORCH_CHECK(keep.scalar_type() == actionness.scalar_type(), "mine_snippets: keep dtype ",
+              keep.scalar_type(), " must equal actionness dtype ", actionness.scalar_type());
+  TORCH_CHECK(actionness.device().is_cpu() && keep.device().is_cpu(), "mine_snippets (CPU): tensors must be on the CPU");
+  const int64_t B = actionness.size(0), T = actionness.size(1);
+  TORCH_CHECK(T >= 1, "mine_snippets: T must be >= 1");
+  TORCH_CHECK(0 <= k_easy && k_easy <= T, "mine_snippets: k_easy=", k_easy, " must lie in [0, T=", T, "]");
+  TORCH_CHECK(0 <= k_hard && k_hard <= T, "mine_snippets: k_hard=", k_hard, " must lie in [0, T=", T, "]");
+  TORCH_CHECK(1 <= m && m < M, "mine_snippets: need 1 <= m < M, got m=", m, ", M=", M);
+  TORCH_CHECK(T < (int64_t(1) << 32), "mine_snippets: T too large");
+
+  const at::Tensor a = actionness.contiguous();
+  const at::Tensor kp = keep.contiguous();
+  auto opts = a.options().dtype(at::kLong);
+  at::Tensor ea = at::empty({B, k_easy}, opts), eb = at::empty({B, k_easy}, opts);
+  at::Tensor ha = at::empty({B, k_hard}, opts), hb = at::empty({B, k_hard}, opts);
+  if (B == 0) return {ea, eb, ha, hb};
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "mine_snippets_cpu", [&] {
+    const scalar_t* ap = a.const_data_ptr<scalar_t>();
+    const scalar_t* kpp = kp.const_data_ptr<scalar_t>();
+    int64_t* eap = ea.data_ptr<int64_t>();
+    int64_t* ebp = eb.data_ptr<int64_t>();
+    int64_t* hap = ha.data_ptr<int64_t>();
+    int64_t* hbp = hb.data_ptr<int64_t>();
+    const int64_t grain = std::max<int64_t>(1, 4096 / T);
+    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+      Work<scalar_t> w;
+      for (int64_t b = begin; b < end; ++b)
+        w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
+              hap + b * k_hard, hbp + b * k_hard);
+    });
+  });
+  return {ea, eb, ha, hb};
+}
+
+}  // namespace
+}  // namespace cola_fast
+
+TORCH_LIBRARY_IMPL(cola_fast, CPU, m) {
+  m.impl("mine_snippets", &cola_fast::mine_snippets_cpu);
+}
