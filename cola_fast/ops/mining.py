@@ -47,7 +47,7 @@ def _validate(actionness, keep, k_easy, k_hard, m, M):
         raise ValueError(f"mine_snippets: keep has shape {tuple(keep.shape)}, expected the shape of "
                          f"actionness {tuple(actionness.shape)}")
     if keep.device != actionness.device:
-        raise ValueError(f"mine_snippets: keep is on {keep.device} but actionness is on {actionness.device}")
+        raise ValueError(f"mine_snippets: keep is on device {keep.device} but actionness is on device {actionness.device}")
     if keep.is_complex():
         raise TypeError(f"mine_snippets: keep must be a 0/1 mask of float or bool dtype, got {keep.dtype}")
     k_easy = _check_int("k_easy", k_easy)
@@ -106,6 +106,13 @@ def _(actionness, keep, k_easy, k_hard, m, M):
     return _fake_outputs(actionness, k_easy, k_hard)
 
 
+@torch._dynamo.assume_constant_result
+def _resolve(backend: str | None, device_type: str) -> str:
+    """The backend for a device type; a constant for torch.compile (resolve() asks the
+    dispatcher, which Dynamo cannot trace)."""
+    return resolve(backend, torch.device(device_type), "mine_snippets")
+
+
 def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard: int,
                   m: int = 3, M: int = 6, backend: str | None = None):
     """(EA, EB, HA, HB): int64 index tensors of shapes (B,k_easy), (B,k_easy), (B,k_hard),
@@ -116,7 +123,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     1 <= m < M. Non-contiguous inputs are made contiguous. backend: "auto" | "reference" |
     "native" | "triton" (None: env COLA_FAST_BACKEND, else "auto")."""
     a, kp, k_easy, k_hard, m, M = _validate(actionness, keep, k_easy, k_hard, m, M)
-    b = resolve(backend, a.device, "mine_snippets")
+    b = _resolve(backend, a.device.type)
     if b == "reference":
         return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
     if b == "native":

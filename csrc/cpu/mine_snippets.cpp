@@ -76,9 +76,9 @@ struct Scratch {
     keys.resize(T);
     cand.resize(T);
     sel_key.resize(T + 1);
-    tmp_key.resize(T);
+    tmp_key.resize(T + 1);
     sel_idx.resize(T + 1);
-    tmp_idx.resize(T);
+    tmp_idx.resize(T + 1);
     prefix.resize(T + 1);
   }
 };
@@ -134,30 +134,12 @@ K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& great
   return tau;
 }
 
-// Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k):
-// radix selection of the k-th key, one pass collecting the k winners in index order, then a
-// stable sort of those k only (LSD radix on the key, descending; insertion sort when small).
+// Stable sort of k (key, index) pairs by key descending (equal keys keep their order):
+// insertion sort when small, else LSD radix sort on the bytes that vary.
 template <typename K>
-void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
-  if (k == 0) return;
-  const K* keys = s.keys.data();
-  int64_t greater;
-  const K tau = radix_select_desc(keys, T, k - 1, s.cand.data(), greater);
-  const int64_t need = k - greater;  // how many keys equal to tau are taken, lowest indices first
-  K* sk = s.sel_key.data();
-  int64_t* si = s.sel_idx.data();
-  int64_t j = 0, eqc = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const K v = keys[t];  // branch-free: take v when above tau, or equal among the first `need`
-    const int64_t eq = static_cast<int64_t>(v == tau);
-    eqc += eq;
-    const int64_t take = static_cast<int64_t>(v > tau) | (eq & static_cast<int64_t>(eqc <= need));
-    sk[j] = v;
-    si[j] = t;
-    j += take;
-  }
-  if (k <= 48) {
-    for (int64_t a = 1; a < k; ++a) {  // stable insertion sort, descending key
+void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t* out) {
+  if (k <= 32) {
+    for (int64_t a = 1; a < k; ++a) {
       const K v = sk[a];
       const int64_t ix = si[a];
       int64_t b = a - 1;
@@ -172,16 +154,18 @@ void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
     std::copy(si, si + k, out);
     return;
   }
+  K all_or = 0, all_and = ~K(0);
+  for (int64_t a = 0; a < k; ++a) {
+    all_or |= sk[a];
+    all_and &= sk[a];
+  }
+  const K varying = all_or ^ all_and;
   constexpr int BITS = 8 * sizeof(K);
-  K* tk = s.tmp_key.data();
-  int64_t* ti = s.tmp_idx.data();
   int32_t hist[256];
   for (int shift = 0; shift < BITS; shift += 8) {
+    if (((varying >> shift) & 0xff) == 0) continue;  // this byte is the same in every key
     std::memset(hist, 0, sizeof hist);
     for (int64_t a = 0; a < k; ++a) hist[255 - ((sk[a] >> shift) & 0xff)]++;
-    bool trivial = false;
-    for (int b = 0; b < 256; ++b) trivial |= (hist[b] == k);
-    if (trivial) continue;
     int32_t off = 0;
     for (int b = 0; b < 256; ++b) {
       const int32_t c = hist[b];
@@ -197,6 +181,75 @@ void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
     std::swap(si, ti);
   }
   std::copy(si, si + k, out);
+}
+
+// Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k).
+//   pass 1: histogram of the top byte; the bin holding position k-1 splits the row into
+//           "surely in" (higher bins), candidates (that bin) and out;
+//   pass 2: one branch-free pass writes the surely-in pairs and the candidate pairs, each in
+//           index order;
+//   then radix selection of the threshold among the candidates only, the winners appended in
+//   index order, and a stable sort of the k winners (ties stay in index order).
+template <typename K>
+void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
+  if (k == 0) return;
+  constexpr int BITS = 8 * sizeof(K);
+  constexpr int TOP = BITS - 8;
+  const K* keys = s.keys.data();
+  alignas(64) int32_t hist[4][256];
+  std::memset(hist, 0, sizeof hist);
+  int64_t i = 0;
+  for (; i + 4 <= T; i += 4) {
+    hist[0][keys[i] >> TOP]++;
+    hist[1][keys[i + 1] >> TOP]++;
+    hist[2][keys[i + 2] >> TOP]++;
+    hist[3][keys[i + 3] >> TOP]++;
+  }
+  for (; i < T; ++i) hist[0][keys[i] >> TOP]++;
+  int b = 255;
+  int64_t above = 0, inbin = 0;
+  for (;; --b) {
+    inbin = hist[0][b] + hist[1][b] + hist[2][b] + hist[3][b];
+    if (above + inbin >= k) break;
+    above += inbin;
+  }
+  const K bk = static_cast<K>(b);
+  K* sk = s.sel_key.data();
+  int64_t* si = s.sel_idx.data();
+  K* ck = s.tmp_key.data();
+  int64_t* ci = s.tmp_idx.data();
+  int64_t ns = 0, nc = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const K v = keys[t];
+    const K d = v >> TOP;
+    sk[ns] = v;
+    si[ns] = t;
+    ns += static_cast<int64_t>(d > bk);
+    ck[nc] = v;
+    ci[nc] = t;
+    nc += static_cast<int64_t>(d == bk);
+  }
+  // ns == above, nc == inbin
+  const int64_t want = k - above;  // winners among the candidates
+  if (want == nc) {
+    std::copy(ck, ck + nc, sk + ns);
+    std::copy(ci, ci + nc, si + ns);
+  } else {
+    int64_t greater;
+    const K tau = radix_select_desc(ck, nc, want - 1, s.cand.data(), greater);
+    const int64_t need = want - greater;
+    int64_t j = ns, eqc = 0;
+    for (int64_t c = 0; c < nc; ++c) {
+      const K v = ck[c];
+      const int64_t eq = static_cast<int64_t>(v == tau);
+      eqc += eq;
+      sk[j] = v;
+      si[j] = ci[c];
+      j += static_cast<int64_t>(v > tau) | (eq & static_cast<int64_t>(eqc <= need));
+    }
+  }
+  // the candidates' scratch is free again: use it for the sort
+  sort_desc_stable(sk, si, ck, ci, k, out);
 }
 
 template <typename scalar_t>
