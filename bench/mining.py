@@ -65,18 +65,22 @@ def published(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard:
     return ea, eb, ha, hb
 
 
-def timeit(fn, device, repeats, warmup=5):
+def timeit_interleaved(fns: dict, device, repeats, warmup=5):
+    """Median time of each callable; the callables take turns within every round, so that
+    all see the same machine load (the CPU here is shared)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync()
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main():
@@ -107,7 +111,7 @@ def main():
         a = torch.rand(B, T, generator=g).to(device)
         keep = (torch.rand(B, T, generator=g) < 0.4).float().to(device)
         want = R.mine_snippets(a, keep, k_easy, k_hard)
-        times = {}
+        fns = {}
         for name, backend in backends.items():
             if backend is None:
                 fn = lambda: published(a, keep, k_easy, k_hard)  # noqa: E731
@@ -115,7 +119,8 @@ def main():
                 fn = lambda backend=backend: mine_snippets(a, keep, k_easy, k_hard, backend=backend)  # noqa: E731
             for x, y in zip(fn(), want):
                 assert torch.equal(x.cpu(), y.cpu()), f"{name} disagrees with the reference at {(B, T)}"
-            times[name] = timeit(fn, device, args.repeats)
+            fns[name] = fn
+        times = timeit_interleaved(fns, device, args.repeats)
         for name, t in times.items():
             rows.append((f"({B},{T}) k={k_easy},{k_hard}", name, t * 1e6, times["published"] / t, times["reference"] / t))
 
@@ -131,7 +136,7 @@ def main():
     lines = [
         f"# mine_snippets benchmark ({args.device})",
         "",
-        f"commit {commit}; device: {dev}; torch {torch.__version__}; median of {args.repeats} runs after 5 warm-up runs; "
+        f"commit {commit}; device: {dev}; torch {torch.__version__}; median of {args.repeats} runs after 5 warm-up runs, backends taking turns in every round; "
         "every backend's indices asserted equal to the reference's.",
         "",
         "| shape | backend | median time (us) | speed-up vs published | speed-up vs reference |",

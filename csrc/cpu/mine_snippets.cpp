@@ -69,11 +69,13 @@ inline double value_of(uint64_t k) {
 // Scratch space of one thread, reused across its videos.
 template <typename K>
 struct Scratch {
-  std::vector<K> keys, cand, sel_key, tmp_key;  // sel_* hold k + 1 entries (branch-free writes)
-  std::vector<int64_t> sel_idx, tmp_idx;
+  std::vector<K> keys, keys2, cand, sel_key, tmp_key;  // +1 entries: branch-free writes
+  std::vector<int64_t> sel_idx, tmp_idx, list;
   std::vector<int32_t> prefix;
   void reserve(int64_t T) {
     keys.resize(T);
+    keys2.resize(T);
+    list.resize(T + 1);
     cand.resize(T);
     sel_key.resize(T + 1);
     tmp_key.resize(T + 1);
@@ -86,17 +88,17 @@ struct Scratch {
 // The key at descending position r (0-based) of keys[0..n); `greater` receives the number of
 // keys strictly larger than it. MSB-first radix selection with 8-bit digits while many
 // candidates remain (each pass keeps only the keys of the digit bin holding position r), then
-// std::nth_element on the few left.
+// std::nth_element on the few left. Bytes above first_shift must be equal in all keys.
 template <typename K>
-K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& greater) {
-  constexpr int BITS = 8 * sizeof(K);
+K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& greater,
+                    int first_shift = 8 * sizeof(K) - 8) {
   constexpr int64_t SMALL = 48;
   const K* src = keys;
   int64_t cnt = n;
   greater = 0;
   alignas(64) int32_t hist[4][256];
-  for (int shift = BITS - 8; shift >= 0 && cnt > SMALL; shift -= 8) {
-    const bool wide = cnt >= 512;  // four sub-histograms break store-to-load chains
+  for (int shift = first_shift; shift >= 0 && cnt > SMALL; shift -= 8) {
+    const bool wide = cnt >= 128;  // four sub-histograms break store-to-load chains
     std::memset(hist, 0, wide ? sizeof hist : sizeof hist[0]);
     int64_t i = 0;
     if (wide) {
@@ -183,19 +185,32 @@ void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t
   std::copy(si, si + k, out);
 }
 
+// Short rows: one composite per element (key above, reversed index below: larger composite =
+// earlier under the spec's rule), nth_element + sort of the first k.
+template <typename K>
+void topk_small(const K* keys, int64_t T, int64_t k, int64_t* out) {
+  using C = std::conditional_t<sizeof(K) == 4, uint64_t, unsigned __int128>;
+  C comp[64];
+  for (int64_t t = 0; t < T; ++t) comp[t] = (static_cast<C>(keys[t]) << 32) | static_cast<C>(0xffffffffu - t);
+  auto gt = std::greater<C>();
+  if (k < T) std::nth_element(comp, comp + (k - 1), comp + T, gt);
+  std::sort(comp, comp + k, gt);
+  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(comp[j] & 0xffffffffu));
+}
+
 // Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k).
 //   pass 1: histogram of the top byte; the bin holding position k-1 splits the row into
 //           "surely in" (higher bins), candidates (that bin) and out;
-//   pass 2: one branch-free pass writes the surely-in pairs and the candidate pairs, each in
-//           index order;
+//   pass 2: one branch-free pass lists the indices in or at that bin, in index order; the
+//           short list is split into surely-in and candidate pairs;
 //   then radix selection of the threshold among the candidates only, the winners appended in
 //   index order, and a stable sort of the k winners (ties stay in index order).
 template <typename K>
-void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
+void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
   if (k == 0) return;
+  if (T <= 64) return topk_small(keys, T, k, out);
   constexpr int BITS = 8 * sizeof(K);
   constexpr int TOP = BITS - 8;
-  const K* keys = s.keys.data();
   alignas(64) int32_t hist[4][256];
   std::memset(hist, 0, sizeof hist);
   int64_t i = 0;
@@ -214,12 +229,19 @@ void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
     above += inbin;
   }
   const K bk = static_cast<K>(b);
+  int64_t* list = s.list.data();
+  int64_t nl = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    list[nl] = t;
+    nl += static_cast<int64_t>((keys[t] >> TOP) >= bk);
+  }
   K* sk = s.sel_key.data();
   int64_t* si = s.sel_idx.data();
   K* ck = s.tmp_key.data();
   int64_t* ci = s.tmp_idx.data();
   int64_t ns = 0, nc = 0;
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t c = 0; c < nl; ++c) {
+    const int64_t t = list[c];
     const K v = keys[t];
     const K d = v >> TOP;
     sk[ns] = v;
@@ -236,7 +258,7 @@ void topk_keys(Scratch<K>& s, int64_t T, int64_t k, int64_t* out) {
     std::copy(ci, ci + nc, si + ns);
   } else {
     int64_t greater;
-    const K tau = radix_select_desc(ck, nc, want - 1, s.cand.data(), greater);
+    const K tau = radix_select_desc(ck, nc, want - 1, s.cand.data(), greater, TOP - 8);  // same top byte
     const int64_t need = want - greater;
     int64_t j = ns, eqc = 0;
     for (int64_t c = 0; c < nc; ++c) {
@@ -274,13 +296,13 @@ struct Work {
         kmax = kv > kmax ? kv : kmax;
         keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
       }
-      topk_keys(s, T, k_easy, ea);
+      topk_keys(s, keys, T, k_easy, ea);
       const scalar_t mx = value(kmax);
       for (int64_t t = 0; t < T; ++t) {
         const scalar_t inv = static_cast<scalar_t>(mx - a[t]);
         keys[t] = key(static_cast<scalar_t>(inv * kp[t]));
       }
-      topk_keys(s, T, k_easy, eb);
+      topk_keys(s, keys, T, k_easy, eb);
     }
     if (k_hard == 0) return;
 
@@ -297,32 +319,39 @@ struct Work {
     const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
     const scalar_t med = static_cast<scalar_t>(static_cast<scalar_t>(0.5) * sum);
 
-    // masks by window counts over bin = a > med (outside [0, T) counts as 0)
-    int32_t* prefix = s.prefix.data();
-    prefix[0] = 0;
-    for (int64_t t = 0; t < T; ++t) prefix[t + 1] = prefix[t] + (a[t] > med ? 1 : 0);
+    // masks by window counts over bin = a > med (outside [0, T) counts as 0):
+    // erode_s(t) = ones in [t-c, t+s-1-c] == s, dilate_s(t) = ones in [t-(s-1-c), t+c] > 0
+    int32_t* P = s.prefix.data();
+    P[0] = 0;
+    for (int64_t t = 0; t < T; ++t) P[t + 1] = P[t] + (a[t] > med ? 1 : 0);
+    const int64_t cm = m / 2, cM = M / 2;
+    const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
+    K* keys2 = s.keys2.data();
+    auto band_keys = [&](int64_t t, bool em, bool eM, bool dm, bool dM) {
+      const scalar_t inner = static_cast<scalar_t>((em ? one : zero) - (eM ? one : zero));
+      const scalar_t outer = static_cast<scalar_t>((dM ? one : zero) - (dm ? one : zero));
+      keys[t] = key(static_cast<scalar_t>(a[t] * inner));
+      keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
+    };
     auto count = [&](int64_t l, int64_t r) -> int32_t {  // ones in [l, r] clipped to [0, T)
       l = std::max<int64_t>(l, 0);
       r = std::min<int64_t>(r, T - 1);
-      return prefix[std::max(r + 1, l)] - prefix[l];
+      return P[std::max(r + 1, l)] - P[l];
     };
     // a window cut by the border holds fewer than s positions, so count == s is the erosion
-    const int64_t cm = m / 2, cM = M / 2;
-    const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
-    for (int64_t t = 0; t < T; ++t) {
-      const bool em = count(t - cm, t + m - 1 - cm) == m;
-      const bool eM = count(t - cM, t + M - 1 - cM) == M;
-      const scalar_t inner = static_cast<scalar_t>((em ? one : zero) - (eM ? one : zero));
-      keys[t] = key(static_cast<scalar_t>(a[t] * inner));
-    }
-    topk_keys(s, T, k_hard, ha);
-    for (int64_t t = 0; t < T; ++t) {
-      const bool dm = count(t - (m - 1 - cm), t + cm) > 0;
-      const bool dM = count(t - (M - 1 - cM), t + cM) > 0;
-      const scalar_t outer = static_cast<scalar_t>((dM ? one : zero) - (dm ? one : zero));
-      keys[t] = key(static_cast<scalar_t>(a[t] * outer));
-    }
-    topk_keys(s, T, k_hard, hb);
+    auto slow = [&](int64_t t) {
+      band_keys(t, count(t - cm, t + m - 1 - cm) == m, count(t - cM, t + M - 1 - cM) == M,
+                count(t - (m - 1 - cm), t + cm) > 0, count(t - (M - 1 - cM), t + cM) > 0);
+    };
+    // interior [M, T-M): every window lies inside the row, no clipping
+    const int64_t f0 = std::min(M, T), f1 = std::max(f0, T - M);
+    for (int64_t t = 0; t < f0; ++t) slow(t);
+    for (int64_t t = f0; t < f1; ++t)
+      band_keys(t, P[t + m - cm] - P[t - cm] == m, P[t + M - cM] - P[t - cM] == M,
+                P[t + cm + 1] - P[t - (m - 1 - cm)] > 0, P[t + cM + 1] - P[t - (M - 1 - cM)] > 0);
+    for (int64_t t = f1; t < T; ++t) slow(t);
+    topk_keys(s, keys, T, k_hard, ha);
+    topk_keys(s, keys2, T, k_hard, hb);
   }
 };
 
