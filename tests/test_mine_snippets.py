@@ -44,6 +44,11 @@ def _inputs(B, T, kind, dtype=torch.float32, seed=0, device="cpu"):
         a = torch.zeros(B, T, dtype=torch.float64)
         s, n = T // 3, min(max(T // 6, 1), T - T // 3)
         a[:, s:s + n] = torch.rand(B, n, generator=g, dtype=torch.float64) + 1
+    elif kind == "rising":  # every element beats the ones before it (insertion top-k gives up)
+        a = torch.arange(T, dtype=torch.float64).expand(B, T) / T
+    elif kind == "clustered":  # two tight value clusters far apart (crowded sort buckets)
+        a = torch.rand(B, T, generator=g, dtype=torch.float64)
+        a = torch.where(a < 0.5, 1.0 + a * 1e-6, 1e-20 * (1 + a))
     else:
         raise ValueError(kind)
     keep = torch.rand(B, T, generator=g) < 0.4
@@ -61,7 +66,7 @@ def _check(a, keep, k_easy, k_hard, m=3, M=6, backend="native"):
 # ---------------------------------------------------------------------------------- native
 @needs_native
 @pytest.mark.parametrize("T", [1, 2, 5, 6, 7, 50, 750, 2613])
-@pytest.mark.parametrize("kind", ["rand", "quantised", "equal", "zeros", "signed", "bump"])
+@pytest.mark.parametrize("kind", ["rand", "quantised", "equal", "zeros", "signed", "bump", "rising", "clustered"])
 def test_native_matches_reference(T, kind):
     a, keep = _inputs(3, T, kind)
     for k_easy, k_hard in {(T // 5, T // 20), (1, 1), (T, T), (0, 0), (T // 2, T // 2)}:

@@ -15,6 +15,7 @@ returns index tensors; gradients flow through the embeddings gathered with them.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -62,8 +63,10 @@ def _validate(actionness, keep, k_easy, k_hard, m, M):
             raise ValueError(f"mine_snippets: {name}={k} must lie in [0, T={T}]")
     if not 1 <= m < M:
         raise ValueError(f"mine_snippets: need 1 <= m < M, got m={m}, M={M}")
-    a = actionness.detach().contiguous()
-    kp = keep.detach().to(a.dtype).contiguous()
+    a = actionness.detach() if actionness.requires_grad else actionness
+    a = a.contiguous()
+    kp = keep.detach() if keep.requires_grad else keep
+    kp = kp.to(a.dtype).contiguous()
     return a, kp, k_easy, k_hard, m, M
 
 
@@ -106,11 +109,21 @@ def _(actionness, keep, k_easy, k_hard, m, M):
     return _fake_outputs(actionness, k_easy, k_hard)
 
 
+_RESOLVED: dict = {}
+
+
 @torch._dynamo.assume_constant_result
 def _resolve(backend: str | None, device_type: str) -> str:
-    """The backend for a device type; a constant for torch.compile (resolve() asks the
-    dispatcher, which Dynamo cannot trace)."""
-    return resolve(backend, torch.device(device_type), "mine_snippets")
+    """The backend for a device type, remembered per (backend, device type, interpreter
+    setting): resolve() asks the dispatcher, which costs microseconds and which Dynamo cannot
+    trace (hence a constant for torch.compile)."""
+    if backend is None:
+        backend = os.environ.get("COLA_FAST_BACKEND", "auto")
+    key = (backend, device_type, os.environ.get("TRITON_INTERPRET", "0"))
+    b = _RESOLVED.get(key)
+    if b is None:
+        b = _RESOLVED[key] = resolve(backend, torch.device(device_type), "mine_snippets")
+    return b
 
 
 def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard: int,

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -156,10 +157,52 @@ void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t
     std::copy(si, si + k, out);
     return;
   }
-  K all_or = 0, all_and = ~K(0);
+  K all_or = 0, all_and = ~K(0), kmin = ~K(0), kmax = 0;
   for (int64_t a = 0; a < k; ++a) {
     all_or |= sk[a];
     all_and &= sk[a];
+    kmin = sk[a] < kmin ? sk[a] : kmin;
+    kmax = sk[a] > kmax ? sk[a] : kmax;
+  }
+  // Bucket sort on equal-width key ranges (stable scatter), then a stable insertion pass that
+  // only has to fix the order inside each bucket; used when no bucket is crowded.
+  if (k <= 2048) {
+    int32_t cnt[4096];
+    const int64_t nb = std::min<int64_t>(4096, std::max<int64_t>(64, int64_t(1) << (64 - __builtin_clzll(k))));
+    int shift = 0;
+    while (static_cast<uint64_t>((kmax - kmin) >> shift) >= static_cast<uint64_t>(nb)) ++shift;
+    const int64_t nbe = static_cast<int64_t>((kmax - kmin) >> shift) + 1;
+    std::memset(cnt, 0, sizeof(int32_t) * nbe);
+    for (int64_t a = 0; a < k; ++a) cnt[nbe - 1 - static_cast<int64_t>((sk[a] - kmin) >> shift)]++;
+    int32_t off = 0, crowd = 0;
+    for (int64_t b = 0; b < nbe; ++b) {
+      const int32_t c = cnt[b];
+      crowd = c > crowd ? c : crowd;
+      cnt[b] = off;
+      off += c;
+    }
+    if (crowd <= 16 || all_or == all_and) {
+      for (int64_t a = 0; a < k; ++a) {
+        const int32_t p = cnt[nbe - 1 - static_cast<int64_t>((sk[a] - kmin) >> shift)]++;
+        tk[p] = sk[a];
+        ti[p] = si[a];
+      }
+      for (int64_t a = 1; a < k; ++a) {
+        const K v = tk[a];
+        if (!(tk[a - 1] < v)) continue;
+        const int64_t ix = ti[a];
+        int64_t b = a - 1;
+        while (b >= 0 && tk[b] < v) {
+          tk[b + 1] = tk[b];
+          ti[b + 1] = ti[b];
+          --b;
+        }
+        tk[b + 1] = v;
+        ti[b + 1] = ix;
+      }
+      std::copy(ti, ti + k, out);
+      return;
+    }
   }
   const K varying = all_or ^ all_and;
   constexpr int BITS = 8 * sizeof(K);
@@ -198,6 +241,28 @@ void topk_small(const K* keys, int64_t T, int64_t k, int64_t* out) {
   for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(comp[j] & 0xffffffffu));
 }
 
+// Small k: one scan keeping the best k composites sorted (an element enters only when it beats
+// the current k-th); gives up (returns false) after `budget` entries, e.g. on rising rows.
+template <typename K>
+bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budget) {
+  using C = std::conditional_t<sizeof(K) == 4, uint64_t, unsigned __int128>;
+  C buf[64];
+  int64_t n = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const C c = (static_cast<C>(keys[t]) << 32) | static_cast<C>(0xffffffffu - t);
+    if (n == k && !(c > buf[k - 1])) continue;
+    if (--budget < 0) return false;
+    int64_t j = n < k ? n++ : k - 1;
+    while (j > 0 && buf[j - 1] < c) {
+      buf[j] = buf[j - 1];
+      --j;
+    }
+    buf[j] = c;
+  }
+  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(buf[j] & 0xffffffffu));
+  return true;
+}
+
 // Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k).
 //   pass 1: histogram of the top byte; the bin holding position k-1 splits the row into
 //           "surely in" (higher bins), candidates (that bin) and out;
@@ -209,6 +274,7 @@ template <typename K>
 void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
   if (k == 0) return;
   if (T <= 64) return topk_small(keys, T, k, out);
+  if (k <= 48 && topk_insert(keys, T, k, out, 4 * k + 64)) return;
   constexpr int BITS = 8 * sizeof(K);
   constexpr int TOP = BITS - 8;
   alignas(64) int32_t hist[4][256];
@@ -314,7 +380,16 @@ struct Work {
     K khi = klo;
     if (hi != lo && T - 1 - hi < greater) {  // the upper middle is the smallest key above klo
       khi = ~K(0);
-      for (int64_t t = 0; t < T; ++t) khi = (keys[t] > klo && keys[t] < khi) ? keys[t] : khi;
+      // min over keys > klo, in signed arithmetic (vectorises without unsigned compares)
+      using S = std::make_signed_t<K>;
+      constexpr K FLIP = K(1) << (8 * sizeof(K) - 1);
+      const S slo = static_cast<S>(klo ^ FLIP);
+      S shi = std::numeric_limits<S>::max();
+      for (int64_t t = 0; t < T; ++t) {
+        const S v = static_cast<S>(keys[t] ^ FLIP);
+        shi = (v > slo && v < shi) ? v : shi;
+      }
+      khi = static_cast<K>(shi) ^ FLIP;
     }
     const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
     const scalar_t med = static_cast<scalar_t>(static_cast<scalar_t>(0.5) * sum);
@@ -323,7 +398,8 @@ struct Work {
     // erode_s(t) = ones in [t-c, t+s-1-c] == s, dilate_s(t) = ones in [t-(s-1-c), t+c] > 0
     int32_t* P = s.prefix.data();
     P[0] = 0;
-    for (int64_t t = 0; t < T; ++t) P[t + 1] = P[t] + (a[t] > med ? 1 : 0);
+    for (int64_t t = 0; t < T; ++t) P[t + 1] = (a[t] > med) ? 1 : 0;  // vectorised compare
+    for (int64_t t = 0; t < T; ++t) P[t + 1] += P[t];
     const int64_t cm = m / 2, cM = M / 2;
     const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
     K* keys2 = s.keys2.data();
@@ -346,9 +422,28 @@ struct Work {
     // interior [M, T-M): every window lies inside the row, no clipping
     const int64_t f0 = std::min(M, T), f1 = std::max(f0, T - M);
     for (int64_t t = 0; t < f0; ++t) slow(t);
-    for (int64_t t = f0; t < f1; ++t)
-      band_keys(t, P[t + m - cm] - P[t - cm] == m, P[t + M - cM] - P[t - cM] == M,
-                P[t + cm + 1] - P[t - (m - 1 - cm)] > 0, P[t + cM + 1] - P[t - (M - 1 - cM)] > 0);
+    {
+      // written for the vectoriser: fixed offsets, integer flags
+      const int32_t* em1 = P + (m - cm);
+      const int32_t* em0 = P - cm;
+      const int32_t* eM1 = P + (M - cM);
+      const int32_t* eM0 = P - cM;
+      const int32_t* dm1 = P + (cm + 1);
+      const int32_t* dm0 = P - (m - 1 - cm);
+      const int32_t* dM1 = P + (cM + 1);
+      const int32_t* dM0 = P - (M - 1 - cM);
+      const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
+      for (int64_t t = f0; t < f1; ++t) {
+        const int32_t em = (em1[t] - em0[t]) == mi;
+        const int32_t eM = (eM1[t] - eM0[t]) == Mi;
+        const int32_t dm = (dm1[t] - dm0[t]) > 0;
+        const int32_t dM = (dM1[t] - dM0[t]) > 0;
+        const scalar_t inner = static_cast<scalar_t>(static_cast<scalar_t>(em) - static_cast<scalar_t>(eM));
+        const scalar_t outer = static_cast<scalar_t>(static_cast<scalar_t>(dM) - static_cast<scalar_t>(dm));
+        keys[t] = key(static_cast<scalar_t>(a[t] * inner));
+        keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
+      }
+    }
     for (int64_t t = f1; t < T; ++t) slow(t);
     topk_keys(s, keys, T, k_hard, ha);
     topk_keys(s, keys2, T, k_hard, hb);
