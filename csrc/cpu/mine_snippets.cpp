@@ -273,8 +273,8 @@ bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budg
 template <typename K>
 void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
   if (k == 0) return;
+  if (k <= 48 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
   if (T <= 64) return topk_small(keys, T, k, out);
-  if (k <= 48 && topk_insert(keys, T, k, out, 4 * k + 64)) return;
   constexpr int BITS = 8 * sizeof(K);
   constexpr int TOP = BITS - 8;
   alignas(64) int32_t hist[4][256];
@@ -482,7 +482,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
     int64_t* hbp = hb.data_ptr<int64_t>();
     const int64_t grain = std::max<int64_t>(1, 4096 / T);
     at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-      Work<scalar_t> w;
+      static thread_local Work<scalar_t> w;  // scratch reused across calls
       for (int64_t b = begin; b < end; ++b)
         w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
               hap + b * k_hard, hbp + b * k_hard);
