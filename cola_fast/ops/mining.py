@@ -1,16 +1,146 @@
-"""mine_snippets: easy and hard snippet mining (COLA_SPEC 2.1-2.2) as one op."""
+"""mine_snippets: easy and hard snippet mining (COLA_SPEC 2.1-2.2) as one op.
+
+Backends (see cola_fast.ops._backend):
+- "reference": cola_fast.reference.mine_snippets (pure PyTorch, full sorts);
+- "native": torch.ops.cola_fast.mine_snippets from the compiled extension (C++ CPU kernel:
+  median by selection, masks by window counts, top-k by radix selection; CUDA kernel: one
+  block per video, bitonic sorts in shared memory);
+- "triton": kernels/mine_snippets.py, one program per video (CUDA, or CPU under the Triton
+  interpreter), registered as the custom op cola_fast::mine_snippets_triton.
+
+Every backend returns the same indices as the reference for every input (the spec's tie
+rule: value descending, equal values lower index first). The op is not differentiable: it
+returns index tensors; gradients flow through the embeddings gathered with them.
+"""
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 
 from .. import reference
 from ._backend import resolve
 
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point():
+            return int(v)
+        raise TypeError(f"mine_snippets: {name} must be an int, got {type(v).__name__}")
+    return v
+
+
+def _validate(actionness, keep, k_easy, k_hard, m, M):
+    """Checks the arguments; returns (actionness, keep) contiguous, keep in actionness's dtype."""
+    if not isinstance(actionness, torch.Tensor):
+        raise TypeError(f"mine_snippets: actionness must be a torch.Tensor, got {type(actionness).__name__}")
+    if not isinstance(keep, torch.Tensor):
+        raise TypeError(f"mine_snippets: keep must be a torch.Tensor, got {type(keep).__name__}")
+    if actionness.dim() != 2:
+        raise ValueError(f"mine_snippets: actionness must be 2-D (B,T), got shape {tuple(actionness.shape)}")
+    if actionness.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"mine_snippets: actionness must be a float tensor (float16, bfloat16, float32, "
+                        f"float64), got {actionness.dtype}")
+    if keep.shape != actionness.shape:
+        raise ValueError(f"mine_snippets: keep has shape {tuple(keep.shape)}, expected the shape of "
+                         f"actionness {tuple(actionness.shape)}")
+    if keep.device != actionness.device:
+        raise ValueError(f"mine_snippets: keep is on device {keep.device} but actionness is on device {actionness.device}")
+    if keep.is_complex():
+        raise TypeError(f"mine_snippets: keep must be a 0/1 mask of float or bool dtype, got {keep.dtype}")
+    k_easy = _check_int("k_easy", k_easy)
+    k_hard = _check_int("k_hard", k_hard)
+    m = _check_int("m", m)
+    M = _check_int("M", M)
+    T = actionness.shape[1]
+    if T < 1:
+        raise ValueError(f"mine_snippets: need at least one snippet per video, got T={T}")
+    for name, k in (("k_easy", k_easy), ("k_hard", k_hard)):
+        if not 0 <= k <= T:
+            raise ValueError(f"mine_snippets: {name}={k} must lie in [0, T={T}]")
+    if not 1 <= m < M:
+        raise ValueError(f"mine_snippets: need 1 <= m < M, got m={m}, M={M}")
+    a = actionness.detach() if actionness.requires_grad else actionness
+    a = a.contiguous()
+    kp = keep.detach() if keep.requires_grad else keep
+    kp = kp.to(a.dtype).contiguous()
+    return a, kp, k_easy, k_hard, m, M
+
+
+def _fake_outputs(actionness, k_easy, k_hard):
+    B = actionness.shape[0]
+    mk = functools.partial(actionness.new_empty, dtype=torch.int64)
+    return mk((B, k_easy)), mk((B, k_easy)), mk((B, k_hard)), mk((B, k_hard))
+
+
+@functools.lru_cache(maxsize=None)
+def _register_native_fake() -> bool:
+    """Fake (meta) kernel of the compiled op, for torch.compile / FakeTensor; once, when the
+    extension is importable."""
+    try:
+        from cola_fast import _C  # noqa: F401
+    except ImportError:
+        return False
+
+    @torch.library.register_fake("cola_fast::mine_snippets")
+    def _(actionness, keep, k_easy, k_hard, m, M):
+        torch._check(actionness.dim() == 2, lambda: "actionness must be (B,T)")
+        return _fake_outputs(actionness, k_easy, k_hard)
+
+    return True
+
+
+_register_native_fake()
+
+
+@torch.library.custom_op("cola_fast::mine_snippets_triton", mutates_args=())
+def _mine_snippets_triton(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard: int,
+                          m: int, M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ._triton import kernels_module
+
+    return kernels_module("mine_snippets").mine_snippets(actionness, keep, k_easy, k_hard, m, M)
+
+
+@_mine_snippets_triton.register_fake
+def _(actionness, keep, k_easy, k_hard, m, M):
+    return _fake_outputs(actionness, k_easy, k_hard)
+
+
+_RESOLVED: dict = {}
+
+
+@torch._dynamo.assume_constant_result
+def _resolve(backend: str | None, device_type: str) -> str:
+    """The backend for a device type, remembered per (backend, device type, interpreter
+    setting): resolve() asks the dispatcher, which costs microseconds and which Dynamo cannot
+    trace (hence a constant for torch.compile)."""
+    if backend is None:
+        backend = os.environ.get("COLA_FAST_BACKEND", "auto")
+    key = (backend, device_type, os.environ.get("TRITON_INTERPRET", "0"))
+    b = _RESOLVED.get(key)
+    if b is None:
+        b = _RESOLVED[key] = resolve(backend, torch.device(device_type), "mine_snippets")
+    return b
+
 
 def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard: int,
                   m: int = 3, M: int = 6, backend: str | None = None):
-    """(EA, EB, HA, HB) int64 index tensors of shapes (B,k_easy) x2 and (B,k_hard) x2."""
-    b = resolve(backend, actionness.device, "mine_snippets")
+    """(EA, EB, HA, HB): int64 index tensors of shapes (B,k_easy), (B,k_easy), (B,k_hard),
+    (B,k_hard) of COLA_SPEC 2.1-2.2.
+
+    actionness: (B,T) float16/bfloat16/float32/float64; keep: (B,T) 0/1 mask of any float or
+    bool dtype on the same device (converted to actionness's dtype); 0 <= k_easy, k_hard <= T;
+    1 <= m < M. Non-contiguous inputs are made contiguous. backend: "auto" | "reference" |
+    "native" | "triton" (None: env COLA_FAST_BACKEND, else "auto")."""
+    a, kp, k_easy, k_hard, m, M = _validate(actionness, keep, k_easy, k_hard, m, M)
+    b = _resolve(backend, a.device.type)
     if b == "reference":
-        return reference.mine_snippets(actionness, keep, k_easy, k_hard, m, M)
-    raise NotImplementedError(f"mine_snippets backend {b!r}: not yet written")
+        return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
+    if b == "native":
+        return torch.ops.cola_fast.mine_snippets(a, kp, k_easy, k_hard, m, M)
+    if b == "triton":
+        return _mine_snippets_triton(a, kp, k_easy, k_hard, m, M)
+    raise AssertionError(b)

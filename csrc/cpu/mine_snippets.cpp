@@ -1,2 +1,499 @@
-// placeholder so that the build has a CPU source; the mining kernel replaces it
+// mine_snippets, C++ CPU kernel (COLA_SPEC 2.1-2.2).
+//
+// Per video (parallel over videos with at::parallel_for):
+//   1. max over t (NaN propagates, as torch.max);
+//   2. median by selection: std::nth_element on a copy of the row (not a full sort); for even
+//      T the upper middle value is the minimum of the upper part; med = 0.5 * (lo + hi) in the
+//      input dtype, exactly as cola_fast.reference.median;
+//   3. bin = a > med, prefix sums of bin, erosion / dilation as window counts (scipy
+//      semantics, positions outside [0, T) count as 0);
+//   4. four top-k selections on the values a*keep, (max-a)*keep, a*inner, a*outer, computed in
+//      the input dtype like the reference so that ties are identical. Each value is mapped
+//      to an order-preserving unsigned key (NaN largest, as torch.sort; -0 == +0) packed with
+//      its index; nth_element + a sort of the first k only (no sort of the whole row).
+// Order of the output: value descending, equal values lower index first (the spec's rule).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace cola_fast {
+namespace {
+
+// Order-preserving unsigned keys: larger value -> larger key; every NaN -> the largest key;
+// -0 and +0 -> the same key. Branch-free (the inputs are often random 0/value mixes).
+inline uint32_t key_of(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const uint32_t mag = b & 0x7fffffffu;
+  b &= 0u - static_cast<uint32_t>(mag != 0);                     // -0 -> +0
+  const uint32_t neg = static_cast<uint32_t>(static_cast<int32_t>(b) >> 31);
+  uint32_t k = b ^ (neg | 0x80000000u);                          // neg: ~b, else b | sign
+  k |= 0u - static_cast<uint32_t>(mag > 0x7f800000u);            // NaN -> all ones
+  return k;
+}
+
+inline uint64_t key_of(double v) {
+  uint64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const uint64_t mag = b & 0x7fffffffffffffffull;
+  b &= 0ull - static_cast<uint64_t>(mag != 0);
+  const uint64_t neg = static_cast<uint64_t>(static_cast<int64_t>(b) >> 63);
+  uint64_t k = b ^ (neg | 0x8000000000000000ull);
+  k |= 0ull - static_cast<uint64_t>(mag > 0x7ff0000000000000ull);
+  return k;
+}
+
+inline float value_of(uint32_t k) {  // inverse of key_of (NaN -> a NaN, +-0 -> +0)
+  const uint32_t b = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+inline double value_of(uint64_t k) {
+  const uint64_t b = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
+  double v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+// Scratch space of one thread, reused across its videos.
+template <typename K>
+struct Scratch {
+  std::vector<K> keys, keys2, cand, sel_key, tmp_key;  // +1 entries: branch-free writes
+  std::vector<int64_t> sel_idx, tmp_idx, list;
+  std::vector<int32_t> prefix;
+  void reserve(int64_t T) {
+    keys.resize(T);
+    keys2.resize(T);
+    list.resize(T + 1);
+    cand.resize(T);
+    sel_key.resize(T + 1);
+    tmp_key.resize(T + 1);
+    sel_idx.resize(T + 1);
+    tmp_idx.resize(T + 1);
+    prefix.resize(T + 1);
+  }
+};
+
+// The key at descending position r (0-based) of keys[0..n); `greater` receives the number of
+// keys strictly larger than it. MSB-first radix selection with 8-bit digits while many
+// candidates remain (each pass keeps only the keys of the digit bin holding position r), then
+// std::nth_element on the few left. Bytes above first_shift must be equal in all keys.
+template <typename K>
+K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& greater,
+                    int first_shift = 8 * sizeof(K) - 8) {
+  constexpr int64_t SMALL = 48;
+  const K* src = keys;
+  int64_t cnt = n;
+  greater = 0;
+  alignas(64) int32_t hist[4][256];
+  for (int shift = first_shift; shift >= 0 && cnt > SMALL; shift -= 8) {
+    const bool wide = cnt >= 128;  // four sub-histograms break store-to-load chains
+    std::memset(hist, 0, wide ? sizeof hist : sizeof hist[0]);
+    int64_t i = 0;
+    if (wide) {
+      for (; i + 4 <= cnt; i += 4) {
+        hist[0][(src[i] >> shift) & 0xff]++;
+        hist[1][(src[i + 1] >> shift) & 0xff]++;
+        hist[2][(src[i + 2] >> shift) & 0xff]++;
+        hist[3][(src[i + 3] >> shift) & 0xff]++;
+      }
+    }
+    for (; i < cnt; ++i) hist[0][(src[i] >> shift) & 0xff]++;
+    if (wide)
+      for (int b = 0; b < 256; ++b) hist[0][b] += hist[1][b] + hist[2][b] + hist[3][b];
+    int b = 255;
+    int64_t acc = 0;
+    for (; acc + hist[0][b] <= r; --b) acc += hist[0][b];
+    r -= acc;
+    greater += acc;
+    if (hist[0][b] == cnt) continue;  // every candidate has this digit: nothing to drop
+    int64_t m = 0;
+    for (int64_t j = 0; j < cnt; ++j) {
+      const K v = src[j];
+      cand[m] = v;
+      m += static_cast<int64_t>(((v >> shift) & 0xff) == static_cast<K>(b));
+    }
+    src = cand;
+    cnt = m;
+  }
+  if (src != cand) {
+    std::copy(src, src + cnt, cand);
+  }
+  std::nth_element(cand, cand + r, cand + cnt, std::greater<K>());
+  const K tau = cand[r];
+  for (int64_t j = 0; j < r; ++j) greater += static_cast<int64_t>(cand[j] > tau);
+  return tau;
+}
+
+// Stable sort of k (key, index) pairs by key descending (equal keys keep their order):
+// insertion sort when small, else LSD radix sort on the bytes that vary.
+template <typename K>
+void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t* out) {
+  if (k <= 32) {
+    for (int64_t a = 1; a < k; ++a) {
+      const K v = sk[a];
+      const int64_t ix = si[a];
+      int64_t b = a - 1;
+      while (b >= 0 && sk[b] < v) {
+        sk[b + 1] = sk[b];
+        si[b + 1] = si[b];
+        --b;
+      }
+      sk[b + 1] = v;
+      si[b + 1] = ix;
+    }
+    std::copy(si, si + k, out);
+    return;
+  }
+  K all_or = 0, all_and = ~K(0), kmin = ~K(0), kmax = 0;
+  for (int64_t a = 0; a < k; ++a) {
+    all_or |= sk[a];
+    all_and &= sk[a];
+    kmin = sk[a] < kmin ? sk[a] : kmin;
+    kmax = sk[a] > kmax ? sk[a] : kmax;
+  }
+  // Bucket sort on equal-width key ranges (stable scatter), then a stable insertion pass that
+  // only has to fix the order inside each bucket; used when no bucket is crowded.
+  if (k <= 2048) {
+    int32_t cnt[4096];
+    const int64_t nb = std::min<int64_t>(4096, std::max<int64_t>(64, int64_t(1) << (64 - __builtin_clzll(k))));
+    int shift = 0;
+    while (static_cast<uint64_t>((kmax - kmin) >> shift) >= static_cast<uint64_t>(nb)) ++shift;
+    const int64_t nbe = static_cast<int64_t>((kmax - kmin) >> shift) + 1;
+    std::memset(cnt, 0, sizeof(int32_t) * nbe);
+    for (int64_t a = 0; a < k; ++a) cnt[nbe - 1 - static_cast<int64_t>((sk[a] - kmin) >> shift)]++;
+    int32_t off = 0, crowd = 0;
+    for (int64_t b = 0; b < nbe; ++b) {
+      const int32_t c = cnt[b];
+      crowd = c > crowd ? c : crowd;
+      cnt[b] = off;
+      off += c;
+    }
+    if (crowd <= 16 || all_or == all_and) {
+      for (int64_t a = 0; a < k; ++a) {
+        const int32_t p = cnt[nbe - 1 - static_cast<int64_t>((sk[a] - kmin) >> shift)]++;
+        tk[p] = sk[a];
+        ti[p] = si[a];
+      }
+      for (int64_t a = 1; a < k; ++a) {
+        const K v = tk[a];
+        if (!(tk[a - 1] < v)) continue;
+        const int64_t ix = ti[a];
+        int64_t b = a - 1;
+        while (b >= 0 && tk[b] < v) {
+          tk[b + 1] = tk[b];
+          ti[b + 1] = ti[b];
+          --b;
+        }
+        tk[b + 1] = v;
+        ti[b + 1] = ix;
+      }
+      std::copy(ti, ti + k, out);
+      return;
+    }
+  }
+  const K varying = all_or ^ all_and;
+  constexpr int BITS = 8 * sizeof(K);
+  int32_t hist[256];
+  for (int shift = 0; shift < BITS; shift += 8) {
+    if (((varying >> shift) & 0xff) == 0) continue;  // this byte is the same in every key
+    std::memset(hist, 0, sizeof hist);
+    for (int64_t a = 0; a < k; ++a) hist[255 - ((sk[a] >> shift) & 0xff)]++;
+    int32_t off = 0;
+    for (int b = 0; b < 256; ++b) {
+      const int32_t c = hist[b];
+      hist[b] = off;
+      off += c;
+    }
+    for (int64_t a = 0; a < k; ++a) {
+      const int32_t p = hist[255 - ((sk[a] >> shift) & 0xff)]++;
+      tk[p] = sk[a];
+      ti[p] = si[a];
+    }
+    std::swap(sk, tk);
+    std::swap(si, ti);
+  }
+  std::copy(si, si + k, out);
+}
+
+// Short rows: one composite per element (key above, reversed index below: larger composite =
+// earlier under the spec's rule), nth_element + sort of the first k.
+template <typename K>
+void topk_small(const K* keys, int64_t T, int64_t k, int64_t* out) {
+  using C = std::conditional_t<sizeof(K) == 4, uint64_t, unsigned __int128>;
+  C comp[64];
+  for (int64_t t = 0; t < T; ++t) comp[t] = (static_cast<C>(keys[t]) << 32) | static_cast<C>(0xffffffffu - t);
+  auto gt = std::greater<C>();
+  if (k < T) std::nth_element(comp, comp + (k - 1), comp + T, gt);
+  std::sort(comp, comp + k, gt);
+  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(comp[j] & 0xffffffffu));
+}
+
+// Small k: one scan keeping the best k composites sorted (an element enters only when it beats
+// the current k-th); gives up (returns false) after `budget` entries, e.g. on rising rows.
+template <typename K>
+bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budget) {
+  using C = std::conditional_t<sizeof(K) == 4, uint64_t, unsigned __int128>;
+  C buf[64];
+  int64_t n = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const C c = (static_cast<C>(keys[t]) << 32) | static_cast<C>(0xffffffffu - t);
+    if (n == k && !(c > buf[k - 1])) continue;
+    if (--budget < 0) return false;
+    int64_t j = n < k ? n++ : k - 1;
+    while (j > 0 && buf[j - 1] < c) {
+      buf[j] = buf[j - 1];
+      --j;
+    }
+    buf[j] = c;
+  }
+  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(buf[j] & 0xffffffffu));
+  return true;
+}
+
+// Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k).
+//   pass 1: histogram of the top byte; the bin holding position k-1 splits the row into
+//           "surely in" (higher bins), candidates (that bin) and out;
+//   pass 2: one branch-free pass lists the indices in or at that bin, in index order; the
+//           short list is split into surely-in and candidate pairs;
+//   then radix selection of the threshold among the candidates only, the winners appended in
+//   index order, and a stable sort of the k winners (ties stay in index order).
+template <typename K>
+void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
+  if (k == 0) return;
+  if (k <= 48 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
+  if (T <= 64) return topk_small(keys, T, k, out);
+  constexpr int BITS = 8 * sizeof(K);
+  constexpr int TOP = BITS - 8;
+  alignas(64) int32_t hist[4][256];
+  std::memset(hist, 0, sizeof hist);
+  int64_t i = 0;
+  for (; i + 4 <= T; i += 4) {
+    hist[0][keys[i] >> TOP]++;
+    hist[1][keys[i + 1] >> TOP]++;
+    hist[2][keys[i + 2] >> TOP]++;
+    hist[3][keys[i + 3] >> TOP]++;
+  }
+  for (; i < T; ++i) hist[0][keys[i] >> TOP]++;
+  int b = 255;
+  int64_t above = 0, inbin = 0;
+  for (;; --b) {
+    inbin = hist[0][b] + hist[1][b] + hist[2][b] + hist[3][b];
+    if (above + inbin >= k) break;
+    above += inbin;
+  }
+  const K bk = static_cast<K>(b);
+  int64_t* list = s.list.data();
+  int64_t nl = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    list[nl] = t;
+    nl += static_cast<int64_t>((keys[t] >> TOP) >= bk);
+  }
+  K* sk = s.sel_key.data();
+  int64_t* si = s.sel_idx.data();
+  K* ck = s.tmp_key.data();
+  int64_t* ci = s.tmp_idx.data();
+  int64_t ns = 0, nc = 0;
+  for (int64_t c = 0; c < nl; ++c) {
+    const int64_t t = list[c];
+    const K v = keys[t];
+    const K d = v >> TOP;
+    sk[ns] = v;
+    si[ns] = t;
+    ns += static_cast<int64_t>(d > bk);
+    ck[nc] = v;
+    ci[nc] = t;
+    nc += static_cast<int64_t>(d == bk);
+  }
+  // ns == above, nc == inbin
+  const int64_t want = k - above;  // winners among the candidates
+  if (want == nc) {
+    std::copy(ck, ck + nc, sk + ns);
+    std::copy(ci, ci + nc, si + ns);
+  } else {
+    int64_t greater;
+    const K tau = radix_select_desc(ck, nc, want - 1, s.cand.data(), greater, TOP - 8);  // same top byte
+    const int64_t need = want - greater;
+    int64_t j = ns, eqc = 0;
+    for (int64_t c = 0; c < nc; ++c) {
+      const K v = ck[c];
+      const int64_t eq = static_cast<int64_t>(v == tau);
+      eqc += eq;
+      sk[j] = v;
+      si[j] = ci[c];
+      j += static_cast<int64_t>(v > tau) | (eq & static_cast<int64_t>(eqc <= need));
+    }
+  }
+  // the candidates' scratch is free again: use it for the sort
+  sort_desc_stable(sk, si, ck, ci, k, out);
+}
+
+template <typename scalar_t>
+struct Work {
+  using K = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  Scratch<K> s;
+
+  static K key(scalar_t v) { return key_of(static_cast<acc_t>(v)); }
+  static scalar_t value(K k) { return static_cast<scalar_t>(value_of(k)); }
+
+  void row(const scalar_t* a, const scalar_t* kp, int64_t T, int64_t k_easy, int64_t k_hard,
+           int64_t m, int64_t M, int64_t* ea, int64_t* eb, int64_t* ha, int64_t* hb) {
+    s.reserve(T);
+    K* keys = s.keys.data();
+
+    // 2.1 easy mining. max over t with NaN propagating (the NaN key is the largest)
+    if (k_easy > 0) {
+      K kmax = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const K kv = key(a[t]);
+        kmax = kv > kmax ? kv : kmax;
+        keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
+      }
+      topk_keys(s, keys, T, k_easy, ea);
+      const scalar_t mx = value(kmax);
+      for (int64_t t = 0; t < T; ++t) {
+        const scalar_t inv = static_cast<scalar_t>(mx - a[t]);
+        keys[t] = key(static_cast<scalar_t>(inv * kp[t]));
+      }
+      topk_keys(s, keys, T, k_easy, eb);
+    }
+    if (k_hard == 0) return;
+
+    // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
+    for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
+    const int64_t lo = (T - 1) / 2, hi = T / 2;
+    int64_t greater;
+    const K klo = radix_select_desc(keys, T, T - 1 - lo, s.cand.data(), greater);
+    K khi = klo;
+    if (hi != lo && T - 1 - hi < greater) {  // the upper middle is the smallest key above klo
+      khi = ~K(0);
+      // min over keys > klo, in signed arithmetic (vectorises without unsigned compares)
+      using S = std::make_signed_t<K>;
+      constexpr K FLIP = K(1) << (8 * sizeof(K) - 1);
+      const S slo = static_cast<S>(klo ^ FLIP);
+      S shi = std::numeric_limits<S>::max();
+      for (int64_t t = 0; t < T; ++t) {
+        const S v = static_cast<S>(keys[t] ^ FLIP);
+        shi = (v > slo && v < shi) ? v : shi;
+      }
+      khi = static_cast<K>(shi) ^ FLIP;
+    }
+    const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
+    const scalar_t med = static_cast<scalar_t>(static_cast<scalar_t>(0.5) * sum);
+
+    // masks by window counts over bin = a > med (outside [0, T) counts as 0):
+    // erode_s(t) = ones in [t-c, t+s-1-c] == s, dilate_s(t) = ones in [t-(s-1-c), t+c] > 0
+    int32_t* P = s.prefix.data();
+    P[0] = 0;
+    for (int64_t t = 0; t < T; ++t) P[t + 1] = (a[t] > med) ? 1 : 0;  // vectorised compare
+    for (int64_t t = 0; t < T; ++t) P[t + 1] += P[t];
+    const int64_t cm = m / 2, cM = M / 2;
+    const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
+    K* keys2 = s.keys2.data();
+    auto band_keys = [&](int64_t t, bool em, bool eM, bool dm, bool dM) {
+      const scalar_t inner = static_cast<scalar_t>((em ? one : zero) - (eM ? one : zero));
+      const scalar_t outer = static_cast<scalar_t>((dM ? one : zero) - (dm ? one : zero));
+      keys[t] = key(static_cast<scalar_t>(a[t] * inner));
+      keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
+    };
+    auto count = [&](int64_t l, int64_t r) -> int32_t {  // ones in [l, r] clipped to [0, T)
+      l = std::max<int64_t>(l, 0);
+      r = std::min<int64_t>(r, T - 1);
+      return P[std::max(r + 1, l)] - P[l];
+    };
+    // a window cut by the border holds fewer than s positions, so count == s is the erosion
+    auto slow = [&](int64_t t) {
+      band_keys(t, count(t - cm, t + m - 1 - cm) == m, count(t - cM, t + M - 1 - cM) == M,
+                count(t - (m - 1 - cm), t + cm) > 0, count(t - (M - 1 - cM), t + cM) > 0);
+    };
+    // interior [M, T-M): every window lies inside the row, no clipping
+    const int64_t f0 = std::min(M, T), f1 = std::max(f0, T - M);
+    for (int64_t t = 0; t < f0; ++t) slow(t);
+    {
+      // written for the vectoriser: fixed offsets, integer flags
+      const int32_t* em1 = P + (m - cm);
+      const int32_t* em0 = P - cm;
+      const int32_t* eM1 = P + (M - cM);
+      const int32_t* eM0 = P - cM;
+      const int32_t* dm1 = P + (cm + 1);
+      const int32_t* dm0 = P - (m - 1 - cm);
+      const int32_t* dM1 = P + (cM + 1);
+      const int32_t* dM0 = P - (M - 1 - cM);
+      const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
+      for (int64_t t = f0; t < f1; ++t) {
+        const int32_t em = (em1[t] - em0[t]) == mi;
+        const int32_t eM = (eM1[t] - eM0[t]) == Mi;
+        const int32_t dm = (dm1[t] - dm0[t]) > 0;
+        const int32_t dM = (dM1[t] - dM0[t]) > 0;
+        const scalar_t inner = static_cast<scalar_t>(static_cast<scalar_t>(em) - static_cast<scalar_t>(eM));
+        const scalar_t outer = static_cast<scalar_t>(static_cast<scalar_t>(dM) - static_cast<scalar_t>(dm));
+        keys[t] = key(static_cast<scalar_t>(a[t] * inner));
+        keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
+      }
+    }
+    for (int64_t t = f1; t < T; ++t) slow(t);
+    topk_keys(s, keys, T, k_hard, ha);
+    topk_keys(s, keys2, T, k_hard, hb);
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
+    const at::Tensor& actionness, const at::Tensor& keep, int64_t k_easy, int64_t k_hard, int64_t m,
+    int64_t M) {
+  TORCH_CHECK(actionness.dim() == 2, "mine_snippets: actionness must be (B,T), got ", actionness.sizes());
+  TORCH_CHECK(keep.sizes() == actionness.sizes(), "mine_snippets: keep ", keep.sizes(),
+              " must have the shape of actionness ", actionness.sizes());
+  TORCH_CHECK(keep.scalar_type() == actionness.scalar_type(), "mine_snippets: keep dtype ",
+              keep.scalar_type(), " must equal actionness dtype ", actionness.scalar_type());
+  TORCH_CHECK(actionness.device().is_cpu() && keep.device().is_cpu(), "mine_snippets (CPU): tensors must be on the CPU");
+  const int64_t B = actionness.size(0), T = actionness.size(1);
+  TORCH_CHECK(T >= 1, "mine_snippets: T must be >= 1");
+  TORCH_CHECK(0 <= k_easy && k_easy <= T, "mine_snippets: k_easy=", k_easy, " must lie in [0, T=", T, "]");
+  TORCH_CHECK(0 <= k_hard && k_hard <= T, "mine_snippets: k_hard=", k_hard, " must lie in [0, T=", T, "]");
+  TORCH_CHECK(1 <= m && m < M, "mine_snippets: need 1 <= m < M, got m=", m, ", M=", M);
+  TORCH_CHECK(T < (int64_t(1) << 32), "mine_snippets: T too large");
+
+  const at::Tensor a = actionness.contiguous();
+  const at::Tensor kp = keep.contiguous();
+  auto opts = a.options().dtype(at::kLong);
+  at::Tensor ea = at::empty({B, k_easy}, opts), eb = at::empty({B, k_easy}, opts);
+  at::Tensor ha = at::empty({B, k_hard}, opts), hb = at::empty({B, k_hard}, opts);
+  if (B == 0) return {ea, eb, ha, hb};
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "mine_snippets_cpu", [&] {
+    const scalar_t* ap = a.const_data_ptr<scalar_t>();
+    const scalar_t* kpp = kp.const_data_ptr<scalar_t>();
+    int64_t* eap = ea.data_ptr<int64_t>();
+    int64_t* ebp = eb.data_ptr<int64_t>();
+    int64_t* hap = ha.data_ptr<int64_t>();
+    int64_t* hbp = hb.data_ptr<int64_t>();
+    const int64_t grain = std::max<int64_t>(1, 4096 / T);
+    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+      static thread_local Work<scalar_t> w;  // scratch reused across calls
+      for (int64_t b = begin; b < end; ++b)
+        w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
+              hap + b * k_hard, hbp + b * k_hard);
+    });
+  });
+  return {ea, eb, ha, hb};
+}
+
+}  // namespace
+}  // namespace cola_fast
+
+TORCH_LIBRARY_IMPL(cola_fast, CPU, m) {
+  m.impl("mine_snippets", &cola_fast::mine_snippets_cpu);
+}

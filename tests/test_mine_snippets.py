@@ -1,0 +1,296 @@
+"""cola_fast.ops.mine_snippets: every backend returns exactly the reference's indices.
+
+native = the C++ CPU kernel here (and the CUDA kernel when a GPU is present); triton runs under
+the Triton interpreter on CPU (small shapes, it is slow) and on CUDA when present."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # must be set before triton is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from cola_fast import reference as R  # noqa: E402
+from cola_fast.ops import BackendUnavailable, mine_snippets  # noqa: E402
+from cola_fast.ops._backend import native_has_kernel, triton_available  # noqa: E402
+
+HAS_NATIVE = native_has_kernel("mine_snippets", "cpu")
+HAS_CUDA = torch.cuda.is_available()
+HAS_NATIVE_CUDA = HAS_CUDA and native_has_kernel("mine_snippets", "cuda")
+needs_native = pytest.mark.skipif(not HAS_NATIVE, reason="cola_fast._C not built")
+needs_triton_cpu = pytest.mark.skipif(not triton_available("cpu"),
+                                      reason="triton interpreter not available")
+needs_native_cuda = pytest.mark.skipif(not HAS_NATIVE_CUDA, reason="needs CUDA and the CUDA kernels")
+needs_triton_cuda = pytest.mark.skipif(not (HAS_CUDA and triton_available("cuda")), reason="needs CUDA and triton")
+
+NAMES = ("EA", "EB", "HA", "HB")
+
+
+def _inputs(B, T, kind, dtype=torch.float32, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed * 1000 + T)
+    if kind == "rand":
+        a = torch.rand(B, T, generator=g, dtype=torch.float64)
+    elif kind == "quantised":  # heavy ties
+        a = torch.randint(0, 4, (B, T), generator=g).to(torch.float64) / 4
+    elif kind == "equal":
+        a = torch.full((B, T), 0.25, dtype=torch.float64)
+    elif kind == "zeros":
+        a = torch.zeros(B, T, dtype=torch.float64)
+    elif kind == "signed":  # negatives, -0.0, +0.0
+        a = torch.randint(-2, 3, (B, T), generator=g).to(torch.float64) / 2
+        a[a == 0] = -0.0
+        a[:, ::3] = torch.where(a[:, ::3] == 0, 0.0, a[:, ::3])
+    elif kind == "bump":  # a single above-median run: bands hold fewer than k snippets
+        a = torch.zeros(B, T, dtype=torch.float64)
+        s, n = T // 3, min(max(T // 6, 1), T - T // 3)
+        a[:, s:s + n] = torch.rand(B, n, generator=g, dtype=torch.float64) + 1
+    elif kind == "rising":  # every element beats the ones before it (insertion top-k gives up)
+        a = torch.arange(T, dtype=torch.float64).expand(B, T) / T
+    elif kind == "clustered":  # two tight value clusters far apart (crowded sort buckets)
+        a = torch.rand(B, T, generator=g, dtype=torch.float64)
+        a = torch.where(a < 0.5, 1.0 + a * 1e-6, 1e-20 * (1 + a))
+    else:
+        raise ValueError(kind)
+    keep = torch.rand(B, T, generator=g) < 0.4
+    return a.to(dtype).to(device), keep.to(device)
+
+
+def _check(a, keep, k_easy, k_hard, m=3, M=6, backend="native"):
+    want = R.mine_snippets(a.cpu(), keep.cpu().to(a.dtype), k_easy, k_hard, m, M)
+    got = mine_snippets(a, keep, k_easy, k_hard, m, M, backend=backend)
+    for name, x, y in zip(NAMES, got, want):
+        assert x.dtype == torch.int64 and x.shape == y.shape, (name, x.shape, y.shape)
+        assert torch.equal(x.cpu(), y), (name, tuple(a.shape), a.dtype, k_easy, k_hard, m, M)
+
+
+# ---------------------------------------------------------------------------------- native
+@needs_native
+@pytest.mark.parametrize("T", [1, 2, 5, 6, 7, 50, 750, 2613])
+@pytest.mark.parametrize("kind", ["rand", "quantised", "equal", "zeros", "signed", "bump", "rising", "clustered"])
+def test_native_matches_reference(T, kind):
+    a, keep = _inputs(3, T, kind)
+    for k_easy, k_hard in {(T // 5, T // 20), (1, 1), (T, T), (0, 0), (T // 2, T // 2)}:
+        _check(a, keep, k_easy, k_hard)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("T", [7, 50, 750])
+def test_native_dtypes(dtype, T):
+    for kind in ("rand", "quantised", "signed"):
+        a, keep = _inputs(4, T, kind, dtype=dtype, seed=1)
+        _check(a, keep, T // 5, max(T // 20, 1))
+        _check(a, keep, T, T)
+
+
+@needs_native
+@pytest.mark.parametrize("T", [50, 750])
+def test_native_batch_512(T):
+    a, keep = _inputs(512, T, "rand", seed=2)
+    a[::7] = torch.round(a[::7] * 4) / 4  # some rows with ties
+    _check(a, keep, T // 5, T // 20)
+    _check(a, keep, 5, 6, m=3, M=6)
+
+
+@needs_native
+def test_native_windows_and_specials():
+    a, keep = _inputs(4, 40, "rand", dtype=torch.float64, seed=3)
+    for m, M in [(1, 2), (2, 3), (3, 6), (4, 9), (5, 40), (39, 41)]:
+        _check(a, keep, 8, 8, m, M)
+    # infinities, NaN, denormals, -0.0
+    x = torch.tensor([[0.0, -0.0, float("inf"), 1e-45, -1e-45, 2.0, float("nan"), 3.0, -float("inf"), 0.5,
+                       1e-40, 1e-45, 1.0, 1.0, 0.0, 2.0]])
+    k = torch.tensor([[1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1]], dtype=torch.bool)
+    for dtype in (torch.float32, torch.float64):
+        for xx in (x, torch.nan_to_num(x, nan=5.0), torch.nan_to_num(x, nan=0.0, posinf=7.0, neginf=-7.0)):
+            for kk in (k, torch.ones_like(k)):
+                _check(xx.to(dtype), kk, 4, 3, 1, 3)
+                _check(xx.to(dtype), kk, 16, 16)
+
+
+@needs_native
+def test_native_keep_dtypes_and_noncontiguous():
+    a, keep = _inputs(6, 50, "quantised", seed=4)
+    for kp in (keep, keep.float(), keep.double(), keep.half(), keep.to(torch.uint8)):
+        _check(a, kp, 10, 3)
+    # non-contiguous actionness and keep (transposed views, strided slices)
+    at_ = a.t().contiguous().t()
+    kt = keep.t().contiguous().t()
+    assert not at_.is_contiguous() and not kt.is_contiguous()
+    _check(at_, kt, 10, 3)
+    wide = torch.rand(6, 100)
+    _check(wide[:, ::2], keep, 10, 3)
+    # keep may be any 0/1 scaling (the published code multiplies by 2.5)
+    _check(a, keep.float() * 2.5, 10, 3)
+
+
+@needs_native
+def test_native_opcheck():
+    a, keep = _inputs(3, 37, "quantised", seed=5)
+    torch.library.opcheck(torch.ops.cola_fast.mine_snippets.default, (a, keep.float(), 7, 2, 3, 6))
+    a64, keep64 = _inputs(2, 9, "rand", dtype=torch.float64, seed=5)
+    torch.library.opcheck(torch.ops.cola_fast.mine_snippets.default, (a64, keep64.double(), 9, 0, 1, 2))
+
+
+@needs_native
+def test_native_compile_and_auto():
+    a, keep = _inputs(4, 60, "rand", seed=6)
+    want = R.mine_snippets(a, keep.float(), 12, 3)
+
+    def f(x, k):
+        return mine_snippets(x * 1.0, k, 12, 3, backend="native")
+
+    got = torch.compile(f, backend="eager", fullgraph=True)(a, keep.float())
+    for x, y in zip(got, want):
+        assert torch.equal(x, y)
+    got = mine_snippets(a, keep, 12, 3)  # auto -> native on CPU
+    for x, y in zip(got, want):
+        assert torch.equal(x, y)
+
+
+def test_requires_grad_input_and_reference_backend():
+    a, keep = _inputs(2, 20, "rand", seed=7)
+    a.requires_grad_(True)
+    got = mine_snippets(a, keep, 4, 2, backend="reference")
+    want = R.mine_snippets(a.detach(), keep.float(), 4, 2)
+    for x, y in zip(got, want):
+        assert torch.equal(x, y) and not x.requires_grad
+    if HAS_NATIVE:
+        for x, y in zip(mine_snippets(a, keep, 4, 2, backend="native"), want):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_bad_arguments(backend):
+    if backend == "native" and not HAS_NATIVE:
+        pytest.skip("cola_fast._C not built")
+    a, keep = _inputs(2, 10, "rand")
+    call = lambda *args, **kw: mine_snippets(*args, backend=backend, **kw)  # noqa: E731
+    with pytest.raises(ValueError, match="k_easy=11"):
+        call(a, keep, 11, 1)
+    with pytest.raises(ValueError, match="k_hard=-1"):
+        call(a, keep, 1, -1)
+    with pytest.raises(ValueError, match="m < M"):
+        call(a, keep, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="m < M"):
+        call(a, keep, 1, 1, 0, 3)
+    with pytest.raises(ValueError, match="2-D"):
+        call(a[0], keep[0], 1, 1)
+    with pytest.raises(TypeError, match="float tensor"):
+        call(torch.ones(2, 10, dtype=torch.int64), keep, 1, 1)
+    with pytest.raises(ValueError, match="shape"):
+        call(a, keep[:, :5], 1, 1)
+    with pytest.raises(ValueError, match="device"):
+        call(a, keep.to("meta"), 1, 1)
+    with pytest.raises(TypeError, match="k_easy must be an int"):
+        call(a, keep, 1.5, 1)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        call(a.numpy(), keep, 1, 1)
+    with pytest.raises(ValueError, match="T=0"):
+        call(torch.ones(2, 0), torch.ones(2, 0), 0, 0)
+    with pytest.raises(ValueError, match="unknown backend"):
+        mine_snippets(a, keep, 1, 1, backend="nope")
+
+
+@needs_native
+def test_native_op_checks_directly():
+    a, keep = _inputs(2, 10, "rand")
+    with pytest.raises(RuntimeError, match="k_easy"):
+        torch.ops.cola_fast.mine_snippets(a, keep.float(), 11, 1, 3, 6)
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.cola_fast.mine_snippets(a, keep.double(), 1, 1, 3, 6)
+    with pytest.raises(RuntimeError, match="m < M"):
+        torch.ops.cola_fast.mine_snippets(a, keep.float(), 1, 1, 3, 3)
+
+
+def test_empty_batch():
+    a = torch.rand(0, 12)
+    for backend in ["reference"] + (["native"] if HAS_NATIVE else []):
+        out = mine_snippets(a, torch.ones(0, 12), 3, 2, backend=backend)
+        assert [tuple(o.shape) for o in out] == [(0, 3), (0, 3), (0, 2), (0, 2)]
+
+
+# ---------------------------------------------------------------------------------- triton (interpreter)
+@needs_triton_cpu
+@pytest.mark.parametrize("T,kind,dtype", [
+    (1, "rand", torch.float32),
+    (6, "quantised", torch.float32),
+    (7, "signed", torch.float32),
+    (23, "quantised", torch.float16),
+    (50, "rand", torch.float32),
+    (50, "bump", torch.float32),
+])
+def test_triton_interpreter_matches_reference(T, kind, dtype):
+    a, keep = _inputs(2, T, kind, dtype=dtype, seed=8)
+    _check(a, keep, max(T // 5, 1), max(T // 20, 1), backend="triton")
+    if T <= 7:
+        _check(a, keep, T, T, backend="triton")
+
+
+@needs_triton_cpu
+def test_triton_refuses_clearly():
+    with pytest.raises(TypeError, match="float64"):
+        mine_snippets(torch.rand(1, 5, dtype=torch.float64), torch.ones(1, 5), 1, 1, backend="triton")
+    with pytest.raises(ValueError, match="MAX_T"):
+        mine_snippets(torch.rand(1, 9000), torch.ones(1, 9000), 1, 1, backend="triton")
+
+
+@needs_triton_cpu
+def test_triton_opcheck():
+    a, keep = _inputs(1, 5, "quantised", seed=9)
+    torch.library.opcheck(torch.ops.cola_fast.mine_snippets_triton.default, (a, keep.float(), 2, 1, 3, 6),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_triton_backend_unavailable_message():
+    if triton_available("cpu"):
+        pytest.skip("triton interpreter is available here")
+    with pytest.raises(BackendUnavailable, match="TRITON_INTERPRET"):
+        mine_snippets(torch.rand(1, 5), torch.ones(1, 5), 1, 1, backend="triton")
+
+
+# ---------------------------------------------------------------------------------- CUDA
+CUDA_CASES = [(1, 1), (3, 2), (5, 6), (7, 50), (512, 50), (16, 750), (4, 2613), (512, 5000), (2, 9000)]
+
+
+@needs_native_cuda
+@pytest.mark.parametrize("B,T", CUDA_CASES)
+@pytest.mark.parametrize("kind", ["rand", "quantised", "zeros", "signed", "bump"])
+def test_native_cuda_matches_reference(B, T, kind):
+    a, keep = _inputs(B, T, kind, device="cuda")
+    for k_easy, k_hard in {(T // 5, T // 20), (1, 1), (T, T)}:
+        _check(a, keep, k_easy, k_hard)
+
+
+@needs_native_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B,T", [(3, 7), (16, 750), (8, 5000)])
+def test_native_cuda_dtypes(dtype, B, T):
+    for kind in ("rand", "quantised", "signed"):
+        a, keep = _inputs(B, T, kind, dtype=dtype, seed=10, device="cuda")
+        _check(a, keep, T // 5, max(T // 20, 1))
+
+
+@needs_native_cuda
+def test_native_cuda_specials_and_opcheck():
+    x = torch.tensor([[0.0, -0.0, float("inf"), 1e-45, -1e-45, 2.0, float("nan"), 3.0, -float("inf"), 0.5,
+                       1e-40, 1e-45, 1.0, 1.0, 0.0, 2.0]])
+    k = torch.tensor([[1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1]], dtype=torch.bool)
+    for dtype in (torch.float32, torch.float64):
+        for xx in (x, torch.nan_to_num(x, nan=5.0)):
+            _check(xx.to(dtype).cuda(), k.cuda(), 4, 3, 1, 3)
+            _check(xx.to(dtype).cuda(), k.cuda(), 16, 16)
+    a, keep = _inputs(3, 37, "quantised", device="cuda")
+    torch.library.opcheck(torch.ops.cola_fast.mine_snippets.default, (a, keep.float(), 7, 2, 3, 6))
+    with pytest.raises(ValueError, match="device"):
+        mine_snippets(a, keep.cpu(), 1, 1)
+
+
+@needs_triton_cuda
+@pytest.mark.parametrize("B,T", [(1, 1), (3, 2), (5, 6), (7, 50), (512, 50), (16, 750), (4, 2613), (512, 5000)])
+@pytest.mark.parametrize("kind", ["rand", "quantised", "signed", "bump"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triton_cuda_matches_reference(B, T, kind, dtype):
+    a, keep = _inputs(B, T, kind, dtype=dtype, device="cuda")
+    for k_easy, k_hard in {(T // 5, T // 20), (1, 1), (T, T)}:
+        _check(a, keep, k_easy, k_hard, backend="triton")
