@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-OPS = ["mine_snippets"]
+# the fused ops, each with a C++ CPU and a CUDA kernel
+OPS = ["mine_snippets", "snico_loss_fwd", "snico_loss_bwd", "temporal_conv_embed", "temporal_conv_embed_backward"]
 
 
 def test_extension_loads_and_registers_cpu_kernels():
