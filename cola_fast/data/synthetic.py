@@ -126,7 +126,7 @@ class SyntheticSpec:
 
 # Built-in strengths (per modality). Multiplied by the spec's strength fields.
 _RGB, _FLOW = 0, 1
-_ACTION = (1.5, 2.3)          # action amplitude at a = 1
+_ACTION = (1.8, 2.75)         # action amplitude at a = 1
 _CONTEXT = (2.0, 0.9)         # context amplitude at full weight
 _SCENE = (1.5, 0.5)
 _BACKGROUND = (2.0, 1.5)
@@ -182,7 +182,7 @@ def _video_layout(vid, entry, duration, spec):
     anns = [(a["label"], float(a["segment"][0]) * s, float(a["segment"][1]) * s) for a in entry["annotations"]]
     if duration is None or not math.isfinite(duration) or duration <= 0:
         duration = max(e for _, _, e in anns) / s + 5.0 if anns else 10.0  # max end + margin
-    T = max(1, int(duration * s / SNIPPET_SECONDS))
+    T = max(1, int(duration * s * 25 / 16))
     offset = 0
     if spec.max_snippets is not None and T > spec.max_snippets:
         cap = spec.max_snippets
@@ -204,18 +204,27 @@ def _video_layout(vid, entry, duration, spec):
 
 def _snippet_span(st, en, T):
     a = min(T - 1, int(math.floor(st / SNIPPET_SECONDS)))
-    b = min(T - 1, int(math.ceil(en / SNIPPET_SECONDS)) - 1)
+    b = min(T - 1, int(math.ceil(en / SNIPPET_SECONDS - 1e-9)) - 1)
     return a, max(a, b)
 
 
 def _ar1(rng, T, k, rho):
-    """(T, k) stationary AR(1) with unit variance."""
+    """(T, k) stationary AR(1) with unit variance: out_t = rho out_{t-1} + sqrt(1-rho^2) z_t,
+    out_0 = z_0. Vectorised in chunks by the closed form
+    out_{t0+j} = rho^(j+1) out_{t0-1} + sum_{i<=j} rho^(j-i) e_{t0+i} (chunks short enough
+    that rho^-j stays below e^30)."""
     z = rng.standard_normal((T, k))
+    e = z * math.sqrt(1 - rho * rho)
+    e[0] = z[0]
     out = np.empty_like(z)
-    out[0] = z[0]
-    c = math.sqrt(1 - rho * rho)
-    for t in range(1, T):
-        out[t] = rho * out[t - 1] + c * z[t]
+    K = max(1, int(30.0 / -math.log(rho)))
+    state = np.zeros(k)
+    for t0 in range(0, T, K):
+        n = min(K, T - t0)
+        j = np.arange(n)
+        acc = np.cumsum(e[t0:t0 + n] * (rho ** -j)[:, None], axis=0) * (rho ** j)[:, None]
+        out[t0:t0 + n] = acc + state[None, :] * (rho ** (j + 1))[:, None]
+        state = out[t0 + n - 1]
     return out
 
 
