@@ -1,4 +1,7 @@
 """DeviceFeatureBank: one tensor per split, batches by one gather, against the dataset."""
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +9,9 @@ import torch
 from cola_fast.data import DataError, VideoDataset
 from cola_fast.data.bank import DeviceFeatureBank
 
-from test_data_loader import write_dataset
-from test_data_sampling import spec_ranges
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # helpers of the sibling test modules
+from test_data_loader import write_dataset  # noqa: E402
+from test_data_sampling import spec_ranges  # noqa: E402
 
 
 @pytest.fixture

@@ -146,3 +146,14 @@ def test_timing_small(tmp_path):
     t = time.perf_counter()
     make_synthetic_dataset(tmp_path / "t", SyntheticSpec(feature_dim=32, time_scale=0.25))
     assert time.perf_counter() - t < 20  # all 410 videos (generous bound on a shared CPU)
+
+
+@pytest.mark.parametrize("rho,T", [(0.7, 500), (0.95, 1500), (0.5, 1)])
+def test_ar1_matches_recursion(rho, T):
+    from cola_fast.data.synthetic import _ar1
+    z = np.random.default_rng(0).standard_normal((T, 3))
+    ref = np.empty_like(z)
+    ref[0] = z[0]
+    for t in range(1, T):
+        ref[t] = rho * ref[t - 1] + math.sqrt(1 - rho * rho) * z[t]
+    np.testing.assert_allclose(_ar1(np.random.default_rng(0), T, 3, rho), ref, atol=1e-12)

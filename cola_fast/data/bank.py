@@ -68,6 +68,7 @@ class DeviceFeatureBank:
         if vids.device.type == "cpu" and vids.numel() and (int(vids.min()) < 0 or int(vids.max()) >= len(self)):
             raise DataError(f"video indices must lie in [0, {len(self)}), got range "
                             f"[{int(vids.min())}, {int(vids.max())}]")
+        # (indices already on an accelerator are not range-checked: that would sync with the host)
         return vids.to(device=self.device, dtype=torch.int64)
 
     def gather(self, vids, idx) -> torch.Tensor:
