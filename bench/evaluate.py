@@ -235,7 +235,9 @@ def main():
         "elements for this test set). The native path does that, the run finding at all 43 "
         "thresholds, the scores, the greedy NMS (window on sorted starts, the reference's IoU "
         "arithmetic) and the min-max normalisation + 24x upsampling in C++ "
-        "(csrc/cpu/proposals.cpp, one call each for the whole test set); groups whose rank "
+        "(csrc/cpu/proposals.cpp, two calls for the whole test set; the upsampled curves are "
+        "made segment by segment in a reused buffer, never as whole-test-set arrays, since "
+        "first-touch page faults of fresh memory are slow on this machine); groups whose rank "
         "order has equal scores of different segments take numpy's argsort order, as the "
         "reference. What is left in Python: input checks per video, the output dicts, "
         "results JSON and the (vectorised) mAP.",

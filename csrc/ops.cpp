@@ -46,6 +46,10 @@ TORCH_LIBRARY(cola_fast, m) {
   m.def("proposal_runs(Tensor cas_bank, Tensor seg_off, Tensor seg_vid, Tensor act_bank, Tensor act_off,"
         " Tensor vid_len, Tensor cas_th, Tensor act_th, Tensor bonus, float outer_ratio, int min_run)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // the same from the raw curves (normalised and upsampled on the fly, as norm_upsample does)
+  m.def("proposal_runs_raw(Tensor cas_x, Tensor cas_src_off, Tensor cas_stride, Tensor act_x, Tensor act_src_off,"
+        " Tensor seg_vid, Tensor vid_T, Tensor vid_len, Tensor x_new, Tensor cas_th, Tensor act_th, Tensor bonus,"
+        " float outer_ratio, int min_run) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Greedy NMS per group [bounds[g], bounds[g+1]); returns (kept, tie groups left to the caller).
   // order: empty (rank here, ties between different segments returned) or a given rank order.
   m.def("nms_groups(Tensor score, Tensor x1, Tensor x2, Tensor key, Tensor bounds, Tensor order, float thresh)"

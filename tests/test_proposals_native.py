@@ -192,3 +192,28 @@ def test_proposal_path_setting(monkeypatch):
             proposal_path("native")
     else:
         assert proposal_path(True) == "native"
+
+
+@native
+@pytest.mark.parametrize("dtypes", ["float32", "float64", "mixed"])
+def test_fused_and_bank_routes_equal_reference(dtypes):
+    """Uniform dtypes go through the fused op (proposal_runs_raw), mixed ones through the
+    upsampled banks (norm_upsample + proposal_runs): both == the reference."""
+    from cola_fast.evaluation.proposals import _native_arrays
+    rng = np.random.default_rng(5)
+    items = []
+    for n, T in enumerate((1, 3, 17, 90, 211)):
+        vs, cas, act = _video(rng, T, ties=n % 2 == 0, n_present=1 + n % 3)
+        dt = {"float32": np.float32, "float64": np.float64, "mixed": (np.float32, np.float64)[n % 2]}[dtypes]
+        items.append((vs, cas.astype(dt), act.astype(dt), T + 2))
+    cfg = ProposalConfig.thumos14()
+    raw = _prepare_native(items, NAMES, cfg, banks=False)
+    assert isinstance(raw[2], dict) == (dtypes != "mixed")
+    bank = _prepare_native(items, NAMES, cfg, banks=True)
+    P1, k1 = _native_arrays(*raw, cfg)
+    P2, k2 = _native_arrays(*bank, cfg)
+    for name in ("seg", "f", "score", "start", "end"):
+        np.testing.assert_array_equal(P1[name], P2[name])
+    np.testing.assert_array_equal(k1, k2)
+    got = generate_proposals_batch(items, NAMES, cfg, native="native")
+    assert got == [R.generate_proposals(*it, NAMES, cfg) for it in items]

@@ -292,9 +292,11 @@ def proposal_path(native=None) -> str:
     return "native"
 
 
-def _prepare_native(items, class_names, cfg: ProposalConfig):
+def _prepare_native(items, class_names, cfg: ProposalConfig, banks=True):
     """_prepare with the normalised, upsampled curves made by the C++ op, laid out as the
-    proposal op reads them: (vids as _prepare without the curves, Ls, cas_bank, act_bank)."""
+    proposal op reads them: (vids as _prepare without the curves, Ls, cas_bank, act_bank).
+    banks=False (and one dtype per curve kind): no banks; cas_bank is then the dict of
+    arguments of the fused op proposal_runs_raw and act_bank None."""
     import torch
 
     ops = _native_ops()
@@ -330,6 +332,14 @@ def _prepare_native(items, class_names, cfg: ProposalConfig):
 
     C = chk[0][2].shape[1]
     cas_base = np.cumsum(Tv * C) - Tv * C
+    if not banks and len({c[2].dtype for c in chk}) == 1 and len({c[3].dtype for c in chk}) == 1:
+        raw = {"cas_x": np.concatenate([c[2].reshape(-1) for c in chk]),
+               "cas_src_off": cas_base[seg_vid] + np.concatenate([c[1] for c in chk]),
+               "cas_stride": np.full(len(seg_vid), C, dtype=np.int64),
+               "act_x": np.concatenate([c[3] for c in chk]), "act_src_off": np.cumsum(Tv) - Tv,
+               "seg_vid": seg_vid, "vid_T": Tv, "vid_len": Ls, "x_new": x_new}
+        vids = [(vs, pred, None, None, T_orig) for vs, pred, cas, act, T_orig in chk]
+        return vids, Ls, raw, None
     cas_bank = bank([c[2] for c in chk], cas_base[seg_vid] + np.concatenate([c[1] for c in chk]),
                     np.full(len(seg_vid), C, dtype=np.int64), Tv[seg_vid], seg_off, seg_len,
                     int(seg_len.sum()))
@@ -345,7 +355,8 @@ def _prepare_native(items, class_names, cfg: ProposalConfig):
 
 
 def _native_arrays(vids, Ls, cas_bank, act_bank, cfg: ProposalConfig):
-    """proposal_arrays_batch + nms_batched with the C++ ops. Returns (P, kept)."""
+    """proposal_arrays_batch + nms_batched with the C++ ops (from _prepare_native's banks or
+    raw curves). Returns (P, kept)."""
     import torch
 
     ops = _native_ops()
@@ -356,11 +367,18 @@ def _native_arrays(vids, Ls, cas_bank, act_bank, cfg: ProposalConfig):
     act_off = np.cumsum(Ls) - Ls
     bonus = np.concatenate([cfg.video_score_weight * v[0].astype(np.float64)[v[1]] for v in vids])
     t = torch.from_numpy
-    seg, f, s, e, score = (x.numpy() for x in ops.proposal_runs(
-        t(cas_bank), t(seg_off), t(seg_vid), t(act_bank), t(act_off), t(Ls),
-        t(np.ascontiguousarray(cfg.cas_thresholds, dtype=np.float64)),
-        t(np.ascontiguousarray(cfg.act_thresholds, dtype=np.float64)),
-        t(bonus), float(cfg.outer_ratio), int(cfg.min_run)))
+    ths = (t(np.ascontiguousarray(cfg.cas_thresholds, dtype=np.float64)),
+           t(np.ascontiguousarray(cfg.act_thresholds, dtype=np.float64)))
+    if isinstance(cas_bank, dict):  # raw curves: normalised and upsampled inside the op
+        r = cas_bank
+        out = ops.proposal_runs_raw(
+            t(r["cas_x"]), t(r["cas_src_off"]), t(r["cas_stride"]), t(r["act_x"]), t(r["act_src_off"]),
+            t(r["seg_vid"]), t(r["vid_T"]), t(r["vid_len"]), t(r["x_new"]), *ths, t(bonus),
+            float(cfg.outer_ratio), int(cfg.min_run))
+    else:
+        out = ops.proposal_runs(t(cas_bank), t(seg_off), t(seg_vid), t(act_bank), t(act_off), t(Ls),
+                                *ths, t(bonus), float(cfg.outer_ratio), int(cfg.min_run))
+    seg, f, s, e, score = (x.numpy() for x in out)
     vid = seg_vid[seg]
     T_used = Ls // cfg.upsample
     t_factor = np.array([(cfg.snippet_frames * int(v[4])) / (cfg.upsample * int(tu) * cfg.fps)
@@ -399,7 +417,7 @@ def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = No
     """
     cfg = cfg or ProposalConfig.thumos14()
     if proposal_path(native) == "native":
-        vids, Ls, cas_bank, act_bank = _prepare_native(items, class_names, cfg)
+        vids, Ls, cas_bank, act_bank = _prepare_native(items, class_names, cfg, banks=False)
         if not vids:
             return []
         P, kept = _native_arrays(vids, Ls, cas_bank, act_bank, cfg)
@@ -424,17 +442,19 @@ def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = No
     o = np.lexsort((np.arange(n_seg), first_f, svid))
     seg_rank[o] = np.arange(n_seg)
     kept = kept[np.argsort(seg_rank[kseg], kind="stable")]
-    labels = [class_names[int(c)] for c in np.concatenate([v[1] for v in vids])]
-    out = [[] for _ in vids]
+    labels = np.array([class_names[int(c)] for c in np.concatenate([v[1] for v in vids])],
+                      dtype=object)
+    # kept is now grouped by video (in video order): one flat list, sliced per video
+    cut = np.searchsorted(seg_vid[kept], np.arange(len(vids) + 1)).tolist()
     # tens of thousands of small acyclic objects: without the cyclic GC (which would walk
     # every live object several times meanwhile) while they are made
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        for sc, st, en, sg, vv in zip(P["score"][kept].tolist(), P["start"][kept].tolist(),
-                                      P["end"][kept].tolist(), seg[kept].tolist(),
-                                      seg_vid[kept].tolist()):
-            out[vv].append({"label": labels[sg], "score": sc, "segment": [st, en]})
+        flat = [{"label": lb, "score": sc, "segment": [st, en]}
+                for lb, sc, st, en in zip(labels[seg[kept]].tolist(), P["score"][kept].tolist(),
+                                          P["start"][kept].tolist(), P["end"][kept].tolist())]
+        out = [flat[a:b] for a, b in zip(cut[:-1], cut[1:])]
     finally:
         if gc_on:
             gc.enable()

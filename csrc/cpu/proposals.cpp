@@ -16,12 +16,22 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
-// numpy rounds every multiply and add separately: never contract a * b + c into an FMA
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
+// numpy rounds every product before adding: a * b + c must never become one fused multiply-add
+// (compilers may contract on targets with FMA). rounded() pins the product as a plain double.
+// (A file-wide `#pragma GCC optimize` would also do it but stops inlining of header functions.)
+namespace {
+inline double rounded(double p) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+x"(p));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(p));
+#else
+  volatile double v = p;
+  p = v;
 #endif
+  return p;
+}
+}  // namespace
 
 #include <algorithm>
 #include <cmath>
@@ -141,6 +151,84 @@ Sorted sort_thresholds(const at::Tensor& th) {
   return s;
 }
 
+using RunsOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The runs of every (video, class) segment k at every threshold, in the reference's pooling
+// order, with their scores. get_w(k): the segment's upsampled cas curve (length vl[sv[k]]);
+// get_a(v): video v's upsampled actionness (called once per video, videos in order).
+template <typename GetW, typename GetA>
+RunsOut runs_core(int64_t S, const int64_t* sv, const int64_t* vl, GetW get_w, GetA get_a,
+                  const at::Tensor& cas_th, const at::Tensor& act_th, const double* bo, double outer_ratio,
+                  int64_t min_run) {
+  const Sorted cs = sort_thresholds(cas_th), as = sort_thresholds(act_th);
+  const int64_t nc = cas_th.numel(), na = act_th.numel();
+  const double* cth = cas_th.data_ptr<double>();
+
+  std::vector<int64_t> o_seg, o_f, o_s, o_e;
+  std::vector<double> o_score;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> cruns(nc), aruns(na);
+  std::vector<int64_t> open(std::max<int64_t>(std::max(nc, na), 1));
+  std::vector<double> buf;
+  int64_t act_vid = -1;
+
+  for (int64_t k = 0; k < S; ++k) {
+    const int64_t v = sv[k], L = vl[v];
+    const double* w = get_w(k);
+    if (v != act_vid) {  // actionness runs once per video, shared by its classes
+      runs_all_thresholds(get_a(v), L, as.ths, aruns, open);
+      act_vid = v;
+    }
+    runs_all_thresholds(w, L, cs.ths, cruns, open);
+    for (int64_t f = 0; f < nc + na; ++f) {
+      const bool is_cas = f < nc;
+      const auto& rr = is_cas ? cruns[cs.rank[f]] : aruns[as.rank[f - nc]];
+      if (rr.empty()) continue;
+      // the published `if not positions.any()` also skips a lone candidate at position 0
+      if (rr.size() == 1 && rr[0].first == 0 && rr[0].second == 0) continue;
+      const double th = is_cas ? cth[f] : 0.0;
+      for (const auto& run : rr) {
+        const int64_t s = run.first, e = run.second, n = e - s + 1;
+        if (n < min_run) continue;
+        const double inner = numpy_sum(w + s, n) / static_cast<double>(n);
+        const double dn = static_cast<double>(n);
+        const int64_t os_ = std::max<int64_t>(0, static_cast<int64_t>(static_cast<double>(s) - rounded(outer_ratio * dn)));
+        const int64_t oe_ = std::min<int64_t>(L - 1, static_cast<int64_t>(static_cast<double>(e) + rounded(outer_ratio * dn)));
+        const int64_t n1 = s - os_, n2 = std::max<int64_t>(oe_ - e, 0), no = n1 + n2;
+        double score;
+        if (no > 0) {
+          buf.resize(no);
+          for (int64_t j = 0; j < n1; ++j) buf[j] = w[os_ + j];
+          for (int64_t j = 0; j < n2; ++j) buf[n1 + j] = w[e + 1 + j];
+          if (is_cas) {  // the reference reads the thresholded curve there
+            for (int64_t j = 0; j < no; ++j)
+              if (buf[j] < th) buf[j] = 0.0;
+          }
+          const double outer = numpy_sum(buf.data(), no) / static_cast<double>(no);
+          score = (inner - outer) + bo[k];
+        } else {
+          score = inner + bo[k];  // inner - 0 == inner
+        }
+        o_seg.push_back(k);
+        o_f.push_back(f);
+        o_s.push_back(s);
+        o_e.push_back(e);
+        o_score.push_back(score);
+      }
+    }
+  }
+  const int64_t P = static_cast<int64_t>(o_seg.size());
+  auto li = at::TensorOptions().dtype(at::kLong);
+  at::Tensor t_seg = at::empty({P}, li), t_f = at::empty({P}, li), t_s = at::empty({P}, li),
+             t_e = at::empty({P}, li), t_score = at::empty({P}, at::TensorOptions().dtype(at::kDouble));
+  std::copy(o_seg.begin(), o_seg.end(), t_seg.data_ptr<int64_t>());
+  std::copy(o_f.begin(), o_f.end(), t_f.data_ptr<int64_t>());
+  std::copy(o_s.begin(), o_s.end(), t_s.data_ptr<int64_t>());
+  std::copy(o_e.begin(), o_e.end(), t_e.data_ptr<int64_t>());
+  std::copy(o_score.begin(), o_score.end(), t_score.data_ptr<double>());
+  return {t_seg, t_f, t_s, t_e, t_score};
+}
+
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> proposal_runs_cpu(
     const at::Tensor& cas_bank_, const at::Tensor& seg_off_, const at::Tensor& seg_vid_,
     const at::Tensor& act_bank_, const at::Tensor& act_off_, const at::Tensor& vid_len_,
@@ -181,72 +269,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> proposal_
     TORCH_CHECK(so[k] >= 0 && so[k] + vl[sv[k]] <= cas_bank.numel(), "proposal_runs: cas curve of segment ",
                 k, " is outside cas_bank");
   }
-  const Sorted cs = sort_thresholds(cas_th), as = sort_thresholds(act_th);
-  const int64_t nc = cas_th.numel(), na = act_th.numel();
-  const double* cth = cas_th.data_ptr<double>();
-
-  std::vector<int64_t> o_seg, o_f, o_s, o_e;
-  std::vector<double> o_score;
-  std::vector<std::vector<std::pair<int64_t, int64_t>>> cruns(nc), aruns(na);
-  std::vector<int64_t> open(std::max<int64_t>(std::max(nc, na), 1));
-  std::vector<double> buf;
-  int64_t act_vid = -1;
-
-  for (int64_t k = 0; k < S; ++k) {
-    const int64_t v = sv[k], L = vl[v];
-    const double* w = cb + so[k];
-    if (v != act_vid) {  // actionness runs once per video, shared by its classes
-      runs_all_thresholds(ab + ao[v], L, as.ths, aruns, open);
-      act_vid = v;
-    }
-    runs_all_thresholds(w, L, cs.ths, cruns, open);
-    for (int64_t f = 0; f < nc + na; ++f) {
-      const bool is_cas = f < nc;
-      const auto& rr = is_cas ? cruns[cs.rank[f]] : aruns[as.rank[f - nc]];
-      if (rr.empty()) continue;
-      // the published `if not positions.any()` also skips a lone candidate at position 0
-      if (rr.size() == 1 && rr[0].first == 0 && rr[0].second == 0) continue;
-      const double th = is_cas ? cth[f] : 0.0;
-      for (const auto& run : rr) {
-        const int64_t s = run.first, e = run.second, n = e - s + 1;
-        if (n < min_run) continue;
-        const double inner = numpy_sum(w + s, n) / static_cast<double>(n);
-        const double dn = static_cast<double>(n);
-        const int64_t os_ = std::max<int64_t>(0, static_cast<int64_t>(static_cast<double>(s) - outer_ratio * dn));
-        const int64_t oe_ = std::min<int64_t>(L - 1, static_cast<int64_t>(static_cast<double>(e) + outer_ratio * dn));
-        const int64_t n1 = s - os_, n2 = std::max<int64_t>(oe_ - e, 0), no = n1 + n2;
-        double score;
-        if (no > 0) {
-          buf.resize(no);
-          for (int64_t j = 0; j < n1; ++j) buf[j] = w[os_ + j];
-          for (int64_t j = 0; j < n2; ++j) buf[n1 + j] = w[e + 1 + j];
-          if (is_cas) {  // the reference reads the thresholded curve there
-            for (int64_t j = 0; j < no; ++j)
-              if (buf[j] < th) buf[j] = 0.0;
-          }
-          const double outer = numpy_sum(buf.data(), no) / static_cast<double>(no);
-          score = (inner - outer) + bo[k];
-        } else {
-          score = inner + bo[k];  // inner - 0 == inner
-        }
-        o_seg.push_back(k);
-        o_f.push_back(f);
-        o_s.push_back(s);
-        o_e.push_back(e);
-        o_score.push_back(score);
-      }
-    }
-  }
-  const int64_t P = static_cast<int64_t>(o_seg.size());
-  auto li = at::TensorOptions().dtype(at::kLong);
-  at::Tensor t_seg = at::empty({P}, li), t_f = at::empty({P}, li), t_s = at::empty({P}, li),
-             t_e = at::empty({P}, li), t_score = at::empty({P}, at::TensorOptions().dtype(at::kDouble));
-  std::copy(o_seg.begin(), o_seg.end(), t_seg.data_ptr<int64_t>());
-  std::copy(o_f.begin(), o_f.end(), t_f.data_ptr<int64_t>());
-  std::copy(o_s.begin(), o_s.end(), t_s.data_ptr<int64_t>());
-  std::copy(o_e.begin(), o_e.end(), t_e.data_ptr<int64_t>());
-  std::copy(o_score.begin(), o_score.end(), t_score.data_ptr<double>());
-  return {t_seg, t_f, t_s, t_e, t_score};
+  return runs_core(
+      S, sv, vl, [&](int64_t k) { return cb + so[k]; }, [&](int64_t v) { return ab + ao[v]; }, cas_th, act_th, bo,
+      outer_ratio, min_run);
 }
 
 // Greedy NMS of reference.nms for each group [bounds[g], bounds[g+1]) of proposals.
@@ -399,13 +424,15 @@ void norm_upsample_one(const T* x, int64_t Tn, int64_t stride, const double* xne
   }
   for (int64_t i = 0; i < Lo; ++i) {
     const double xn = xnew[i];
-    int64_t idx = static_cast<int64_t>(std::ceil(xn));
+    int64_t idx = static_cast<int64_t>(xn);  // ceil of xn >= 0 (no libm call)
+    if (static_cast<double>(idx) < xn) ++idx;
     idx = std::min<int64_t>(std::max<int64_t>(idx, 1), Tn - 1);
     const int64_t l = idx - 1;
     const T dy = y[idx] - y[l];
-    const double slope = static_cast<double>(dy) / static_cast<double>(idx - l);
+    // (y_hi - y_lo) / (x_hi - x_lo) with x_hi - x_lo == 1: the division is exact, skip it
+    const double slope = static_cast<double>(dy);
     const double pos = xn - static_cast<double>(l);
-    const double prod = slope * pos;
+    const double prod = rounded(slope * pos);
     out[i] = prod + static_cast<double>(y[l]);
   }
 }
@@ -450,11 +477,83 @@ at::Tensor norm_upsample_cpu(const at::Tensor& x_, const at::Tensor& src_off_, c
   return out;
 }
 
+
+// proposal_runs on the raw curves: each segment's cas column and each video's actionness are
+// normalised and upsampled (norm_upsample_one) into a buffer reused from segment to segment,
+// so the upsampled banks are never materialised. cas_x, act_x: float32 or float64 each.
+RunsOut proposal_runs_raw_cpu(const at::Tensor& cas_x_, const at::Tensor& cas_src_off_, const at::Tensor& cas_stride_,
+                              const at::Tensor& act_x_, const at::Tensor& act_src_off_, const at::Tensor& seg_vid_,
+                              const at::Tensor& vid_T_, const at::Tensor& vid_len_, const at::Tensor& x_new_,
+                              const at::Tensor& cas_th_, const at::Tensor& act_th_, const at::Tensor& bonus_,
+                              double outer_ratio, int64_t min_run) {
+  for (const auto* t : {&cas_x_, &act_x_}) {
+    TORCH_CHECK(t->device().is_cpu() && t->dim() == 1, "proposal_runs_raw: cas_x and act_x must be 1-D CPU tensors");
+    TORCH_CHECK(t->scalar_type() == at::kFloat || t->scalar_type() == at::kDouble,
+                "proposal_runs_raw: cas_x and act_x must be float32 or float64, got ", t->scalar_type());
+  }
+  check_1d(cas_src_off_, "proposal_runs_raw: cas_src_off", at::kLong);
+  check_1d(cas_stride_, "proposal_runs_raw: cas_stride", at::kLong);
+  check_1d(act_src_off_, "proposal_runs_raw: act_src_off", at::kLong);
+  check_1d(seg_vid_, "proposal_runs_raw: seg_vid", at::kLong);
+  check_1d(vid_T_, "proposal_runs_raw: vid_T", at::kLong);
+  check_1d(vid_len_, "proposal_runs_raw: vid_len", at::kLong);
+  check_1d(x_new_, "proposal_runs_raw: x_new", at::kDouble);
+  check_1d(cas_th_, "proposal_runs_raw: cas_th", at::kDouble);
+  check_1d(act_th_, "proposal_runs_raw: act_th", at::kDouble);
+  check_1d(bonus_, "proposal_runs_raw: bonus", at::kDouble);
+  const at::Tensor cas_x = cas_x_.contiguous(), cso = cas_src_off_.contiguous(), cst = cas_stride_.contiguous(),
+                   act_x = act_x_.contiguous(), aso = act_src_off_.contiguous(), seg_vid = seg_vid_.contiguous(),
+                   vid_T = vid_T_.contiguous(), vid_len = vid_len_.contiguous(), x_new = x_new_.contiguous(),
+                   cas_th = cas_th_.contiguous(), act_th = act_th_.contiguous(), bonus = bonus_.contiguous();
+  const int64_t S = seg_vid.numel(), V = vid_T.numel();
+  TORCH_CHECK(cso.numel() == S && cst.numel() == S && bonus.numel() == S,
+              "proposal_runs_raw: cas_src_off, cas_stride, seg_vid and bonus must have one entry per segment");
+  TORCH_CHECK(aso.numel() == V && vid_len.numel() == V,
+              "proposal_runs_raw: act_src_off, vid_T and vid_len must have one entry per video");
+  TORCH_CHECK(outer_ratio >= 0, "proposal_runs_raw: outer_ratio must be >= 0");
+  const int64_t* pso = cso.data_ptr<int64_t>();
+  const int64_t* pst = cst.data_ptr<int64_t>();
+  const int64_t* pao = aso.data_ptr<int64_t>();
+  const int64_t* sv = seg_vid.data_ptr<int64_t>();
+  const int64_t* pT = vid_T.data_ptr<int64_t>();
+  const int64_t* vl = vid_len.data_ptr<int64_t>();
+  const double* pxn = x_new.data_ptr<double>();
+  const int64_t NC = cas_x.numel(), NA = act_x.numel(), NX = x_new.numel();
+  for (int64_t v = 0; v < V; ++v) {
+    TORCH_CHECK(pT[v] >= 1 && vl[v] >= 1 && vl[v] <= NX, "proposal_runs_raw: video ", v,
+                " needs T >= 1 and 1 <= len <= len(x_new)");
+    TORCH_CHECK(pao[v] >= 0 && pao[v] + pT[v] <= NA, "proposal_runs_raw: actionness of video ", v,
+                " is outside act_x");
+  }
+  for (int64_t k = 0; k < S; ++k) {
+    TORCH_CHECK(sv[k] >= 0 && sv[k] < V && (k == 0 || sv[k] >= sv[k - 1]),
+                "proposal_runs_raw: seg_vid must be non-decreasing video indices");
+    TORCH_CHECK(pst[k] >= 1 && pso[k] >= 0 && pso[k] + (pT[sv[k]] - 1) * pst[k] < NC,
+                "proposal_runs_raw: cas column of segment ", k, " is outside cas_x");
+  }
+  std::vector<double> wbuf, abuf;
+  std::vector<float> yf;
+  std::vector<double> yd;
+  auto curve = [&](const at::Tensor& x, int64_t off, int64_t T, int64_t stride, int64_t L, std::vector<double>& out) {
+    out.resize(L);
+    if (x.scalar_type() == at::kFloat)
+      norm_upsample_one<float>(x.data_ptr<float>() + off, T, stride, pxn, L, out.data(), yf);
+    else
+      norm_upsample_one<double>(x.data_ptr<double>() + off, T, stride, pxn, L, out.data(), yd);
+    return static_cast<const double*>(out.data());
+  };
+  return runs_core(
+      S, sv, vl, [&](int64_t k) { return curve(cas_x, pso[k], pT[sv[k]], pst[k], vl[sv[k]], wbuf); },
+      [&](int64_t v) { return curve(act_x, pao[v], pT[v], 1, vl[v], abuf); }, cas_th, act_th,
+      bonus.data_ptr<double>(), outer_ratio, min_run);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(cola_fast, CPU, m) {
   m.impl("pairwise_sum", &pairwise_sum_cpu);
   m.impl("proposal_runs", &proposal_runs_cpu);
+  m.impl("proposal_runs_raw", &proposal_runs_raw_cpu);
   m.impl("nms_groups", &nms_groups_cpu);
   m.impl("norm_upsample", &norm_upsample_cpu);
 }
