@@ -74,7 +74,8 @@ def timed(fn, repeats, gc_on=False):
 def commit():
     try:
         h = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "cola_fast", "bench"], cwd=ROOT)
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "cola_fast", "csrc", "bench",
+                                 ":(exclude)bench/results"], cwd=ROOT)
         return h + (" (+ uncommitted changes)" if dirty else "")
     except Exception:
         return "unknown"
