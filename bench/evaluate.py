@@ -243,6 +243,14 @@ def main():
         "reference. What is left in Python: input checks per video, the output dicts, "
         "results JSON and the (vectorised) mAP.",
         "- The numpy path (no compiled extension) is kept as the fallback and gives the same JSON.",
+        "- With the cyclic GC on, the proposals keep their speed-up but the '+ results JSON + mAP' "
+        "column does not reach 20x: that part (evaluation/io.py: results_json, load_gt of the "
+        "ground-truth file, results validation; evaluation/detection.py) makes ~10^5 small objects "
+        "while the other pipelines' results are alive, and the GC's full passes over the heap "
+        "then cost more than the native proposals themselves. It is outside the proposal code.",
+        "- Rows are timed one after another on a shared machine: a row's two columns come from "
+        "different moments, so they can even look inconsistent (e.g. a '+ mAP' time below the "
+        "proposals-only time); compare ratios within a column.",
         "- The machine is 2 cores shared with other jobs: absolute times vary by about 2x from "
         "run to run; ratios are from the same run.", ""]
     print("\n".join(b + notes))
