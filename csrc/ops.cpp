@@ -35,4 +35,26 @@ TORCH_LIBRARY(cola_fast, m) {
 
   // ---- temporal_conv_embed (COLA_SPEC 2, embedding layer) ------------------------------
   // owned by the conv-embedding kernels; see csrc/cpu/temporal_conv_embed.cpp
+
+  // ---- proposals (COLA_SPEC 5.5-5.7; evaluation, CPU only) ------------------------------
+  // owned by the proposal kernels; see csrc/cpu/proposals.cpp and cola_fast/evaluation/proposals.py.
+  // numpy's pairwise sum (np.add.reduce, bit for bit) of x[starts[i] : starts[i] + counts[i]];
+  // x float32 or float64, starts/counts int64.
+  m.def("pairwise_sum(Tensor x, Tensor starts, Tensor counts) -> Tensor");
+  // Runs at every threshold of every (video, class) curve with their scores, in the reference's
+  // pooling order: returns (seg, f, s, e, score). Curves float64; indices int64.
+  m.def("proposal_runs(Tensor cas_bank, Tensor seg_off, Tensor seg_vid, Tensor act_bank, Tensor act_off,"
+        " Tensor vid_len, Tensor cas_th, Tensor act_th, Tensor bonus, float outer_ratio, int min_run)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // the same from the raw curves (normalised and upsampled on the fly, as norm_upsample does)
+  m.def("proposal_runs_raw(Tensor cas_x, Tensor cas_src_off, Tensor cas_stride, Tensor act_x, Tensor act_src_off,"
+        " Tensor seg_vid, Tensor vid_T, Tensor vid_len, Tensor x_new, Tensor cas_th, Tensor act_th, Tensor bonus,"
+        " float outer_ratio, int min_run) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Greedy NMS per group [bounds[g], bounds[g+1]); returns (kept, tie groups left to the caller).
+  // order: empty (rank here, ties between different segments returned) or a given rank order.
+  m.def("nms_groups(Tensor score, Tensor x1, Tensor x2, Tensor key, Tensor bounds, Tensor order, float thresh)"
+        " -> (Tensor, Tensor)");
+  // min-max normalisation + linear upsampling of many curves (x float32/float64) -> float64 bank.
+  m.def("norm_upsample(Tensor x, Tensor src_off, Tensor stride, Tensor T, Tensor out_off, Tensor out_len,"
+        " Tensor x_new, int out_size) -> Tensor");
 }

@@ -19,13 +19,24 @@ one), all predicted classes and all thresholds at once:
   start_j - start_i <= (1 - t) * len_i); then the greedy decided in rounds over those
   edges: a proposal is suppressed as soon as a better-ranked neighbour is kept, kept
   once all better-ranked neighbours are suppressed.
+
+Native path: when the compiled extension cola_fast._C is built, runs, scores and NMS are
+done by its CPU ops instead (csrc/cpu/proposals.cpp: the same pairwise summation order,
+the same greedy NMS; groups whose rank order has score ties between different segments
+go to numpy's argsort, as the reference). The extension is optional at runtime: the
+setting is ``native=`` or the environment variable COLA_FAST_PROPOSALS (auto | native |
+numpy; auto = native when built); asking for native when it is not built raises.
 """
 from __future__ import annotations
+
+import functools
+import gc
+import os
 
 import numpy as np
 
 from ._pairwise import ranges, slice_sums
-from .common import check_inputs, prepare_curves
+from .common import check_inputs, predicted_classes, prepare_curves
 from .config import ProposalConfig
 
 
@@ -238,23 +249,192 @@ def proposal_arrays_batch(vids, cfg: ProposalConfig):
             "start": s * tf, "end": (e + 1) * tf, "key": s * (int(Ls.max()) + 2) + e}
 
 
-def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None):
+_PATHS = ("auto", "native", "numpy")
+
+
+@functools.lru_cache(maxsize=None)
+def _native_ops():
+    """torch.ops.cola_fast when the extension with the proposal ops is built, else None."""
+    try:
+        import torch
+        from cola_fast import _C  # noqa: F401  (registers the ops)
+    except ImportError:
+        return None
+    for op in ("pairwise_sum", "proposal_runs", "nms_groups"):
+        try:
+            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", "CPU"):
+                return None
+        except RuntimeError:
+            return None
+    return torch.ops.cola_fast
+
+
+def proposal_path(native=None) -> str:
+    """The proposal path generate_proposals_batch takes: "native" (C++ ops) or "numpy".
+    native: None (use COLA_FAST_PROPOSALS, default auto), True/"native", False/"numpy",
+    or "auto"."""
+    if native is None:
+        native = os.environ.get("COLA_FAST_PROPOSALS", "auto").strip().lower() or "auto"
+    if native is True:
+        native = "native"
+    elif native is False:
+        native = "numpy"
+    if native not in _PATHS:
+        raise ValueError(f"proposal path must be one of {_PATHS} (or True/False/None), got {native!r}")
+    if native == "numpy":
+        return "numpy"
+    if _native_ops() is None:
+        if native == "native":
+            raise RuntimeError("the native proposal ops are not available: cola_fast._C is not built "
+                               "(or lacks the proposal ops); build it with "
+                               "`pip install --no-build-isolation -e .` or use the numpy path")
+        return "numpy"
+    return "native"
+
+
+def _prepare_native(items, class_names, cfg: ProposalConfig, banks=True):
+    """_prepare with the normalised, upsampled curves made by the C++ op, laid out as the
+    proposal op reads them: (vids as _prepare without the curves, Ls, cas_bank, act_bank).
+    banks=False (and one dtype per curve kind): no banks; cas_bank is then the dict of
+    arguments of the fused op proposal_runs_raw and act_bank None."""
+    import torch
+
+    ops = _native_ops()
+    chk = []
+    for n, it in enumerate(items):
+        if len(it) != 4:
+            raise ValueError(f"item {n}: expected (video_scores, cas, actionness, "
+                             f"num_snippets_orig), got {len(it)} values")
+        vs, cas, act, T_orig = check_inputs(*it, class_names, cfg)
+        chk.append((vs, predicted_classes(vs, cfg), cas, act, T_orig))
+    if not chk:
+        return [], None, None, None
+    step = 1 / cfg.upsample
+    Tv = np.array([c[2].shape[0] for c in chk], dtype=np.int64)
+    lens = {}
+    for T in np.unique(Tv).tolist():  # == len(np.arange(0, T, step)), numpy's own count
+        lens[T] = len(np.arange(0, T, step))
+    Ls = np.array([lens[T] for T in Tv.tolist()], dtype=np.int64)
+    Ks = np.array([len(c[1]) for c in chk], dtype=np.int64)
+    x_new = np.arange(0, int(Tv.max()), step)  # each video's positions are a prefix of it
+    t = torch.from_numpy
+    seg_vid = np.repeat(np.arange(len(chk)), Ks)
+    seg_len = Ls[seg_vid]
+    seg_off = np.cumsum(seg_len) - seg_len
+    act_off = np.cumsum(Ls) - Ls
+
+    def bank(arrays, src_off, stride, T, out_off, out_len, size):
+        if len({a.dtype for a in arrays}) == 1:
+            x = np.concatenate([a.reshape(-1) for a in arrays])
+            return ops.norm_upsample(t(x), t(src_off), t(stride), t(T), t(out_off), t(out_len),
+                                     t(x_new), int(size)).numpy()
+        return None
+
+    C = chk[0][2].shape[1]
+    cas_base = np.cumsum(Tv * C) - Tv * C
+    if not banks and len({c[2].dtype for c in chk}) == 1 and len({c[3].dtype for c in chk}) == 1:
+        raw = {"cas_x": np.concatenate([c[2].reshape(-1) for c in chk]),
+               "cas_src_off": cas_base[seg_vid] + np.concatenate([c[1] for c in chk]),
+               "cas_stride": np.full(len(seg_vid), C, dtype=np.int64),
+               "act_x": np.concatenate([c[3] for c in chk]), "act_src_off": np.cumsum(Tv) - Tv,
+               "seg_vid": seg_vid, "vid_T": Tv, "vid_len": Ls, "x_new": x_new}
+        vids = [(vs, pred, None, None, T_orig) for vs, pred, cas, act, T_orig in chk]
+        return vids, Ls, raw, None
+    cas_bank = bank([c[2] for c in chk], cas_base[seg_vid] + np.concatenate([c[1] for c in chk]),
+                    np.full(len(seg_vid), C, dtype=np.int64), Tv[seg_vid], seg_off, seg_len,
+                    int(seg_len.sum()))
+    act_bank = bank([c[3] for c in chk], np.cumsum(Tv) - Tv, np.ones(len(chk), dtype=np.int64), Tv,
+                    act_off, Ls, int(Ls.sum()))
+    if cas_bank is None or act_bank is None:  # mixed dtypes across videos: per video in numpy
+        vids = [(vs, pred, *prepare_curves(vs, cas, act, cfg)[1:], T_orig)
+                for vs, pred, cas, act, T_orig in chk]
+        cas_bank = np.concatenate([np.ascontiguousarray(v[2].T).reshape(-1) for v in vids])
+        act_bank = np.concatenate([v[3] for v in vids])
+    vids = [(vs, pred, None, None, T_orig) for vs, pred, cas, act, T_orig in chk]
+    return vids, Ls, cas_bank, act_bank
+
+
+def _native_arrays(vids, Ls, cas_bank, act_bank, cfg: ProposalConfig):
+    """proposal_arrays_batch + nms_batched with the C++ ops (from _prepare_native's banks or
+    raw curves). Returns (P, kept)."""
+    import torch
+
+    ops = _native_ops()
+    Ks = np.array([len(v[1]) for v in vids], dtype=np.int64)
+    seg_vid = np.repeat(np.arange(len(vids)), Ks)
+    seg_len = Ls[seg_vid]
+    seg_off = np.cumsum(seg_len) - seg_len
+    act_off = np.cumsum(Ls) - Ls
+    bonus = np.concatenate([cfg.video_score_weight * v[0].astype(np.float64)[v[1]] for v in vids])
+    t = torch.from_numpy
+    ths = (t(np.ascontiguousarray(cfg.cas_thresholds, dtype=np.float64)),
+           t(np.ascontiguousarray(cfg.act_thresholds, dtype=np.float64)))
+    if isinstance(cas_bank, dict):  # raw curves: normalised and upsampled inside the op
+        r = cas_bank
+        out = ops.proposal_runs_raw(
+            t(r["cas_x"]), t(r["cas_src_off"]), t(r["cas_stride"]), t(r["act_x"]), t(r["act_src_off"]),
+            t(r["seg_vid"]), t(r["vid_T"]), t(r["vid_len"]), t(r["x_new"]), *ths, t(bonus),
+            float(cfg.outer_ratio), int(cfg.min_run))
+    else:
+        out = ops.proposal_runs(t(cas_bank), t(seg_off), t(seg_vid), t(act_bank), t(act_off), t(Ls),
+                                *ths, t(bonus), float(cfg.outer_ratio), int(cfg.min_run))
+    seg, f, s, e, score = (x.numpy() for x in out)
+    vid = seg_vid[seg]
+    T_used = Ls // cfg.upsample
+    t_factor = np.array([(cfg.snippet_frames * int(v[4])) / (cfg.upsample * int(tu) * cfg.fps)
+                         for v, tu in zip(vids, T_used.tolist())])
+    tf = t_factor[vid]
+    start, end = s * tf, (e + 1) * tf
+    key = s * (int(Ls.max()) + 2) + e
+    P = {"seg": seg, "vid": vid, "f": f, "score": score, "start": start, "end": end, "key": key}
+    thresh = cfg.nms_iou
+    if not (0 < thresh <= 1):
+        return P, nms_batched(seg, score, start, end, key, thresh)
+    bounds = np.searchsorted(seg, np.arange(int(Ks.sum()) + 1))
+    none = t(np.zeros(0, dtype=np.int64))
+    kept, ties = (x.numpy() for x in ops.nms_groups(t(score), t(start), t(end), t(key), t(bounds),
+                                                    none, float(thresh)))
+    if len(ties):
+        # rank order with score ties between different segments: numpy's argsort of the
+        # group's scores, as the reference, then the same greedy
+        lo, hi = bounds[ties], bounds[ties + 1]
+        sel = ranges(lo, hi - lo)
+        sub_b = np.r_[0, np.cumsum(hi - lo)]
+        order = np.concatenate([b0 + score[l:h].argsort()[::-1]
+                                for b0, l, h in zip(sub_b[:-1].tolist(), lo.tolist(), hi.tolist())])
+        k2, _ = ops.nms_groups(t(score[sel]), t(start[sel]), t(end[sel]), t(key[sel]), t(sub_b),
+                               t(np.ascontiguousarray(order, dtype=np.int64)), float(thresh))
+        kept = np.concatenate([kept, sel[k2.numpy()]])
+    return P, kept
+
+
+def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None, native=None):
     """COLA_SPEC 5 steps 2-7 for many videos at once.
 
     items: sequence of (video_scores, cas, actionness, num_snippets_orig) per video.
+    native: which path (see proposal_path); both give the same result.
     Returns one detection list per item, each equal to generate_proposals(..., "reference").
     """
     cfg = cfg or ProposalConfig.thumos14()
-    vids = _prepare(items, class_names, cfg)
-    if not vids:
-        return []
-    P = proposal_arrays_batch(vids, cfg)
-    kept = nms_batched(P["seg"], P["score"], P["start"], P["end"], P["key"], cfg.nms_iou)
-    # classes of a video in the order the published code first meets them
+    if proposal_path(native) == "native":
+        vids, Ls, cas_bank, act_bank = _prepare_native(items, class_names, cfg, banks=False)
+        if not vids:
+            return []
+        P, kept = _native_arrays(vids, Ls, cas_bank, act_bank, cfg)
+    else:
+        vids = _prepare(items, class_names, cfg)
+        if not vids:
+            return []
+        P = proposal_arrays_batch(vids, cfg)
+        kept = nms_batched(P["seg"], P["score"], P["start"], P["end"], P["key"], cfg.nms_iou)
+    # classes of a video in the order the published code first meets them (the arrays are
+    # in pooling order (segment, threshold, position): a segment's first item has its least f)
     seg, f = P["seg"], P["f"]
     n_seg = int(sum(len(v[1]) for v in vids))
     first_f = np.full(n_seg, np.iinfo(np.int64).max)
-    np.minimum.at(first_f, seg, f)
+    if len(seg):
+        head = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+        first_f[seg[head]] = f[head]
     seg_vid = P["vid"]
     kseg = seg[kept]
     seg_rank = np.empty(n_seg, dtype=np.int64)
@@ -262,13 +442,22 @@ def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = No
     o = np.lexsort((np.arange(n_seg), first_f, svid))
     seg_rank[o] = np.arange(n_seg)
     kept = kept[np.argsort(seg_rank[kseg], kind="stable")]
-    labels = [class_names[int(c)] for c in np.concatenate([v[1] for v in vids])]
-    out = [[] for _ in vids]
-    sc = P["score"][kept].tolist()
-    st = P["start"][kept].tolist()
-    en = P["end"][kept].tolist()
-    for q, sg, vv in zip(range(len(kept)), seg[kept].tolist(), seg_vid[kept].tolist()):
-        out[vv].append({"label": labels[sg], "score": sc[q], "segment": [st[q], en[q]]})
+    labels = np.array([class_names[int(c)] for c in np.concatenate([v[1] for v in vids])],
+                      dtype=object)
+    # kept is now grouped by video (in video order): one flat list, sliced per video
+    cut = np.searchsorted(seg_vid[kept], np.arange(len(vids) + 1)).tolist()
+    # tens of thousands of small acyclic objects: without the cyclic GC (which would walk
+    # every live object several times meanwhile) while they are made
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        flat = [{"label": lb, "score": sc, "segment": [st, en]}
+                for lb, sc, st, en in zip(labels[seg[kept]].tolist(), P["score"][kept].tolist(),
+                                          P["start"][kept].tolist(), P["end"][kept].tolist())]
+        out = [flat[a:b] for a, b in zip(cut[:-1], cut[1:])]
+    finally:
+        if gc_on:
+            gc.enable()
     return out
 
 
