@@ -131,17 +131,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
 
   const at::Tensor go = grad_out_in.contiguous();
   const at::Tensor y = out_in.contiguous();
-  // g = dY * (Y > 0), computed once.
+  // g = dY * (Y > 0), computed once; db (column sums of g) in the same pass, with
+  // per-chunk partial sums in double (or the type itself for double) then combined.
   at::Tensor g = at::empty({B, T, Cout}, opts);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "temporal_conv_embed_relu_mask", [&] {
     const scalar_t* gp = go.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
     scalar_t* o = g.data_ptr<scalar_t>();
-    at::parallel_for(0, N * Cout, 32768, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) o[i] = yp[i] > scalar_t(0) ? gp[i] : scalar_t(0);
+    const int64_t nchunk = std::max<int64_t>(1, std::min<int64_t>(N, 4 * at::get_num_threads()));
+    std::vector<double> part(need_db ? nchunk * Cout : 0, 0.0);
+    at::parallel_for(0, nchunk, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        const int64_t r0 = N * ch / nchunk, r1 = N * (ch + 1) / nchunk;
+        double* acc = need_db ? part.data() + ch * Cout : nullptr;
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* gr = gp + r * Cout;
+          const scalar_t* yr = yp + r * Cout;
+          scalar_t* orow = o + r * Cout;
+          for (int64_t c = 0; c < Cout; ++c) orow[c] = yr[c] > scalar_t(0) ? gr[c] : scalar_t(0);
+          if (acc)
+            for (int64_t c = 0; c < Cout; ++c) acc[c] += static_cast<double>(orow[c]);
+        }
+      }
     });
+    if (need_db) {
+      scalar_t* dbp = db.data_ptr<scalar_t>();
+      for (int64_t c = 0; c < Cout; ++c) {
+        double v = 0.0;
+        for (int64_t ch = 0; ch < nchunk; ++ch) v += part[ch * Cout + c];
+        dbp[c] = static_cast<scalar_t>(v);
+      }
+    }
   });
-  if (need_db) at::sum_out(db, g.view({N, Cout}), {0});
   if (!need_dx && !need_dw) return {dx, dw, db};
   if (N == 0 || Cin == 0 || Cout == 0) {
     if (need_dx) dx.zero_();
