@@ -182,10 +182,9 @@ def backward(grad_out: torch.Tensor, out: torch.Tensor, x: torch.Tensor, weight:
     Cout, _, K = weight.shape
     N = B * T
     need_dx, need_dw, need_db = (bool(v) for v in output_mask)
-    e = x.new_empty(0)
-    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else e
-    dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_dw else e
-    db = weight.new_empty(Cout) if need_db else e
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else x.new_empty(0)
+    dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_dw else weight.new_empty(0)
+    db = weight.new_empty(Cout if need_db else 0)
     if N == 0 or Cin == 0 or Cout == 0:
         for t, need in ((dx, need_dx), (dw, need_dw), (db, need_db)):
             if need:

@@ -23,8 +23,6 @@ fp16 CPU tensors are computed in float32 and the result is cast back to their dt
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from .. import reference
@@ -57,7 +55,7 @@ def _validate(x, weight, bias) -> None:
         if t.dtype not in _FLOATS:
             raise TypeError(f"temporal_conv_embed: {name} must be a floating tensor, got {t.dtype}")
         if t.device != x.device:
-            raise ValueError(f"temporal_conv_embed: {name} is on {t.device} but x is on {x.device}")
+            raise ValueError(f"temporal_conv_embed: {name} is on device {t.device} but x is on device {x.device}")
     if not torch.is_autocast_enabled(x.device.type):
         for name, t in tensors[1:]:
             if t.dtype != x.dtype:
@@ -69,10 +67,10 @@ def _validate(x, weight, bias) -> None:
 # native: torch.ops.cola_fast.temporal_conv_embed (schema in csrc/ops.cpp)
 # --------------------------------------------------------------------------------------
 def _bwd_fake(grad_out, out, x, weight, output_mask):
-    e = x.new_empty(0)
-    return (x.new_empty(x.shape) if output_mask[0] else e,
-            weight.new_empty(weight.shape) if output_mask[1] else e,
-            weight.new_empty(weight.shape[0]) if output_mask[2] else e)
+    # masked-out gradients come back as distinct empty (0,) tensors (no aliasing)
+    return (x.new_empty(x.shape if output_mask[0] else (0,)),
+            weight.new_empty(weight.shape if output_mask[1] else (0,)),
+            weight.new_empty(weight.shape[0] if output_mask[2] else 0))
 
 
 def _setup_context(ctx, inputs, output):
@@ -93,55 +91,77 @@ def _make_backward(bwd_op):
     return backward
 
 
-@functools.lru_cache(maxsize=None)
-def _native_op():
-    from cola_fast import _C  # noqa: F401  (loads the library: schemas and kernels)
-
-    fwd = torch.ops.cola_fast.temporal_conv_embed.default
-    bwd = torch.ops.cola_fast.temporal_conv_embed_backward.default
+def _register_native() -> bool:
+    """Fake kernels and autograd for the compiled op, registered once at import (outside any
+    tracing) when the extension is built."""
+    try:
+        from cola_fast import _C  # noqa: F401  (loads the library: schemas and kernels)
+    except ImportError:
+        return False
+    if not hasattr(torch.ops.cola_fast, "temporal_conv_embed"):
+        return False
 
     @torch.library.register_fake("cola_fast::temporal_conv_embed")
     def _fwd_fake(x, weight, bias):
         return x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
 
     torch.library.register_fake("cola_fast::temporal_conv_embed_backward")(_bwd_fake)
-    torch.library.register_autograd("cola_fast::temporal_conv_embed", _make_backward(bwd),
-                                    setup_context=_setup_context)
-    return fwd
+    torch.library.register_autograd(
+        "cola_fast::temporal_conv_embed",
+        _make_backward(lambda *a: torch.ops.cola_fast.temporal_conv_embed_backward.default(*a)),
+        setup_context=_setup_context)
+    return True
+
+
+_NATIVE_REGISTERED = _register_native()
 
 
 def native_ops():
-    """(forward, backward) OpOverloads of the native op, registered (fake + autograd)."""
-    _native_op()
+    """(forward, backward) OpOverloads of the native op (fake + autograd registered)."""
+    if not _NATIVE_REGISTERED:
+        raise RuntimeError("cola_fast._C is not built (or lacks temporal_conv_embed)")
     return (torch.ops.cola_fast.temporal_conv_embed.default,
             torch.ops.cola_fast.temporal_conv_embed_backward.default)
 
 
 # --------------------------------------------------------------------------------------
-# triton: the custom op cola_fast_triton::temporal_conv_embed
+# triton: the custom op cola_fast_triton::temporal_conv_embed (kernels imported on first run,
+# so that TRITON_INTERPRET is read when the caller wants it)
 # --------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _triton_op():
+def _kern():
     from ._triton import kernels_module
 
-    kern = kernels_module("temporal_conv_embed")
+    return kernels_module("temporal_conv_embed")
 
-    @torch.library.custom_op("cola_fast_triton::temporal_conv_embed", mutates_args=())
-    def tce_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return kern.forward(x, weight, bias)
 
-    @tce_triton.register_fake
-    def _(x, weight, bias):
-        return x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
+@torch.library.custom_op("cola_fast_triton::temporal_conv_embed", mutates_args=())
+def _tce_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return _kern().forward(x, weight, bias)
 
-    @torch.library.custom_op("cola_fast_triton::temporal_conv_embed_backward", mutates_args=())
-    def tce_triton_bwd(grad_out: torch.Tensor, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                       output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return kern.backward(grad_out, out, x, weight, output_mask)
 
-    tce_triton_bwd.register_fake(_bwd_fake)
-    tce_triton.register_autograd(_make_backward(tce_triton_bwd), setup_context=_setup_context)
-    return tce_triton
+@_tce_triton.register_fake
+def _(x, weight, bias):
+    return x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
+
+
+@torch.library.custom_op("cola_fast_triton::temporal_conv_embed_backward", mutates_args=())
+def _tce_triton_bwd(grad_out: torch.Tensor, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                    output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _kern().backward(grad_out, out, x, weight, output_mask)
+
+
+_tce_triton_bwd.register_fake(_bwd_fake)
+_tce_triton.register_autograd(_make_backward(_tce_triton_bwd), setup_context=_setup_context)
+
+
+def _triton_op():
+    return _tce_triton
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend, device_type: str) -> str:
+    # the backend choice is a constant of the traced graph under torch.compile
+    return resolve(backend, torch.device(device_type), OP)
 
 
 # --------------------------------------------------------------------------------------
@@ -167,12 +187,12 @@ def temporal_conv_embed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     per video. Differentiable in x, weight and bias. backend: "auto" | "reference" |
     "native" | "triton" (default: $COLA_FAST_BACKEND, else "auto")."""
     _validate(x, weight, bias)
-    b = resolve(backend, x.device, OP)
+    b = _resolve(backend, x.device.type)
     if b == "reference":
         return reference.temporal_conv_embed(x, weight, bias)
     x, weight, bias = _autocast(x, weight, bias)
     if b == "native":
-        fwd = _native_op()
+        fwd = torch.ops.cola_fast.temporal_conv_embed.default
         if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
             dt = x.dtype
             up = (lambda t: None if t is None else t.float())
