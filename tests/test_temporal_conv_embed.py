@@ -303,7 +303,9 @@ def test_cuda_low_precision_rule(backend, dtype, B, T, Cin, Cout, K):
     for name, t, p, k in zip(("y", "dx", "dw", "db"), (yt,) + gt, (yp,) + gp, (yk,) + gk):
         err_torch = (p.double() - t).abs().max().item()
         err_kernel = (k.double() - t).abs().max().item()
-        floor = 1e-6 * t.abs().max().item()
+        # small floor relative to the output scale; fp32 runs use TF32 (10-bit mantissa)
+        # like cuDNN, and Triton's TF32 conversion truncates where cuDNN rounds
+        floor = (1e-3 if dtype == torch.float32 else 1e-6) * t.abs().max().item()
         assert err_kernel <= 2 * err_torch + floor, (name, err_kernel, err_torch)
 
 
