@@ -1,0 +1,217 @@
+"""Benchmark of temporal_conv_embed against torch's own conv1d + ReLU with the permutes.
+
+    python bench/conv_embed.py                      # CPU, float32 (writes bench/results/conv_embed_cpu.md)
+    python bench/conv_embed.py --device cuda        # fp32 (tf32 as cuDNN's default) and bf16 vs cuDNN,
+                                                    # plus torch.mm of the same M,N,K ("% of GEMM")
+
+Shapes: the paper's embedding layers, THUMOS'14 (16,750,2048->2048,k=3) and ActivityNet 1.2
+(256,50,2048->2048,k=9). The baseline is exactly reference.temporal_conv_embed:
+F.relu(F.conv1d(x.transpose(1,2), w, b, padding=K//2)).transpose(1,2).contiguous().
+Passes: forward; backward (dx, dweight, dbias: x requires grad); forward+backward.
+FLOPs: forward 2*B*T*Cin*Cout*K; backward counts dx and dweight: 2x forward.
+Implementations are timed interleaved (one call of each in turn per repeat), medians reported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cola_fast import reference  # noqa: E402
+from cola_fast.ops import temporal_conv_embed  # noqa: E402
+
+SHAPES = [(16, 750, 2048, 2048, 3), (256, 50, 2048, 2048, 9)]
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timer(dev, fn, cpu_times=None):
+    _sync(dev)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    fn()
+    _sync(dev)
+    dt = time.perf_counter() - t0
+    if cpu_times is not None:
+        cpu_times.append(time.process_time() - c0)
+    return dt
+
+
+def make_passes(impl, x, w, b):
+    """{pass name: callable} for one implementation."""
+    def fwd():
+        with torch.no_grad():
+            impl(x, w, b)
+
+    state = {}
+
+    def prep_bwd():
+        y = impl(x, w, b)
+        state["y"] = y
+        state["g"] = torch.ones_like(y)
+
+    def bwd():
+        torch.autograd.grad(state["y"], (x, w, b), state["g"], retain_graph=True)
+
+    def fwdbwd():
+        y = impl(x, w, b)
+        torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+
+    return {"forward": (None, fwd), "backward": (prep_bwd, bwd), "forward+backward": (None, fwdbwd)}
+
+
+def bench_shape(dev, dtype, shape, impls, repeats, warmup):
+    B, T, Cin, Cout, K = shape
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(B, T, Cin, generator=g).to(dev, dtype).requires_grad_(True)
+    w = (torch.randn(Cout, Cin, K, generator=g) / (Cin * K) ** 0.5).to(dev, dtype).requires_grad_(True)
+    b = (0.1 * torch.randn(Cout, generator=g)).to(dev, dtype).requires_grad_(True)
+    flop_fwd = 2.0 * B * T * Cin * Cout * K
+    rows = []
+    passes = {name: make_passes(fn, x, w, b) for name, fn in impls.items()}
+    for pname, mult in (("forward", 1), ("backward", 2), ("forward+backward", 3)):
+        times = {name: [] for name in impls}
+        cpu_times = {name: [] for name in impls}
+        for name in impls:
+            prep, fn = passes[name][pname]
+            for _ in range(warmup):
+                if prep:
+                    prep()
+                fn()
+        for _ in range(repeats):
+            for name in impls:
+                prep, fn = passes[name][pname]
+                if prep:
+                    prep()
+                times[name].append(_timer(dev, fn, cpu_times[name]))
+        base = statistics.median(times["torch"])
+        cbase = statistics.median(cpu_times["torch"])
+        for name in impls:
+            med = statistics.median(times[name])
+            cmed = statistics.median(cpu_times[name])
+            rows.append(dict(shape=shape, dtype=dtype, pass_=pname, impl=name, ms=med * 1e3,
+                             tflops=mult * flop_fwd / med / 1e12, speedup=base / med, n=len(times[name]),
+                             cpu_s=cmed, cpu_speedup=cbase / cmed))
+    return rows, (x, w, b)
+
+
+def gemm_rate(dev, dtype, shape, repeats):
+    """Dense GEMM rate of torch.mm with M=B*T, N=Cout, K=Cin*K (one GEMM of the conv's size)."""
+    B, T, Cin, Cout, K = shape
+    a = torch.randn(B * T, Cin * K, device=dev, dtype=dtype)
+    m = torch.randn(Cin * K, Cout, device=dev, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, m)
+    ts = [_timer(dev, lambda: torch.mm(a, m)) for _ in range(repeats)]
+    return 2.0 * B * T * Cin * Cout * K / statistics.median(ts) / 1e12
+
+
+def commit():
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        h = subprocess.check_output(["git", "-C", root, "rev-parse", "--short", "HEAD"], text=True).strip()
+        dirty = subprocess.call(["git", "-C", root, "diff", "--quiet", "HEAD"]) != 0
+        return h + ("+dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per pass (default cpu 3, cuda 20)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--shapes", default="all", help="'all', 'thumos' or 'anet'")
+    ap.add_argument("--out", default=None, help="markdown output (default bench/results/conv_embed_<device>.md)")
+    ap.add_argument("--backends", default=None,
+                    help="comma list among native,triton (default: native on cpu; native,triton on cuda)")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for but torch.cuda.is_available() is False")
+    repeats = args.repeats or (3 if dev.type == "cpu" else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if dev.type == "cpu" else 5)
+    shapes = {"all": SHAPES, "thumos": SHAPES[:1], "anet": SHAPES[1:]}[args.shapes]
+    backends = (args.backends or ("native" if dev.type == "cpu" else "native,triton")).split(",")
+    dtypes = [torch.float32] if dev.type == "cpu" else [torch.float32, torch.bfloat16]
+
+    impls = {"torch": reference.temporal_conv_embed}
+    for bk in backends:
+        impls[bk] = (lambda bk: (lambda x, w, b: temporal_conv_embed(x, w, b, backend=bk)))(bk)
+
+    lines = []
+    head = (f"# temporal_conv_embed benchmark ({dev.type})\n\n"
+            f"commit {commit()}, torch {torch.__version__}, "
+            + (f"{torch.get_num_threads()} threads" if dev.type == "cpu" else torch.cuda.get_device_name())
+            + f", medians of {repeats} interleaved repeats after {warmup} warm-up.\n"
+            "Baseline `torch` = F.conv1d on x.transpose(1,2) + F.relu + transpose back "
+            "(cola_fast.reference). TFLOP/s: forward 2*B*T*Cin*Cout*K, backward 2x that (dx + dW), "
+            "forward+backward 3x.\n")
+    if dev.type == "cuda":
+        head += (f"fp32 runs use TF32 where torch allows it for convolutions "
+                 f"(torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}). "
+                 "'% GEMM' = achieved TFLOP/s over torch.mm's rate for one dense GEMM of the same "
+                 "M=B*T, N=Cout, K=Cin*K.\n")
+    print(head)
+    lines.append(head)
+    cols = "| shape (B,T,Cin->Cout,k) | dtype | pass | impl | median ms | TFLOP/s | speed-up vs torch |"
+    sep = "|---|---|---|---|---|---|---|"
+    if dev.type == "cuda":
+        cols += " % GEMM |"
+        sep += "---|"
+    else:
+        cols += " process CPU s | CPU-time ratio vs torch |"
+        sep += "---|---|"
+        lines.append("The machine's 2 cores are shared with other jobs, so wall times are noisy; the "
+                     "process CPU time (both threads, time.process_time) is given beside them.\n")
+    lines += [cols, sep]
+    print(cols)
+    for dtype in dtypes:
+        for shape in shapes:
+            if dev.type == "cuda":
+                prev = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+                rate = gemm_rate(dev, dtype, shape, repeats)
+                torch.backends.cuda.matmul.allow_tf32 = prev
+            rows, _ = bench_shape(dev, dtype, shape, impls, repeats, warmup)
+            for r in rows:
+                B, T, Cin, Cout, K = r["shape"]
+                line = (f"| ({B},{T},{Cin}->{Cout},{K}) | {str(dtype).replace('torch.', '')} | {r['pass_']} | "
+                        f"{r['impl']} | {r['ms']:.1f} | {r['tflops']:.3f} | {r['speedup']:.2f}x |")
+                if dev.type == "cuda":
+                    pct = 100.0 * r["tflops"] / rate if r["pass_"] == "forward" else float("nan")
+                    line += f" {pct:.0f}% |" if pct == pct else " |"
+                else:
+                    line += f" {r['cpu_s']:.2f} | {r['cpu_speedup']:.2f}x |"
+                print(line, flush=True)
+                lines.append(line)
+            if dev.type == "cuda":
+                line = (f"| ({shape[0]},{shape[1]},{shape[2]}->{shape[3]},{shape[4]}) | "
+                        f"{str(dtype).replace('torch.', '')} | dense GEMM torch.mm | - | - | {rate:.1f} | - | 100% |")
+                print(line)
+                lines.append(line)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            _write(args, dev, lines)
+
+
+def _write(args, dev, lines):
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"conv_embed_{dev.type}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"written to {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Triton kernels of temporal_conv_embed: ReLU(Conv1d(x) + bias) on channels-last x.
+
+Implicit GEMM with shifted loads, no im2col buffer. Rows are the flat index r = b*T + t of
+x (B*T, Cin) and y (B*T, Cout); tap k (shift s = k - K//2) reads row r + s, masked to zero
+when t + s falls outside [0, T) (zero padding inside each video, nothing leaks across
+videos). Accumulation in fp32 (fp64 for fp64 inputs); fp32 inputs use TF32 tensor cores on
+the GPU when torch.backends.cudnn.allow_tf32 (torch's default for convolutions), "ieee"
+otherwise and always under the interpreter.
+
+  forward  y[r, co]      = relu(bias[co] + sum_k sum_ci x[r+s_k, ci] W[co, ci, k])
+  dx       dx[r, ci]     = sum_k sum_co g[r-s_k, co] W[co, ci, k]
+  dW, db   dW[co, ci, k] = sum_r g[r, co] x[r+s_k, ci];   db[co] = sum_r g[r, co]
+with g = dy * (y > 0) recomputed on the fly from dy and the saved y in every kernel that
+reads it (the ReLU mask is never materialised).
+
+Weights are used as Wk (K, Cin, Cout), a small permuted copy per call.
+On the GPU the kernels are autotuned over several block shapes; under the interpreter
+(TRITON_INTERPRET=1) a single small configuration is used.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _configs(kind: str):
+    if _INTERPRET:
+        return [triton.Config({"BM": 16, "BN": 16, "BK": 16}, num_warps=1, num_stages=1)]
+    cfgs = []
+    for bm, bn, bk, w, s in [(128, 128, 32, 8, 3), (128, 128, 32, 4, 4), (128, 64, 32, 4, 4),
+                             (64, 128, 32, 4, 4), (128, 256, 32, 8, 3), (64, 64, 64, 4, 3),
+                             (128, 128, 64, 8, 3)]:
+        cfgs.append(triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s))
+    return cfgs
+
+
+@triton.autotune(configs=_configs("fwd"), key=["Cin", "Cout", "K", "T"])
+@triton.jit
+def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout,
+                K: tl.constexpr, HAS_BIAS: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
+                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    cols = pid_n * BN + tl.arange(0, BN)
+    t = rows % T
+    row_ok = rows < N
+    col_ok = cols < Cout
+    acc_t = tl.float64 if ACC_F64 else tl.float32
+    acc = tl.zeros((BM, BN), dtype=acc_t)
+    P: tl.constexpr = K // 2
+    for k in range(K):
+        s = k - P
+        src_ok = row_ok & (t + s >= 0) & (t + s < T)
+        src = (rows + s).to(tl.int64)
+        for c0 in range(0, Cin, BK):
+            ci = c0 + tl.arange(0, BK)
+            ci_ok = ci < Cin
+            a = tl.load(x_ptr + src[:, None] * Cin + ci[None, :], mask=src_ok[:, None] & ci_ok[None, :], other=0.0)
+            w = tl.load(w_ptr + (k * Cin + ci[:, None]).to(tl.int64) * Cout + cols[None, :],
+                        mask=ci_ok[:, None] & col_ok[None, :], other=0.0)
+            acc += tl.dot(a, w, input_precision=PREC, out_dtype=acc_t)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(acc_t)
+        acc += bias[None, :]
+    acc = tl.maximum(acc, 0.0)
+    tl.store(y_ptr + rows.to(tl.int64)[:, None] * Cout + cols[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.autotune(configs=_configs("dx"), key=["Cin", "Cout", "K", "T"])
+@triton.jit
+def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout,
+               K: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
+               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # dx[r, ci] = sum_k sum_co g[r - s_k, co] * W[co, ci, k]
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    ci = pid_n * BN + tl.arange(0, BN)
+    t = rows % T
+    row_ok = rows < N
+    ci_ok = ci < Cin
+    acc_t = tl.float64 if ACC_F64 else tl.float32
+    acc = tl.zeros((BM, BN), dtype=acc_t)
+    P: tl.constexpr = K // 2
+    for k in range(K):
+        s = k - P
+        src_ok = row_ok & (t - s >= 0) & (t - s < T)
+        src = (rows - s).to(tl.int64)
+        for c0 in range(0, Cout, BK):
+            co = c0 + tl.arange(0, BK)
+            co_ok = co < Cout
+            m = src_ok[:, None] & co_ok[None, :]
+            off = src[:, None] * Cout + co[None, :]
+            dy = tl.load(dy_ptr + off, mask=m, other=0.0)
+            yv = tl.load(y_ptr + off, mask=m, other=0.0)
+            g = tl.where(yv > 0, dy, tl.zeros_like(dy))
+            # W[co, ci, k] from the (K, Cin, Cout) copy: tile (BK co, BN ci)
+            w = tl.load(w_ptr + (k * Cin + ci[None, :]).to(tl.int64) * Cout + co[:, None],
+                        mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
+            acc += tl.dot(g, w, input_precision=PREC, out_dtype=acc_t)
+    tl.store(dx_ptr + rows.to(tl.int64)[:, None] * Cin + ci[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & ci_ok[None, :])
+
+
+@triton.autotune(configs=_configs("dw"), key=["Cin", "Cout", "K", "T"])
+@triton.jit
+def _dw_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, N, T, Cin, Cout,
+               K: tl.constexpr, HAS_DB: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
+               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # dW[co, ci, k] = sum_r g[r, co] * x[r + s_k, ci]; grid (co blocks, ci blocks, K).
+    # db[co] = sum_r g[r, co], written by the programs of the centre tap and ci block 0.
+    pid_co = tl.program_id(0)
+    pid_ci = tl.program_id(1)
+    k = tl.program_id(2)
+    P: tl.constexpr = K // 2
+    s = k - P
+    co = pid_co * BM + tl.arange(0, BM)
+    ci = pid_ci * BN + tl.arange(0, BN)
+    co_ok = co < Cout
+    ci_ok = ci < Cin
+    acc_t = tl.float64 if ACC_F64 else tl.float32
+    acc = tl.zeros((BM, BN), dtype=acc_t)
+    gsum = tl.zeros((BM,), dtype=acc_t)
+    for r0 in range(0, N, BK):
+        r = r0 + tl.arange(0, BK)
+        t = r % T
+        ok = (r < N) & (t + s >= 0) & (t + s < T)
+        r64 = r.to(tl.int64)
+        m = ok[:, None] & co_ok[None, :]
+        off = r64[:, None] * Cout + co[None, :]
+        dy = tl.load(dy_ptr + off, mask=m, other=0.0)
+        yv = tl.load(y_ptr + off, mask=m, other=0.0)
+        g = tl.where(yv > 0, dy, tl.zeros_like(dy))              # (BK rows, BM co)
+        xv = tl.load(x_ptr + (r64 + s)[:, None] * Cin + ci[None, :], mask=ok[:, None] & ci_ok[None, :],
+                     other=0.0)                                  # (BK rows, BN ci)
+        acc += tl.dot(tl.trans(g), xv, input_precision=PREC, out_dtype=acc_t)
+        if HAS_DB:
+            gsum += tl.sum(g.to(acc_t), axis=0)
+    tl.store(dw_ptr + (co.to(tl.int64)[:, None] * Cin + ci[None, :]) * K + k, acc.to(dw_ptr.dtype.element_ty),
+             mask=co_ok[:, None] & ci_ok[None, :])
+    if HAS_DB:
+        if (k == P) & (pid_ci == 0):
+            tl.store(db_ptr + co, gsum.to(db_ptr.dtype.element_ty), mask=co_ok)
+
+
+def _precision(dtype: torch.dtype, device: torch.device) -> str:
+    if dtype == torch.float32 and device.type == "cuda" and not _INTERPRET and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _wk(weight: torch.Tensor) -> torch.Tensor:
+    return weight.permute(2, 1, 0).contiguous()  # (K, Cin, Cout)
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    B, T, Cin = x.shape
+    Cout, _, K = weight.shape
+    x = x.contiguous()
+    y = torch.empty((B, T, Cout), device=x.device, dtype=x.dtype)
+    N = B * T
+    if N == 0 or Cout == 0:
+        return y
+    wk = _wk(weight)
+    b = bias.contiguous() if bias is not None else wk  # dummy pointer when no bias
+    grid = lambda meta: (triton.cdiv(N, meta["BM"]), triton.cdiv(Cout, meta["BN"]))  # noqa: E731
+    _fwd_kernel[grid](x, wk, b, y, N, T, Cin, Cout, K=K, HAS_BIAS=bias is not None,
+                      PREC=_precision(x.dtype, x.device), ACC_F64=x.dtype == torch.float64)
+    return y
+
+
+def backward(grad_out: torch.Tensor, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+             output_mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, T, Cin = x.shape
+    Cout, _, K = weight.shape
+    N = B * T
+    need_dx, need_dw, need_db = (bool(v) for v in output_mask)
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else x.new_empty(0)
+    dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_dw else weight.new_empty(0)
+    db = weight.new_empty(Cout if need_db else 0)
+    if N == 0 or Cin == 0 or Cout == 0:
+        for t, need in ((dx, need_dx), (dw, need_dw), (db, need_db)):
+            if need:
+                t.zero_()
+        return dx, dw, db
+    dy = grad_out.contiguous()
+    y = out.contiguous()
+    prec = _precision(x.dtype, x.device)
+    f64 = x.dtype == torch.float64
+    if need_dx:
+        wk = _wk(weight)
+        grid = lambda meta: (triton.cdiv(N, meta["BM"]), triton.cdiv(Cin, meta["BN"]))  # noqa: E731
+        _dx_kernel[grid](dy, y, wk, dx, N, T, Cin, Cout, K=K, PREC=prec, ACC_F64=f64)
+    if need_dw:
+        grid = lambda meta: (triton.cdiv(Cout, meta["BM"]), triton.cdiv(Cin, meta["BN"]), K)  # noqa: E731
+        _dw_kernel[grid](dy, y, x.contiguous(), dw, db if need_db else dw, N, T, Cin, Cout,
+                         K=K, HAS_DB=need_db, PREC=prec, ACC_F64=f64)
+    elif need_db:  # bias alone needs a gradient (rare): not worth a kernel of its own
+        db.copy_(torch.where(y > 0, dy, torch.zeros_like(dy)).sum(dim=(0, 1), dtype=torch.float32
+                                                                    if not f64 else torch.float64))
+    return dx, dw, db

@@ -1,0 +1,350 @@
+"""temporal_conv_embed (ReLU(Conv1d + bias), channels-last) against the reference
+(torch conv1d + ReLU with the permutes): outputs and all three gradients, every backend.
+
+Triton runs under its interpreter on a machine without a GPU (TRITON_INTERPRET=1 is set
+here before triton is imported), at tiny shapes. CUDA tests skip without a GPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from cola_fast import reference  # noqa: E402
+from cola_fast.ops import temporal_conv_embed  # noqa: E402
+from cola_fast.ops._backend import native_has_kernel, triton_available  # noqa: E402
+
+HAS_NATIVE = native_has_kernel("temporal_conv_embed", "cpu")
+HAS_CUDA = torch.cuda.is_available()
+needs_native = pytest.mark.skipif(not HAS_NATIVE, reason="cola_fast._C not built")
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+needs_triton_cpu = pytest.mark.skipif(not triton_available("cpu"), reason="triton interpreter unavailable")
+
+
+def make(B, T, Cin, Cout, K, bias=True, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, Cin, generator=g, dtype=torch.float64)
+    w = torch.randn(Cout, Cin, K, generator=g, dtype=torch.float64) / (Cin * K) ** 0.5
+    b = 0.3 * torch.randn(Cout, generator=g, dtype=torch.float64) if bias else None
+    conv = (lambda t: None if t is None else t.to(device=device, dtype=dtype).requires_grad_(True))
+    return conv(x), conv(w), conv(b)
+
+
+def run(fn, x, w, b, go):
+    y = fn(x, w, b)
+    ins = [t for t in (x, w, b) if t is not None and t.requires_grad]
+    grads = torch.autograd.grad(y, ins, go)
+    return y, grads
+
+
+def compare(backend, x, w, b, atol, rtol, seed=1):
+    ref = reference.temporal_conv_embed
+    g = torch.Generator().manual_seed(seed)
+    go = torch.randn(x.shape[0], x.shape[1], w.shape[0], generator=g, dtype=torch.float64).to(x.device, x.dtype)
+    y, grads = run(lambda *a: temporal_conv_embed(*a, backend=backend), x, w, b, go)
+    yr, grads_r = run(ref, x, w, b, go)
+    assert y.shape == yr.shape and y.dtype == yr.dtype
+    torch.testing.assert_close(y, yr, atol=atol, rtol=rtol)
+    names = [n for n, t in (("dx", x), ("dweight", w), ("dbias", b)) if t is not None and t.requires_grad]
+    for n, a, r in zip(names, grads, grads_r):
+        torch.testing.assert_close(a, r, atol=atol, rtol=rtol, msg=lambda m, n=n: f"{n}: {m}")
+
+
+# ------------------------------------------------------------------------------------------
+# native CPU
+# ------------------------------------------------------------------------------------------
+@needs_native
+@pytest.mark.parametrize("K", [1, 3, 9])
+@pytest.mark.parametrize("T", [1, 2, 3, 37, 750])
+@pytest.mark.parametrize("B", [1, 16])
+def test_native_cpu_matches_reference_f64(B, T, K):
+    x, w, b = make(B, T, 5, 7, K, seed=B * 1000 + T * 10 + K)
+    compare("native", x, w, b, atol=1e-12, rtol=1e-10)
+
+
+@needs_native
+@pytest.mark.parametrize("K,T", [(3, 37), (9, 3), (9, 50), (1, 5)])
+def test_native_cpu_no_bias_f32(K, T):
+    x, w, b = make(4, T, 6, 3, K, bias=False, dtype=torch.float32)
+    compare("native", x, w, b, atol=1e-5, rtol=1e-4)
+
+
+@needs_native
+def test_native_cpu_f32_channels():
+    x, w, b = make(3, 40, 64, 48, 3, dtype=torch.float32)
+    compare("native", x, w, b, atol=1e-5, rtol=1e-4)
+
+
+@needs_native
+def test_native_cpu_noncontiguous_inputs():
+    x, w, b = make(2, 11, 6, 4, 3)
+    xt = x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(True)  # (B,T,C) view of (B,C,T)
+    wt = w.detach().permute(2, 0, 1).contiguous().permute(1, 2, 0).requires_grad_(True)
+    assert not xt.is_contiguous() and not wt.is_contiguous()
+    compare("native", xt, wt, b, atol=1e-12, rtol=1e-10)
+
+
+@needs_native
+def test_native_cpu_partial_grads():
+    # x without grad (the CoLA input features): only dweight and dbias are computed.
+    x, w, b = make(3, 9, 4, 5, 3)
+    x.requires_grad_(False)
+    compare("native", x, w, b, atol=1e-12, rtol=1e-10)
+    x, w, b = make(3, 9, 4, 5, 3)
+    w.requires_grad_(False)
+    compare("native", x, w, b, atol=1e-12, rtol=1e-10)
+
+
+def _relu_boundary_inputs(dtype):
+    """Pre-activations exactly 0 at many places: output channel 0 has zero weights and zero
+    bias (0 everywhere), channel 1 zero bias and a video span of x that is all zero for
+    longer than the kernel (0 in the span's interior, whatever the summation order)."""
+    B, T, Cin, Cout, K = 2, 12, 4, 5, 3
+    x, w, b = make(B, T, Cin, Cout, K, dtype=dtype)
+    with torch.no_grad():
+        w[0] = 0
+        b[0] = 0
+        b[1] = 0
+        x[0, 3:9] = 0
+    return x, w, b
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("native", marks=needs_native),
+    pytest.param("triton", marks=needs_triton_cpu),
+])
+def test_relu_boundary_gradient_convention(backend):
+    if backend == "triton" and HAS_CUDA:
+        pytest.skip("covered by the CUDA tests")
+    x, w, b = _relu_boundary_inputs(torch.float64 if backend == "native" else torch.float32)
+    yr = reference.temporal_conv_embed(x, w, b)
+    assert (yr[:, :, 0] == 0).all() and (yr[0, 4:8, 1] == 0).all()  # the construction holds
+    y = temporal_conv_embed(x, w, b, backend=backend)
+    assert (y[:, :, 0] == 0).all() and (y[0, 4:8, 1] == 0).all()
+    go = torch.ones_like(y)
+    gx, gw, gb = torch.autograd.grad(y, (x, w, b), go)
+    rx, rw, rb = torch.autograd.grad(yr, (x, w, b), go)
+    # torch's relu passes no gradient at exactly 0: bias 0 gets nothing at all
+    assert rb[0] == 0 and gb[0] == 0
+    assert (gw[0] == 0).all()
+    tol = dict(atol=1e-12, rtol=1e-10) if backend == "native" else dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(gx, rx, **tol)
+    torch.testing.assert_close(gw, rw, **tol)
+    torch.testing.assert_close(gb, rb, **tol)
+
+
+@needs_native
+@pytest.mark.parametrize("B,T,K,bias", [(2, 5, 3, True), (3, 2, 9, False), (1, 7, 1, True)])
+def test_native_gradcheck_f64(B, T, K, bias):
+    x, w, b = make(B, T, 3, 4, K, bias=bias)
+    # keep pre-activations away from the ReLU kink so finite differences are valid
+    with torch.no_grad():
+        pre = torch.nn.functional.conv1d(x.transpose(1, 2), w, b, padding=K // 2)
+    assert (pre.abs() > 1e-5).all()
+    fn = (lambda x, w, b: temporal_conv_embed(x, w, b, backend="native"))
+    assert torch.autograd.gradcheck(fn, (x, w, b), eps=1e-6, atol=1e-6, nondet_tol=0.0)
+
+
+@needs_native
+def test_native_opcheck():
+    from cola_fast.ops.conv_embed import native_ops
+
+    fwd, bwd = native_ops()
+    for bias in (True, False):
+        x, w, b = make(2, 6, 3, 4, 3, bias=bias, dtype=torch.float32)
+        torch.library.opcheck(fwd, (x, w, b))
+        y = fwd(x.detach(), w.detach(), None if b is None else b.detach())
+        go = torch.randn_like(y)
+        for mask in ([True, True, True], [False, True, bias], [True, False, False]):
+            torch.library.opcheck(bwd, (go, y, x.detach(), w.detach(), mask))
+
+
+@needs_native
+def test_native_torch_compile():
+    # aot_eager traces through the fake kernels and the registered autograd formula.
+    x, w, b = make(2, 7, 3, 4, 3, dtype=torch.float32)
+    fn = torch.compile(lambda x, w, b: temporal_conv_embed(x, w, b, backend="native").sum(),
+                       backend="aot_eager", fullgraph=True)
+    out = fn(x, w, b)
+    grads = torch.autograd.grad(out, (x, w, b))
+    ref = reference.temporal_conv_embed(x, w, b).sum()
+    rgrads = torch.autograd.grad(ref, (x, w, b))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for a, r in zip(grads, rgrads):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+@needs_native
+def test_native_cpu_autocast_and_low_precision():
+    x, w, b = make(2, 9, 4, 5, 3, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = temporal_conv_embed(x, w, b, backend="native")
+    assert y.dtype == torch.float32  # CPU kernels compute in float32 (documented)
+    torch.testing.assert_close(y, reference.temporal_conv_embed(x, w, b), atol=1e-5, rtol=1e-5)
+    xb, wb, bb = (t.detach().bfloat16() for t in (x, w, b))
+    yb = temporal_conv_embed(xb, wb, bb, backend="native")
+    assert yb.dtype == torch.bfloat16
+    torch.testing.assert_close(yb.float(), reference.temporal_conv_embed(xb.float(), wb.float(), bb.float()),
+                               atol=2e-2, rtol=2e-2)
+
+
+# ------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["reference", pytest.param("native", marks=needs_native)])
+def test_validation_errors(backend):
+    x, w, b = make(2, 5, 3, 4, 3, dtype=torch.float32)
+    f = (lambda *a: temporal_conv_embed(*a, backend=backend))
+    with pytest.raises(ValueError, match="x must be"):
+        f(x[0], w, b)
+    with pytest.raises(ValueError, match="weight must be"):
+        f(x, w[..., 0], b)
+    with pytest.raises(ValueError, match="odd"):
+        f(x, torch.randn(4, 3, 2), b)
+    with pytest.raises(ValueError, match="Cin"):
+        f(x, torch.randn(4, 5, 3), b)
+    with pytest.raises(ValueError, match="bias"):
+        f(x, w, torch.randn(5))
+    with pytest.raises(TypeError, match="dtype"):
+        f(x, w.double(), b)
+    with pytest.raises(TypeError, match="floating"):
+        f(x.long(), w, b)
+    with pytest.raises(ValueError, match="device"):
+        f(x, w.to("meta"), b)
+    with pytest.raises(TypeError):
+        f(x.detach().numpy(), w, b)
+
+
+def test_unknown_backend():
+    x, w, b = make(1, 3, 2, 2, 3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="unknown backend"):
+        temporal_conv_embed(x, w, b, backend="cudnn")
+
+
+# ------------------------------------------------------------------------------------------
+# Triton under the interpreter (CPU), tiny shapes
+# ------------------------------------------------------------------------------------------
+@needs_triton_cpu
+@pytest.mark.skipif(HAS_CUDA, reason="the interpreter tests are for machines without a GPU")
+@pytest.mark.parametrize("B,T,Cin,Cout,K,bias", [
+    (1, 1, 3, 5, 3, True), (2, 2, 4, 3, 9, False), (2, 3, 5, 6, 9, True),
+    (2, 37, 17, 18, 3, True), (3, 5, 3, 4, 1, True),
+])
+def test_triton_interpreter_matches_reference(B, T, Cin, Cout, K, bias):
+    x, w, b = make(B, T, Cin, Cout, K, bias=bias, dtype=torch.float32)
+    compare("triton", x, w, b, atol=1e-5, rtol=1e-4)
+
+
+@needs_triton_cpu
+@pytest.mark.skipif(HAS_CUDA, reason="the interpreter tests are for machines without a GPU")
+def test_triton_interpreter_f64_and_partial_grads():
+    x, w, b = make(2, 6, 3, 4, 3)
+    compare("triton", x, w, b, atol=1e-12, rtol=1e-10)
+    x.requires_grad_(False)
+    compare("triton", x, w, b, atol=1e-12, rtol=1e-10)
+    x, w, b = make(2, 6, 3, 4, 3)
+    w.requires_grad_(False)
+    compare("triton", x, w, b, atol=1e-12, rtol=1e-10)
+
+
+@needs_triton_cpu
+@pytest.mark.skipif(HAS_CUDA, reason="the interpreter tests are for machines without a GPU")
+def test_triton_opcheck():
+    from cola_fast.ops.conv_embed import _triton_op
+
+    op = _triton_op()
+    x, w, b = make(1, 4, 3, 2, 3, dtype=torch.float32)
+    torch.library.opcheck(op, (x, w, b), test_utils=("test_schema", "test_autograd_registration",
+                                                      "test_faketensor"))
+
+
+# ------------------------------------------------------------------------------------------
+# CUDA (skip without a GPU)
+# ------------------------------------------------------------------------------------------
+CUDA_BACKENDS = ["native", "triton"]
+
+
+def _cuda_backend_ok(backend):
+    if backend == "native" and not native_has_kernel("temporal_conv_embed", "cuda"):
+        pytest.skip("extension built without CUDA kernels")
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("B,T,Cin,Cout,K", [(1, 1, 5, 7, 3), (16, 37, 24, 40, 3), (3, 750, 64, 48, 9),
+                                            (2, 3, 130, 70, 9), (4, 50, 256, 128, 1)])
+def test_cuda_f64_matches_reference(backend, B, T, Cin, Cout, K):
+    _cuda_backend_ok(backend)
+    x, w, b = make(B, T, Cin, Cout, K, device="cuda")
+    compare(backend, x, w, b, atol=1e-10, rtol=1e-8)
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("B,T,Cin,Cout,K", [(16, 37, 64, 96, 3), (4, 50, 256, 128, 9), (2, 750, 128, 256, 3)])
+def test_cuda_low_precision_rule(backend, dtype, B, T, Cin, Cout, K):
+    """flash-attention rule: error vs the fp32/fp64 truth at most 2x PyTorch's own error in
+    that dtype (plus a small absolute floor). fp32 uses TF32 like cuDNN when allowed."""
+    _cuda_backend_ok(backend)
+    x, w, b = make(B, T, Cin, Cout, K, device="cuda")  # float64 truth
+    g = torch.Generator().manual_seed(7)
+    go = torch.randn(B, T, Cout, generator=g, dtype=torch.float64).cuda()
+    yt, gt = run(reference.temporal_conv_embed, x, w, b, go)
+    low = [t.detach().to(dtype).requires_grad_(True) for t in (x, w, b)]
+    yp, gp = run(reference.temporal_conv_embed, *low, go.to(dtype))  # torch's own in dtype
+    yk, gk = run(lambda *a: temporal_conv_embed(*a, backend=backend), *low, go.to(dtype))
+    assert yk.dtype == dtype
+    for name, t, p, k in zip(("y", "dx", "dw", "db"), (yt,) + gt, (yp,) + gp, (yk,) + gk):
+        err_torch = (p.double() - t).abs().max().item()
+        err_kernel = (k.double() - t).abs().max().item()
+        # small floor relative to the output scale; fp32 runs use TF32 (10-bit mantissa)
+        # like cuDNN, and Triton's TF32 conversion truncates where cuDNN rounds
+        floor = (1e-3 if dtype == torch.float32 else 1e-6) * t.abs().max().item()
+        assert err_kernel <= 2 * err_torch + floor, (name, err_kernel, err_torch)
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+def test_cuda_autocast_bf16(backend):
+    _cuda_backend_ok(backend)
+    x, w, b = make(4, 30, 32, 48, 3, dtype=torch.float32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = temporal_conv_embed(x, w, b, backend=backend)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    torch.testing.assert_close(y.float(), reference.temporal_conv_embed(x, w, b), atol=5e-2, rtol=5e-2)
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+def test_cuda_relu_boundary(backend):
+    _cuda_backend_ok(backend)
+    x, w, b = _relu_boundary_inputs(torch.float64)
+    x, w, b = (t.detach().cuda().requires_grad_(True) for t in (x, w, b))
+    y = temporal_conv_embed(x, w, b, backend=backend)
+    assert (y[:, :, 0] == 0).all() and (y[0, 4:8, 1] == 0).all()
+    gx, gw, gb = torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+    rx, rw, rb = torch.autograd.grad(reference.temporal_conv_embed(x, w, b), (x, w, b), torch.ones_like(y))
+    assert gb[0] == 0
+    for a, r in ((gx, rx), (gw, rw), (gb, rb)):
+        torch.testing.assert_close(a, r, atol=1e-10, rtol=1e-8)
+
+
+@needs_cuda
+def test_cuda_native_opcheck():
+    if not native_has_kernel("temporal_conv_embed", "cuda"):
+        pytest.skip("extension built without CUDA kernels")
+    from cola_fast.ops.conv_embed import native_ops
+
+    fwd, bwd = native_ops()
+    x, w, b = make(2, 6, 3, 4, 3, dtype=torch.float32, device="cuda")
+    torch.library.opcheck(fwd, (x, w, b))
+    y = fwd(x.detach(), w.detach(), b.detach())
+    torch.library.opcheck(bwd, (torch.randn_like(y), y, x.detach(), w.detach(), [True, True, True]))
