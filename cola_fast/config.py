@@ -50,6 +50,7 @@ class TrainConfig:
     plot_videos: int = 0                  # at each evaluation, plot this many test videos (out/plots/)
     # execution
     backend: str = "auto"                 # auto | reference | native | triton
+    amp: str = "none"                     # none | bf16: forward under torch.autocast(bfloat16)
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     threads: int = 0                      # torch CPU threads; 0: leave torch's default
     data_on_device: str = "auto"          # auto (on CUDA) | yes | no: training features in one device tensor

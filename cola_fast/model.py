@@ -134,7 +134,7 @@ class CoLALoss(nn.Module):
         self.backend = backend
 
     def forward(self, out: dict, label: torch.Tensor):
-        l_act = reference.action_loss(out["video_scores"], label)
+        l_act = reference.action_loss(out["video_scores"].float(), label)
         args = (out["embeddings"], out["ea"], out["eb"], out["ha"], out["hb"], self.tau)
         if self.backend == "reference":
             l_snico = reference.snico_loss(*args)

@@ -293,6 +293,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     mining_counts(cfg.num_segments, cfg.r_easy, cfg.r_hard)  # clear error before any work
     if cfg.M > cfg.num_segments:
         raise ValueError(f"num_segments={cfg.num_segments} is shorter than the hard-mining window M={cfg.M}")
+    if cfg.amp not in ("none", "bf16"):
+        raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
     if cfg.batch_size % dist_ctx.world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {dist_ctx.world} processes")
 
@@ -366,7 +368,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             torch.manual_seed((cfg.seed * 1_000_003 + step) * 64 + dist_ctx.rank)
             x, y = stream.batch(step, rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, parts = loss_fn(net(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                out_ = net(x)
+            loss, parts = loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -121,3 +121,11 @@ def test_bad_settings_fail_clearly(args, msg, capsys, tmp_path):
 def test_resume_without_checkpoint_fails_clearly(capsys, tmp_path):
     rc = main(["--preset", "tiny", "--out", str(tmp_path / "none"), "--resume"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains(cache, tmp_path):
+    """--set amp=bf16: the forward runs under autocast(bfloat16); losses stay finite and fall."""
+    s = train(get_preset("tiny").replace(steps=30, eval_every=30, amp="bf16"), tmp_path, quiet=True)
+    losses, _ = _losses(tmp_path)
+    assert all(l == l for l in losses) and losses[-1] < losses[0]
+    assert s["best"]["average_mAP"] > 0
