@@ -28,23 +28,6 @@ MODALITIES = ("rgb", "flow")
 SNIPPET_SECONDS = 16 / 25  # one snippet = 16 frames at 25 fps
 
 
-def _parse_seconds(value, where):
-    if isinstance(value, bool):
-        raise DataError(f"{where}: segment value {value!r} is not a number")
-    if isinstance(value, str):
-        try:
-            x = float(value.strip())
-        except ValueError:
-            raise DataError(f"{where}: segment value {value!r} is not a number") from None
-    elif isinstance(value, numbers.Real):
-        x = float(value)
-    else:
-        raise DataError(f"{where}: segment value {value!r} is not a number")
-    if not math.isfinite(x):
-        raise DataError(f"{where}: segment value {value!r} is not finite")
-    return x
-
-
 def _read_json(path):
     name = str(path)
     if not os.path.isfile(name):
@@ -61,47 +44,22 @@ def _read_json(path):
 def load_gt(gt, name: str | None = None) -> dict:
     """Read and validate a gt.json (path) or an already-parsed dict.
 
-    Returns ``{vid: {"subset": str|None, "annotations": [(label, start_s, end_s), ...]}}``
-    with the segment values parsed to float. Raises DataError on a missing file, bad JSON,
-    a missing "database", a video entry that is not an object, annotations that are not a
-    list, an annotation without a string label or a two-value numeric segment, or
-    start > end.
+    Returns ``{vid: {"subset": str, "annotations": [(label, start_s, end_s), ...]}}``
+    with the segment values parsed to float. The checks are those of the evaluator
+    (cola_fast.evaluation.load_gt: one validator for the whole package); any problem is
+    raised as a DataError naming the file and the video.
     """
-    if isinstance(gt, dict):
-        data, name = gt, name or "gt"
-    else:
-        name, data = str(gt), _read_json(gt)
-    if not isinstance(data, dict) or "database" not in data:
-        raise DataError(f'{name}: missing the top-level "database" key')
-    db = data["database"]
-    if not isinstance(db, dict):
-        raise DataError(f'{name}: "database" must be an object mapping video id -> entry')
-    out = {}
-    for vid, entry in db.items():
-        if not isinstance(entry, dict):
-            raise DataError(f"{name}: entry of video {vid!r} must be an object")
-        anns = entry.get("annotations", [])
-        if not isinstance(anns, list):
-            raise DataError(f'{name}: "annotations" of video {vid!r} must be a list')
-        parsed = []
-        for j, a in enumerate(anns):
-            where = f"{name}: video {vid!r} annotation {j}"
-            if not isinstance(a, dict):
-                raise DataError(f"{where} must be an object")
-            label = a.get("label")
-            if not isinstance(label, str) or not label:
-                raise DataError(f"{where}: missing or non-string label {label!r}")
-            seg = a.get("segment")
-            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-                raise DataError(f"{where}: segment must be [start, end], got {seg!r}")
-            s = _parse_seconds(seg[0], where)
-            e = _parse_seconds(seg[1], where)
-            if s > e:
-                raise DataError(f"{where}: segment start {s} > end {e}")
-            parsed.append((label, s, e))
-        subset = entry.get("subset")
-        out[str(vid)] = {"subset": subset if isinstance(subset, str) else None, "annotations": parsed}
-    return out
+    from ..evaluation.io import EvaluationInputError
+    from ..evaluation.io import load_gt as _validated_gt
+
+    if not isinstance(gt, dict):
+        name, gt = str(gt), _read_json(gt)
+    try:
+        doc = _validated_gt(gt, name or "gt")
+    except (EvaluationInputError, TypeError) as e:
+        raise DataError(str(e)) from None
+    return {vid: {"subset": v["subset"], "annotations": [(a["label"], *a["segment"]) for a in v["annotations"]]}
+            for vid, v in doc["database"].items()}
 
 
 def class_names_from_gt(gt, name: str | None = None) -> list[str]:
