@@ -73,14 +73,27 @@ def triton_available(device: torch.device | str = "cpu") -> bool:
     return triton_interpreting()
 
 
+_RESOLVED: dict = {}
+
+
 @torch.compiler.assume_constant_result  # a Python-level choice: torch.compile treats it as a constant
-def resolve(backend: str | None, device: torch.device, op: str) -> str:
-    """The concrete backend ("reference", "native" or "triton") for op on device."""
+def resolve(backend: str | None, device: torch.device | str, op: str) -> str:
+    """The concrete backend ("reference", "native" or "triton") for op on device.
+    Remembered per (backend, device type, op, interpreter setting): asking the
+    dispatcher costs microseconds, and the ops are called every step."""
     if backend is None:
         backend = os.environ.get("COLA_FAST_BACKEND", "auto")
+    dev_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    key = (backend, dev_type, op, os.environ.get("TRITON_INTERPRET", "0"))
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve_uncached(backend, dev_type, op)
+    return _RESOLVED[key]
+
+
+def _resolve_uncached(backend: str, dev_type: str, op: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    dev = torch.device(device)
+    dev = torch.device(dev_type)
     if backend == "auto":
         if native_has_kernel(op, dev.type):
             return "native"

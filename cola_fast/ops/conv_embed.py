@@ -158,12 +158,6 @@ def _triton_op():
     return _tce_triton
 
 
-@torch.compiler.assume_constant_result
-def _resolve(backend, device_type: str) -> str:
-    # the backend choice is a constant of the traced graph under torch.compile
-    return resolve(backend, torch.device(device_type), OP)
-
-
 # --------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------
@@ -187,7 +181,7 @@ def temporal_conv_embed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     per video. Differentiable in x, weight and bias. backend: "auto" | "reference" |
     "native" | "triton" (default: $COLA_FAST_BACKEND, else "auto")."""
     _validate(x, weight, bias)
-    b = _resolve(backend, x.device.type)
+    b = resolve(backend, x.device, OP)
     if b == "reference":
         return reference.temporal_conv_embed(x, weight, bias)
     x, weight, bias = _autocast(x, weight, bias)

@@ -15,7 +15,6 @@ returns index tensors; gradients flow through the embeddings gathered with them.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
@@ -109,23 +108,6 @@ def _(actionness, keep, k_easy, k_hard, m, M):
     return _fake_outputs(actionness, k_easy, k_hard)
 
 
-_RESOLVED: dict = {}
-
-
-@torch._dynamo.assume_constant_result
-def _resolve(backend: str | None, device_type: str) -> str:
-    """The backend for a device type, remembered per (backend, device type, interpreter
-    setting): resolve() asks the dispatcher, which costs microseconds and which Dynamo cannot
-    trace (hence a constant for torch.compile)."""
-    if backend is None:
-        backend = os.environ.get("COLA_FAST_BACKEND", "auto")
-    key = (backend, device_type, os.environ.get("TRITON_INTERPRET", "0"))
-    b = _RESOLVED.get(key)
-    if b is None:
-        b = _RESOLVED[key] = resolve(backend, torch.device(device_type), "mine_snippets")
-    return b
-
-
 def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard: int,
                   m: int = 3, M: int = 6, backend: str | None = None):
     """(EA, EB, HA, HB): int64 index tensors of shapes (B,k_easy), (B,k_easy), (B,k_hard),
@@ -136,7 +118,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     1 <= m < M. Non-contiguous inputs are made contiguous. backend: "auto" | "reference" |
     "native" | "triton" (None: env COLA_FAST_BACKEND, else "auto")."""
     a, kp, k_easy, k_hard, m, M = _validate(actionness, keep, k_easy, k_hard, m, M)
-    b = _resolve(backend, a.device.type)
+    b = resolve(backend, a.device, "mine_snippets")
     if b == "reference":
         return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
     if b == "native":
