@@ -57,6 +57,23 @@ class GroundTruth(dict):
     """The validated dict returned by load_gt; passing it again skips re-validation."""
 
 
+def _document(path_or_dict, name, what: str, key: str):
+    """(source name, parsed document) of a JSON path or an already loaded dict whose
+    top-level `key` must be an object; what: "ground-truth" or "results"."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        src = os.fspath(path_or_dict)
+        data = _read_json(src, what)
+    elif isinstance(path_or_dict, dict):
+        src = name or f"<{what} dict>"
+        data = path_or_dict
+    else:
+        raise TypeError(f"expected a {what} path or dict, got {type(path_or_dict).__name__}")
+    if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+        label = "ground truth" if what == "ground-truth" else what
+        raise EvaluationInputError(f"{src}: {label} must be an object with a '{key}' object")
+    return src, data
+
+
 def load_gt(path_or_dict, name: str | None = None) -> dict:
     """Load and validate a ground-truth file (COLA_SPEC 1 layout).
 
@@ -68,16 +85,7 @@ def load_gt(path_or_dict, name: str | None = None) -> dict:
     """
     if isinstance(path_or_dict, GroundTruth):
         return path_or_dict
-    if isinstance(path_or_dict, (str, os.PathLike)):
-        src = os.fspath(path_or_dict)
-        data = _read_json(src, "ground-truth")
-    elif isinstance(path_or_dict, dict):
-        src = name or "<ground-truth dict>"
-        data = path_or_dict
-    else:
-        raise TypeError(f"load_gt expects a path or a dict, got {type(path_or_dict).__name__}")
-    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-        raise EvaluationInputError(f"{src}: ground truth must be an object with a 'database' object")
+    src, data = _document(path_or_dict, name, "ground-truth", "database")
     out = {}
     for vid, v in data["database"].items():
         where = f"{src}: video {vid!r}"
@@ -106,16 +114,7 @@ def load_results(path_or_dict, name: str | None = None) -> dict:
     """Load and validate a results file in the ActivityNet format
     ``{"results": {vid: [{"label", "score", "segment"}]}}``. Returns a clean copy with
     float scores and segments (order kept)."""
-    if isinstance(path_or_dict, (str, os.PathLike)):
-        src = os.fspath(path_or_dict)
-        data = _read_json(src, "results")
-    elif isinstance(path_or_dict, dict):
-        src = name or "<results dict>"
-        data = path_or_dict
-    else:
-        raise TypeError(f"expected a results path or dict, got {type(path_or_dict).__name__}")
-    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise EvaluationInputError(f"{src}: results must be an object with a 'results' object")
+    src, data = _document(path_or_dict, name, "results", "results")
     out = {}
     for vid, dets in data["results"].items():
         where = f"{src}: video {vid!r}"
