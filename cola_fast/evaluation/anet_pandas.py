@@ -12,6 +12,10 @@ import json
 
 import numpy as np
 
+# the published tIoU and interpolated-AP helpers are the reference module's, unchanged
+from .reference import interpolated_prec_rec as _interp
+from .reference import segment_iou as _tiou
+
 
 def _pd():
     try:
@@ -19,24 +23,6 @@ def _pd():
     except ImportError as e:  # pragma: no cover
         raise ImportError("cola_fast.evaluation.anet_pandas needs pandas (pip install pandas)") from e
     return pd
-
-
-def _tiou(target, candidates):
-    tt1 = np.maximum(target[0], candidates[:, 0])
-    tt2 = np.minimum(target[1], candidates[:, 1])
-    inter = (tt2 - tt1).clip(0)
-    union = (candidates[:, 1] - candidates[:, 0]) + (target[1] - target[0]) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter.astype(float) / union
-
-
-def _interp(prec, rec):
-    mprec = np.hstack([[0], prec, [0]])
-    mrec = np.hstack([[0], rec, [1]])
-    for i in range(len(mprec) - 1)[::-1]:
-        mprec[i] = max(mprec[i], mprec[i + 1])
-    idx = np.where(mrec[1::] != mrec[0:-1])[0] + 1
-    return np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx])
 
 
 def _ap_one_class(ground_truth, prediction, tiou_thresholds):
