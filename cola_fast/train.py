@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig, get_preset, parse_override
+from .evaluation import format_table
 from .model import CoLA, CoLALoss, ModelConfig, mining_counts
 
 
@@ -213,11 +214,6 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_
     res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
                              tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
     return res, {"version": "cola_fast", "results": results}
-
-
-def format_map_table(res: dict) -> str:
-    from .evaluation import format_table
-    return format_table(res)
 
 
 # --------------------------------------------------------------------------------------
@@ -409,7 +405,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
                     checkpoint(done, out / "last.pt")
                     if not quiet:
                         bar.write(f"step {done}: evaluation {dt:.1f}s{'  (new best)' if improved else ''}\n"
-                                  + format_map_table(res))
+                                  + format_table(res))
                 dist_ctx.barrier()
             if interrupted["flag"]:
                 if is_main:
@@ -431,7 +427,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     if is_main:
         if best["step"] >= 0:
             say(f"\nfinal: best checkpoint at step {best['step']} ({out / 'best.pt'})")
-            say(format_map_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
+            say(format_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
                                   "average_mAP": best["average_mAP"]}))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
