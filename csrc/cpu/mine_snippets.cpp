@@ -26,31 +26,36 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace cola_fast {
 namespace {
 
 // Order-preserving unsigned keys: larger value -> larger key; every NaN -> the largest key;
-// -0 and +0 -> the same key. Branch-free (the inputs are often random 0/value mixes).
+// -0 and +0 -> the same key. Branch-free and in signed arithmetic only, so that loops over
+// them vectorise with plain SSE2 (which has no unsigned compares).
 inline uint32_t key_of(float v) {
-  uint32_t b;
+  int32_t b;
   std::memcpy(&b, &v, sizeof b);
-  const uint32_t mag = b & 0x7fffffffu;
-  b &= 0u - static_cast<uint32_t>(mag != 0);                     // -0 -> +0
-  const uint32_t neg = static_cast<uint32_t>(static_cast<int32_t>(b) >> 31);
-  uint32_t k = b ^ (neg | 0x80000000u);                          // neg: ~b, else b | sign
-  k |= 0u - static_cast<uint32_t>(mag > 0x7f800000u);            // NaN -> all ones
-  return k;
+  const int32_t mag = b & 0x7fffffff;
+  b = mag == 0 ? 0 : b;                                          // -0 -> +0
+  const int32_t neg = b >> 31;                                   // arithmetic shift
+  int32_t k = b ^ (neg | std::numeric_limits<int32_t>::min());   // neg: ~b, else b | sign
+  k = mag > 0x7f800000 ? -1 : k;                                 // NaN -> all ones
+  return static_cast<uint32_t>(k);
 }
 
 inline uint64_t key_of(double v) {
-  uint64_t b;
+  int64_t b;
   std::memcpy(&b, &v, sizeof b);
-  const uint64_t mag = b & 0x7fffffffffffffffull;
-  b &= 0ull - static_cast<uint64_t>(mag != 0);
-  const uint64_t neg = static_cast<uint64_t>(static_cast<int64_t>(b) >> 63);
-  uint64_t k = b ^ (neg | 0x8000000000000000ull);
-  k |= 0ull - static_cast<uint64_t>(mag > 0x7ff0000000000000ull);
-  return k;
+  const int64_t mag = b & 0x7fffffffffffffffll;
+  b = mag == 0 ? 0 : b;
+  const int64_t neg = b >> 63;
+  int64_t k = b ^ (neg | std::numeric_limits<int64_t>::min());
+  k = mag > 0x7ff0000000000000ll ? -1 : k;
+  return static_cast<uint64_t>(k);
 }
 
 inline float value_of(uint32_t k) {  // inverse of key_of (NaN -> a NaN, +-0 -> +0)
@@ -273,7 +278,7 @@ bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budg
 template <typename K>
 void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
   if (k == 0) return;
-  if (k <= 48 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
+  if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
   if (T <= 64) return topk_small(keys, T, k, out);
   constexpr int BITS = 8 * sizeof(K);
   constexpr int TOP = BITS - 8;
@@ -340,6 +345,135 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   sort_desc_stable(sk, si, ck, ci, k, out);
 }
 
+// The row's elementwise passes, as free functions with __restrict pointers so that the
+// compiler vectorises them (keys are unsigned ints, the prefix counts signed ints: without
+// restrict they may alias). Maxima and minima are taken in the signed domain (key ^ sign bit).
+
+// keys[t] = key(a[t] * kp[t])
+template <typename scalar_t, typename K, typename KeyFn>
+void keys_masked(const scalar_t* __restrict a, const scalar_t* __restrict kp, K* __restrict keys,
+                 int64_t T, KeyFn key) {
+  for (int64_t t = 0; t < T; ++t) keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
+}
+
+// Largest key (the NaN key is the largest: torch.max propagates NaN). Branch-free: 32-bit
+// keys with SSE2 compares and selects (SSE2 has no max instruction for int32), else
+// independent cmov chains.
+inline uint32_t max_key(const uint32_t* __restrict keys, int64_t T) {
+  int64_t t = 0;
+  int32_t best = std::numeric_limits<int32_t>::min();
+#if defined(__SSE2__)
+  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
+  __m128i m0 = flip, m1 = flip;
+  for (; t + 8 <= T; t += 8) {
+    const __m128i v0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
+    const __m128i v1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t + 4)), flip);
+    const __m128i g0 = _mm_cmpgt_epi32(v0, m0), g1 = _mm_cmpgt_epi32(v1, m1);
+    m0 = _mm_or_si128(_mm_and_si128(g0, v0), _mm_andnot_si128(g0, m0));
+    m1 = _mm_or_si128(_mm_and_si128(g1, v1), _mm_andnot_si128(g1, m1));
+  }
+  alignas(16) int32_t lanes[8];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), m0);
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes + 4), m1);
+  for (int j = 0; j < 8; ++j) best = std::max(best, lanes[j]);
+#endif
+  for (; t < T; ++t) best = std::max(best, static_cast<int32_t>(keys[t] ^ 0x80000000u));
+  return static_cast<uint32_t>(best) ^ 0x80000000u;
+}
+
+inline uint64_t max_key(const uint64_t* __restrict keys, int64_t T) {
+  int64_t b0 = std::numeric_limits<int64_t>::min(), b1 = b0;
+  constexpr uint64_t F = 0x8000000000000000ull;
+  int64_t t = 0;
+  for (; t + 2 <= T; t += 2) {
+    b0 = std::max(b0, static_cast<int64_t>(keys[t] ^ F));
+    b1 = std::max(b1, static_cast<int64_t>(keys[t + 1] ^ F));
+  }
+  for (; t < T; ++t) b0 = std::max(b0, static_cast<int64_t>(keys[t] ^ F));
+  return static_cast<uint64_t>(std::max(b0, b1)) ^ F;
+}
+
+// keys[t] = key((mx - a[t]) * kp[t])
+template <typename scalar_t, typename K, typename KeyFn>
+void keys_reversed(const scalar_t* __restrict a, const scalar_t* __restrict kp, scalar_t mx,
+                   K* __restrict keys, int64_t T, KeyFn key) {
+  for (int64_t t = 0; t < T; ++t) {
+    const scalar_t inv = static_cast<scalar_t>(mx - a[t]);
+    keys[t] = key(static_cast<scalar_t>(inv * kp[t]));
+  }
+}
+
+template <typename scalar_t, typename K, typename KeyFn>
+void keys_plain(const scalar_t* __restrict a, K* __restrict keys, int64_t T, KeyFn key) {
+  for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
+}
+
+// The smallest key above klo (all ones if none). Branch-free, as max_key.
+inline uint32_t min_key_above(const uint32_t* __restrict keys, int64_t T, uint32_t klo) {
+  const int32_t slo = static_cast<int32_t>(klo ^ 0x80000000u);
+  int32_t best = std::numeric_limits<int32_t>::max();
+  int64_t t = 0;
+#if defined(__SSE2__)
+  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
+  const __m128i lo = _mm_set1_epi32(slo), top = _mm_set1_epi32(std::numeric_limits<int32_t>::max());
+  __m128i m0 = top;
+  for (; t + 4 <= T; t += 4) {
+    __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
+    const __m128i above = _mm_cmpgt_epi32(v, lo);
+    v = _mm_or_si128(_mm_and_si128(above, v), _mm_andnot_si128(above, top));  // not above: +inf
+    const __m128i lt = _mm_cmplt_epi32(v, m0);
+    m0 = _mm_or_si128(_mm_and_si128(lt, v), _mm_andnot_si128(lt, m0));
+  }
+  alignas(16) int32_t lanes[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), m0);
+  for (int j = 0; j < 4; ++j) best = std::min(best, lanes[j]);
+#endif
+  for (; t < T; ++t) {
+    const int32_t v = static_cast<int32_t>(keys[t] ^ 0x80000000u);
+    best = std::min(best, v > slo ? v : std::numeric_limits<int32_t>::max());
+  }
+  return static_cast<uint32_t>(best) ^ 0x80000000u;
+}
+
+inline uint64_t min_key_above(const uint64_t* __restrict keys, int64_t T, uint64_t klo) {
+  constexpr uint64_t F = 0x8000000000000000ull;
+  const int64_t slo = static_cast<int64_t>(klo ^ F);
+  int64_t best = std::numeric_limits<int64_t>::max();
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t v = static_cast<int64_t>(keys[t] ^ F);
+    best = std::min(best, v > slo ? v : std::numeric_limits<int64_t>::max());
+  }
+  return static_cast<uint64_t>(best) ^ F;
+}
+
+// P[0] = 0, P[t+1] = #{u <= t : a[u] > med}
+template <typename scalar_t>
+void prefix_above(const scalar_t* __restrict a, scalar_t med, int32_t* __restrict P, int64_t T) {
+  P[0] = 0;
+  for (int64_t t = 0; t < T; ++t) P[t + 1] = (a[t] > med) ? 1 : 0;  // vectorised compare
+  for (int64_t t = 0; t < T; ++t) P[t + 1] += P[t];
+}
+
+// Interior positions [f0, f1) of the band keys: every window lies inside the row. em/eM:
+// erosions with m and M, dm/dM: dilations (window counts from the prefix sums P);
+// inner = em - eM, outer = dM - dm; k3 = key(a * inner), k4 = key(a * outer).
+template <typename scalar_t, typename K, typename KeyFn>
+void band_keys_interior(const scalar_t* __restrict a, const int32_t* __restrict P, K* __restrict k3,
+                        K* __restrict k4, int64_t f0, int64_t f1, int64_t m, int64_t M, KeyFn key) {
+  const int64_t cm = m / 2, cM = M / 2;
+  const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
+  for (int64_t t = f0; t < f1; ++t) {
+    const int32_t em = (P[t + m - cm] - P[t - cm]) == mi;
+    const int32_t eM = (P[t + M - cM] - P[t - cM]) == Mi;
+    const int32_t dm = (P[t + cm + 1] - P[t - (m - 1 - cm)]) > 0;
+    const int32_t dM = (P[t + cM + 1] - P[t - (M - 1 - cM)]) > 0;
+    const scalar_t inner = static_cast<scalar_t>(static_cast<scalar_t>(em) - static_cast<scalar_t>(eM));
+    const scalar_t outer = static_cast<scalar_t>(static_cast<scalar_t>(dM) - static_cast<scalar_t>(dm));
+    k3[t] = key(static_cast<scalar_t>(a[t] * inner));
+    k4[t] = key(static_cast<scalar_t>(a[t] * outer));
+  }
+}
+
 template <typename scalar_t>
 struct Work {
   using K = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
@@ -354,52 +488,34 @@ struct Work {
     s.reserve(T);
     K* keys = s.keys.data();
 
+    auto kf = [](scalar_t v) { return key(v); };
+
+    // key(a[t]) once: its maximum for easy mining, its median for hard mining
+    K* akeys = s.keys2.data();
+    keys_plain(a, akeys, T, kf);
+
     // 2.1 easy mining. max over t with NaN propagating (the NaN key is the largest)
     if (k_easy > 0) {
-      K kmax = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        const K kv = key(a[t]);
-        kmax = kv > kmax ? kv : kmax;
-        keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
-      }
+      keys_masked(a, kp, keys, T, kf);
       topk_keys(s, keys, T, k_easy, ea);
-      const scalar_t mx = value(kmax);
-      for (int64_t t = 0; t < T; ++t) {
-        const scalar_t inv = static_cast<scalar_t>(mx - a[t]);
-        keys[t] = key(static_cast<scalar_t>(inv * kp[t]));
-      }
+      keys_reversed(a, kp, value(max_key(akeys, T)), keys, T, kf);
       topk_keys(s, keys, T, k_easy, eb);
     }
     if (k_hard == 0) return;
 
     // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
-    for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
     const int64_t lo = (T - 1) / 2, hi = T / 2;
     int64_t greater;
-    const K klo = radix_select_desc(keys, T, T - 1 - lo, s.cand.data(), greater);
+    const K klo = radix_select_desc(akeys, T, T - 1 - lo, s.cand.data(), greater);
     K khi = klo;
-    if (hi != lo && T - 1 - hi < greater) {  // the upper middle is the smallest key above klo
-      khi = ~K(0);
-      // min over keys > klo, in signed arithmetic (vectorises without unsigned compares)
-      using S = std::make_signed_t<K>;
-      constexpr K FLIP = K(1) << (8 * sizeof(K) - 1);
-      const S slo = static_cast<S>(klo ^ FLIP);
-      S shi = std::numeric_limits<S>::max();
-      for (int64_t t = 0; t < T; ++t) {
-        const S v = static_cast<S>(keys[t] ^ FLIP);
-        shi = (v > slo && v < shi) ? v : shi;
-      }
-      khi = static_cast<K>(shi) ^ FLIP;
-    }
+    if (hi != lo && T - 1 - hi < greater) khi = min_key_above(akeys, T, klo);  // the upper middle
     const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
     const scalar_t med = static_cast<scalar_t>(static_cast<scalar_t>(0.5) * sum);
 
     // masks by window counts over bin = a > med (outside [0, T) counts as 0):
     // erode_s(t) = ones in [t-c, t+s-1-c] == s, dilate_s(t) = ones in [t-(s-1-c), t+c] > 0
     int32_t* P = s.prefix.data();
-    P[0] = 0;
-    for (int64_t t = 0; t < T; ++t) P[t + 1] = (a[t] > med) ? 1 : 0;  // vectorised compare
-    for (int64_t t = 0; t < T; ++t) P[t + 1] += P[t];
+    prefix_above(a, med, P, T);
     const int64_t cm = m / 2, cM = M / 2;
     const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
     K* keys2 = s.keys2.data();
@@ -422,28 +538,7 @@ struct Work {
     // interior [M, T-M): every window lies inside the row, no clipping
     const int64_t f0 = std::min(M, T), f1 = std::max(f0, T - M);
     for (int64_t t = 0; t < f0; ++t) slow(t);
-    {
-      // written for the vectoriser: fixed offsets, integer flags
-      const int32_t* em1 = P + (m - cm);
-      const int32_t* em0 = P - cm;
-      const int32_t* eM1 = P + (M - cM);
-      const int32_t* eM0 = P - cM;
-      const int32_t* dm1 = P + (cm + 1);
-      const int32_t* dm0 = P - (m - 1 - cm);
-      const int32_t* dM1 = P + (cM + 1);
-      const int32_t* dM0 = P - (M - 1 - cM);
-      const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
-      for (int64_t t = f0; t < f1; ++t) {
-        const int32_t em = (em1[t] - em0[t]) == mi;
-        const int32_t eM = (eM1[t] - eM0[t]) == Mi;
-        const int32_t dm = (dm1[t] - dm0[t]) > 0;
-        const int32_t dM = (dM1[t] - dM0[t]) > 0;
-        const scalar_t inner = static_cast<scalar_t>(static_cast<scalar_t>(em) - static_cast<scalar_t>(eM));
-        const scalar_t outer = static_cast<scalar_t>(static_cast<scalar_t>(dM) - static_cast<scalar_t>(dm));
-        keys[t] = key(static_cast<scalar_t>(a[t] * inner));
-        keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
-      }
-    }
+    band_keys_interior(a, P, keys, keys2, f0, f1, m, M, kf);
     for (int64_t t = f1; t < T; ++t) slow(t);
     topk_keys(s, keys, T, k_hard, ha);
     topk_keys(s, keys2, T, k_hard, hb);
