@@ -75,10 +75,12 @@ inline double value_of(uint64_t k) {
 // Scratch space of one thread, reused across its videos.
 template <typename K>
 struct Scratch {
-  std::vector<K> keys, keys2, cand, sel_key, tmp_key;  // +1 entries: branch-free writes
+  std::vector<K> keys, keys2, keys3, cand, sel_key, tmp_key;  // +1 entries: branch-free writes
   std::vector<int64_t> sel_idx, tmp_idx, list;
-  std::vector<int32_t> prefix;
+  std::vector<int32_t> prefix, hist;
   void reserve(int64_t T) {
+    hist.resize(2 * 1024);
+    keys3.resize(T + 1);
     keys.resize(T);
     keys2.resize(T);
     list.resize(T + 1);
@@ -139,6 +141,145 @@ K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& great
   std::nth_element(cand, cand + r, cand + cnt, std::greater<K>());
   const K tau = cand[r];
   for (int64_t j = 0; j < r; ++j) greater += static_cast<int64_t>(cand[j] > tau);
+  return tau;
+}
+
+// Smallest and largest key of keys[0..n), n >= 1. Branch-free (SSE2 compares and selects for
+// 32-bit keys, in the signed domain key ^ sign bit).
+inline void minmax_keys(const uint32_t* __restrict keys, int64_t n, uint32_t& kmin, uint32_t& kmax) {
+  int32_t lo = std::numeric_limits<int32_t>::max(), hi = std::numeric_limits<int32_t>::min();
+  int64_t t = 0;
+#if defined(__SSE2__)
+  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
+  __m128i mn = _mm_set1_epi32(lo), mx = _mm_set1_epi32(hi);
+  for (; t + 4 <= n; t += 4) {
+    const __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
+    const __m128i lt = _mm_cmplt_epi32(v, mn), gt = _mm_cmpgt_epi32(v, mx);
+    mn = _mm_or_si128(_mm_and_si128(lt, v), _mm_andnot_si128(lt, mn));
+    mx = _mm_or_si128(_mm_and_si128(gt, v), _mm_andnot_si128(gt, mx));
+  }
+  alignas(16) int32_t a[4], b[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(a), mn);
+  _mm_store_si128(reinterpret_cast<__m128i*>(b), mx);
+  for (int j = 0; j < 4; ++j) {
+    lo = std::min(lo, a[j]);
+    hi = std::max(hi, b[j]);
+  }
+#endif
+  for (; t < n; ++t) {
+    const int32_t v = static_cast<int32_t>(keys[t] ^ 0x80000000u);
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  kmin = static_cast<uint32_t>(lo) ^ 0x80000000u;
+  kmax = static_cast<uint32_t>(hi) ^ 0x80000000u;
+}
+
+inline void minmax_keys(const uint64_t* __restrict keys, int64_t n, uint64_t& kmin, uint64_t& kmax) {
+  uint64_t lo = ~uint64_t(0), hi = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    lo = std::min(lo, keys[t]);
+    hi = std::max(hi, keys[t]);
+  }
+  kmin = lo;
+  kmax = hi;
+}
+
+// Lists, in index order, the t with keys[t] >= lo; returns how many. SSE2: 16 keys compared
+// at a time, then one store per match (the matches are few: about k plus a bin).
+inline int64_t list_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int64_t* __restrict list) {
+  int64_t nl = 0, t = 0;
+#if defined(__SSE2__)
+  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
+  const __m128i thr = _mm_set1_epi32(static_cast<int32_t>((lo ^ 0x80000000u)) - 1);  // v >= lo <=> v > lo - 1
+  const bool all = lo == 0;  // lo - 1 would wrap
+  for (; !all && t + 16 <= n; t += 16) {
+    const __m128i* p = reinterpret_cast<const __m128i*>(keys + t);
+    const __m128i g0 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p), flip), thr);
+    const __m128i g1 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p + 1), flip), thr);
+    const __m128i g2 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p + 2), flip), thr);
+    const __m128i g3 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p + 3), flip), thr);
+    uint32_t mask = static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(_mm_packs_epi32(g0, g1), _mm_packs_epi32(g2, g3))));
+    while (mask) {
+      list[nl++] = t + __builtin_ctz(mask);
+      mask &= mask - 1;
+    }
+  }
+#endif
+  for (; t < n; ++t) {
+    list[nl] = t;
+    nl += static_cast<int64_t>(keys[t] >= lo);
+  }
+  return nl;
+}
+
+inline int64_t list_at_least(const uint64_t* __restrict keys, int64_t n, uint64_t lo, int64_t* __restrict list) {
+  int64_t nl = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    list[nl] = t;
+    nl += static_cast<int64_t>(keys[t] >= lo);
+  }
+  return nl;
+}
+
+// Adaptive digits for a first selection pass: digit(key) = (key - kmin) >> shift, with the
+// shift chosen so that the key range [kmin, kmax] spans at most 2^bits bins. Unlike the top
+// byte of the key (which puts every value of [0.5, 1) in one bin), this splits any range evenly.
+template <typename K>
+struct RangeBins {
+  K kmin;
+  int shift;
+  int64_t nb;  // number of bins, <= 2^bits
+  RangeBins(K lo, K hi, int bits) : kmin(lo), shift(0) {
+    const K range = hi - lo;
+    const int len = range == 0 ? 0 : 64 - __builtin_clzll(static_cast<unsigned long long>(range));
+    shift = std::max(0, len - bits);
+    nb = static_cast<int64_t>(range >> shift) + 1;
+  }
+  int64_t digit(K v) const { return static_cast<int64_t>((v - kmin) >> shift); }
+};
+
+// Histogram of the digits (two interleaved sub-histograms break store-to-load chains on runs
+// of equal keys, e.g. the zeros of a masked row); hist must hold 2 * nb entries.
+template <typename K>
+void range_hist(const K* __restrict keys, int64_t n, const RangeBins<K>& rb, int32_t* __restrict hist) {
+  int32_t* h0 = hist;
+  int32_t* h1 = hist + rb.nb;
+  std::memset(hist, 0, sizeof(int32_t) * 2 * rb.nb);
+  int64_t t = 0;
+  for (; t + 2 <= n; t += 2) {
+    h0[rb.digit(keys[t])]++;
+    h1[rb.digit(keys[t + 1])]++;
+  }
+  for (; t < n; ++t) h0[rb.digit(keys[t])]++;
+}
+
+// The key at descending position r of keys[0..n) and the number of keys greater than it:
+// one adaptive-digit pass, then radix selection among the keys of the bin holding position r
+// (offset by the bin's base so that their bytes above the bin width agree).
+template <typename K>
+K range_select_desc(const K* keys, int64_t n, int64_t r, K* buf, K* cand, int32_t* hist,
+                    int64_t& greater) {
+  K kmin, kmax;
+  minmax_keys(keys, n, kmin, kmax);
+  greater = 0;
+  if (kmin == kmax) return kmin;
+  const RangeBins<K> rb(kmin, kmax, 10);
+  range_hist(keys, n, rb, hist);
+  const int32_t* h1 = hist + rb.nb;
+  int64_t b = rb.nb - 1, above = 0;
+  for (; above + hist[b] + h1[b] <= r; --b) above += hist[b] + h1[b];
+  const K base = kmin + (static_cast<K>(b) << rb.shift);
+  int64_t nc = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const K v = keys[t];
+    buf[nc] = v - base;
+    nc += static_cast<int64_t>(rb.digit(v) == b);
+  }
+  int64_t g2;
+  const int first = rb.shift == 0 ? 0 : ((rb.shift + 7) / 8) * 8 - 8;
+  const K tau = radix_select_desc(buf, nc, r - above, cand, g2, first) + base;
+  greater = above + g2;
   return tau;
 }
 
@@ -269,9 +410,10 @@ bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budg
 }
 
 // Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k).
-//   pass 1: histogram of the top byte; the bin holding position k-1 splits the row into
-//           "surely in" (higher bins), candidates (that bin) and out;
-//   pass 2: one branch-free pass lists the indices in or at that bin, in index order; the
+//   pass 1: min and max key, then a histogram of adaptive digits (RangeBins); the bin holding
+//           position k-1 splits the row into "surely in" (higher bins), candidates (that bin)
+//           and out;
+//   pass 2: one branch-free pass lists the indices in or above that bin, in index order; the
 //           short list is split into surely-in and candidate pairs;
 //   then radix selection of the threshold among the candidates only, the winners appended in
 //   index order, and a stable sort of the k winners (ties stay in index order).
@@ -280,32 +422,25 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   if (k == 0) return;
   if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
   if (T <= 64) return topk_small(keys, T, k, out);
-  constexpr int BITS = 8 * sizeof(K);
-  constexpr int TOP = BITS - 8;
-  alignas(64) int32_t hist[4][256];
-  std::memset(hist, 0, sizeof hist);
-  int64_t i = 0;
-  for (; i + 4 <= T; i += 4) {
-    hist[0][keys[i] >> TOP]++;
-    hist[1][keys[i + 1] >> TOP]++;
-    hist[2][keys[i + 2] >> TOP]++;
-    hist[3][keys[i + 3] >> TOP]++;
+  K kmin, kmax;
+  minmax_keys(keys, T, kmin, kmax);
+  if (kmin == kmax) {  // all equal: the lowest indices, in order
+    for (int64_t j = 0; j < k; ++j) out[j] = j;
+    return;
   }
-  for (; i < T; ++i) hist[0][keys[i] >> TOP]++;
-  int b = 255;
-  int64_t above = 0, inbin = 0;
+  const RangeBins<K> rb(kmin, kmax, 10);
+  int32_t* hist = s.hist.data();
+  range_hist(keys, T, rb, hist);
+  const int32_t* h1 = hist + rb.nb;
+  int64_t b = rb.nb - 1, above = 0, inbin = 0;
   for (;; --b) {
-    inbin = hist[0][b] + hist[1][b] + hist[2][b] + hist[3][b];
+    inbin = hist[b] + h1[b];
     if (above + inbin >= k) break;
     above += inbin;
   }
-  const K bk = static_cast<K>(b);
   int64_t* list = s.list.data();
-  int64_t nl = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    list[nl] = t;
-    nl += static_cast<int64_t>((keys[t] >> TOP) >= bk);
-  }
+  const K base = kmin + (static_cast<K>(b) << rb.shift);  // digit(v) >= b <=> v >= base
+  const int64_t nl = list_at_least(keys, T, base, list);
   K* sk = s.sel_key.data();
   int64_t* si = s.sel_idx.data();
   K* ck = s.tmp_key.data();
@@ -314,13 +449,13 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   for (int64_t c = 0; c < nl; ++c) {
     const int64_t t = list[c];
     const K v = keys[t];
-    const K d = v >> TOP;
+    const int64_t d = rb.digit(v);
     sk[ns] = v;
     si[ns] = t;
-    ns += static_cast<int64_t>(d > bk);
+    ns += static_cast<int64_t>(d > b);
     ck[nc] = v;
     ci[nc] = t;
-    nc += static_cast<int64_t>(d == bk);
+    nc += static_cast<int64_t>(d == b);
   }
   // ns == above, nc == inbin
   const int64_t want = k - above;  // winners among the candidates
@@ -328,8 +463,12 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
     std::copy(ck, ck + nc, sk + ns);
     std::copy(ci, ci + nc, si + ns);
   } else {
+    // the candidates share the bin: offset them by its base, select on the low bits
+    K* buf = s.keys3.data();
+    for (int64_t c = 0; c < nc; ++c) buf[c] = ck[c] - base;
     int64_t greater;
-    const K tau = radix_select_desc(ck, nc, want - 1, s.cand.data(), greater, TOP - 8);  // same top byte
+    const int first = rb.shift == 0 ? 0 : ((rb.shift + 7) / 8) * 8 - 8;
+    const K tau = radix_select_desc(buf, nc, want - 1, s.cand.data(), greater, first) + base;
     const int64_t need = want - greater;
     int64_t j = ns, eqc = 0;
     for (int64_t c = 0; c < nc; ++c) {
@@ -506,7 +645,7 @@ struct Work {
     // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
     const int64_t lo = (T - 1) / 2, hi = T / 2;
     int64_t greater;
-    const K klo = radix_select_desc(akeys, T, T - 1 - lo, s.cand.data(), greater);
+    const K klo = range_select_desc(akeys, T, T - 1 - lo, s.keys3.data(), s.cand.data(), s.hist.data(), greater);
     K khi = klo;
     if (hi != lo && T - 1 - hi < greater) khi = min_key_above(akeys, T, klo);  // the upper middle
     const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
