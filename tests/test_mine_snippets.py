@@ -109,6 +109,24 @@ def test_native_windows_and_specials():
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("T", [65, 750, 2613])
+def test_native_long_rows_with_specials(dtype, T):
+    """Long rows (the selection paths for T > 64: adaptive-range digits, candidate lists) with
+    NaN, +-inf, +-0, denormals, huge and negative values mixed in, and many values of k."""
+    g = torch.Generator().manual_seed(T)
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45, -1e-45, 1e30, -1e30,
+                             1.0, 0.5], dtype=torch.float64)
+    for trial in range(4):
+        a = torch.rand(3, T, generator=g, dtype=torch.float64) * (2 if trial % 2 else 1) - (0.5 if trial > 1 else 0)
+        pick = torch.rand(3, T, generator=g) < (0.02, 0.2, 0.5, 0.05)[trial]
+        a[pick] = specials[torch.randint(0, len(specials), (int(pick.sum()),), generator=g)]
+        keep = torch.rand(3, T, generator=g) < 0.4
+        for k in (2, 9, 10, T // 20, T // 5, T // 2, T - 1):
+            _check(a.to(dtype), keep, k, max(k // 3, 1))
+
+
+@needs_native
 def test_native_keep_dtypes_and_noncontiguous():
     a, keep = _inputs(6, 50, "quantised", seed=4)
     for kp in (keep, keep.float(), keep.double(), keep.half(), keep.to(torch.uint8)):
