@@ -155,7 +155,9 @@ def main():
             + f", medians of {repeats} interleaved repeats after {warmup} warm-up.\n"
             "Baseline `torch` = F.conv1d on x.transpose(1,2) + F.relu + transpose back "
             "(cola_fast.reference). TFLOP/s: forward 2*B*T*Cin*Cout*K, backward 2x that (dx + dW), "
-            "forward+backward 3x.\n")
+            "forward+backward 3x. These are direct-convolution FLOP counts: on the CPU, kernel size 3 with an even T "
+            "takes the Winograd F(2,3) path, which does 2/3 of those multiply-adds, so its TFLOP/s are "
+            "direct-equivalent rates (set COLA_FAST_CONV_WINOGRAD=0 for the shifted-GEMM path).\n")
     if dev.type == "cuda":
         head += (f"fp32 runs use TF32 where torch allows it for convolutions "
                  f"(torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}). "

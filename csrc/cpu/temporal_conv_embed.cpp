@@ -19,11 +19,27 @@
 //   row lies outside the video; then both
 //     dX[rows+s] += g[rows] @ W_k           and       dW_k = g[rows]^T @ x[rows+s]
 //   are flat GEMMs whose leaking terms are exactly zero.
+//
+// Kernel size 3 with an even T (THUMOS'14: K = 3, T = 750) takes the Winograd F(2,3) path
+// instead: outputs are computed in pairs (2j, 2j+1) from the four inputs x[2j-1..2j+2] of
+// the same video (zero outside it) with 4 multiplications per pair instead of 6,
+//   V = B^T d:  v0 = d0 - d2, v1 = d1 + d2, v2 = d2 - d1, v3 = d1 - d3
+//   U = G w:    u0 = w0, u1 = (w0 + w1 + w2) / 2, u2 = (w0 - w1 + w2) / 2, u3 = w2
+//   y = A^T m:  y0 = m0 + m1 + m2, y1 = m1 - m2 - m3,     m_i = v_i @ u_i^T,
+// i.e. 4 GEMMs of N/2 rows instead of 3 of N rows: 2/3 of the multiply-adds. The transforms
+// are single passes over memory (bias and ReLU folded into the output one). The backward
+// uses the same identity: dX is the same kind of convolution of g with the taps reversed
+// and transposed, and dW = G^T [(A g) (x) (B^T d)] summed over pairs, again 4 GEMMs of N/2
+// rows. The result differs from the direct sum by rounding only (cuDNN and oneDNN offer the
+// same algorithm); COLA_FAST_CONV_WINOGRAD=0 turns it off.
 #include <torch/library.h>
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace cola_fast {
@@ -50,6 +66,127 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::opti
 // Rows t in [t0, t0+n) of every video of a (B,T,C) tensor, as a (B,n,C) view.
 inline at::Tensor video_rows(const at::Tensor& t3, int64_t t0, int64_t n) { return t3.narrow(1, t0, n); }
 
+// ---------------------------------------------------------------------------- Winograd F(2,3)
+bool winograd_applies(int64_t T, int64_t K) {
+  if (K != 3 || T < 2 || T % 2 != 0) return false;
+  static const bool enabled = [] {
+    const char* e = std::getenv("COLA_FAST_CONV_WINOGRAD");
+    return !(e && (std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0 || std::strcmp(e, "no") == 0));
+  }();
+  return enabled;
+}
+
+// V (4, B*H, C) = B^T d for every pair j of every video, H = T/2; x (B,T,C) contiguous.
+at::Tensor wino_input(const at::Tensor& x) {
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = T / 2, NH = B * H;
+  at::Tensor V = at::empty({4, NH, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wino_input", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* v = V.data_ptr<scalar_t>();
+    at::parallel_for(0, NH, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t j = r % H;
+        const scalar_t* d1 = xp + (r * 2) * C;  // x[b, 2j]  (rows of one video are consecutive)
+        const scalar_t* d2 = d1 + C;            // x[b, 2j+1]
+        const scalar_t* d0 = j > 0 ? d1 - C : nullptr;
+        const scalar_t* d3 = j + 1 < H ? d2 + C : nullptr;
+        scalar_t* v0 = v + r * C;
+        scalar_t* v1 = v0 + NH * C;
+        scalar_t* v2 = v1 + NH * C;
+        scalar_t* v3 = v2 + NH * C;
+        if (d0) {
+          for (int64_t c = 0; c < C; ++c) v0[c] = d0[c] - d2[c];
+        } else {
+          for (int64_t c = 0; c < C; ++c) v0[c] = -d2[c];
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          v1[c] = d1[c] + d2[c];
+          v2[c] = d2[c] - d1[c];
+        }
+        if (d3) {
+          for (int64_t c = 0; c < C; ++c) v3[c] = d1[c] - d3[c];
+        } else {
+          for (int64_t c = 0; c < C; ++c) v3[c] = d1[c];
+        }
+      }
+    });
+  });
+  return V;
+}
+
+// out (B,T,Co) from M (4, B*H, Co): out[2j] = f(m0 + m1 + m2 + bias), out[2j+1] =
+// f(m1 - m2 - m3 + bias), f = ReLU or identity.
+template <typename scalar_t>
+void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_t NH, int64_t Co, scalar_t* o) {
+  at::parallel_for(0, NH, std::max<int64_t>(1, 8192 / std::max<int64_t>(Co, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const scalar_t* m0 = m + r * Co;
+      const scalar_t* m1 = m0 + NH * Co;
+      const scalar_t* m2 = m1 + NH * Co;
+      const scalar_t* m3 = m2 + NH * Co;
+      scalar_t* y0 = o + (2 * r) * Co;
+      scalar_t* y1 = y0 + Co;
+      for (int64_t c = 0; c < Co; ++c) {
+        const scalar_t bc = bias ? bias[c] : scalar_t(0);
+        scalar_t a = m0[c] + m1[c] + m2[c] + bc;
+        scalar_t b = m1[c] - m2[c] - m3[c] + bc;
+        if (relu) {
+          a = a > scalar_t(0) ? a : scalar_t(0);
+          b = b > scalar_t(0) ? b : scalar_t(0);
+        }
+        y0[c] = a;
+        y1[c] = b;
+      }
+    }
+  });
+}
+
+// ReLU?(conv3(x) + bias) with the taps given as Ut (4, Ci, Co) = (G w)^T per point.
+at::Tensor wino_conv3(const at::Tensor& x, const at::Tensor& Ut, const at::Tensor& bias, bool relu) {
+  const int64_t B = x.size(0), T = x.size(1), Co = Ut.size(2), NH = B * (T / 2);
+  const at::Tensor V = wino_input(x);
+  const at::Tensor M = at::bmm(V, Ut);  // (4, NH, Co)
+  at::Tensor out = at::empty({B, T, Co}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wino_output", [&] {
+    wino_output_impl<scalar_t>(M.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+                               relu, NH, Co, out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+// A g for every pair: (4, B*H, C) = (g[2j], g[2j] + g[2j+1], g[2j] - g[2j+1], -g[2j+1]).
+at::Tensor wino_grad_pairs(const at::Tensor& g) {
+  const int64_t C = g.size(2), NH = g.size(0) * (g.size(1) / 2);
+  at::Tensor A = at::empty({4, NH, C}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "wino_grad_pairs", [&] {
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    scalar_t* a = A.data_ptr<scalar_t>();
+    at::parallel_for(0, NH, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* g0 = gp + (2 * r) * C;
+        const scalar_t* g1 = g0 + C;
+        scalar_t* a0 = a + r * C;
+        scalar_t* a1 = a0 + NH * C;
+        scalar_t* a2 = a1 + NH * C;
+        scalar_t* a3 = a2 + NH * C;
+        for (int64_t c = 0; c < C; ++c) {
+          a0[c] = g0[c];
+          a1[c] = g0[c] + g1[c];
+          a2[c] = g0[c] - g1[c];
+          a3[c] = -g1[c];
+        }
+      }
+    });
+  });
+  return A;
+}
+
+// (G w) for the 3 taps w_k (each (R,S)): (4, R, S) = (w0, (w0+w1+w2)/2, (w0-w1+w2)/2, w2).
+at::Tensor wino_filter(const at::Tensor& w0, const at::Tensor& w1, const at::Tensor& w2) {
+  const at::Tensor s = w0 + w2;
+  return at::stack({w0, (s + w1) * 0.5, (s - w1) * 0.5, w2});
+}
+
 }  // namespace
 
 at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
@@ -59,6 +196,11 @@ at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& wei
   const int64_t B = x.size(0), T = x.size(1), Cin = x.size(2);
   const int64_t Cout = weight.size(0), K = weight.size(2), P = K / 2;
   const int64_t N = B * T;
+  if (N > 0 && Cout > 0 && Cin > 0 && winograd_applies(T, K)) {
+    const bool has_bias = bias_in.has_value() && bias_in->defined();
+    const at::Tensor U = wino_filter(weight.select(2, 0), weight.select(2, 1), weight.select(2, 2));  // (4,Cout,Cin)
+    return wino_conv3(x, U.transpose(1, 2), has_bias ? bias_in->contiguous() : at::Tensor(), /*relu=*/true);
+  }
   at::Tensor out = at::empty({B, T, Cout}, x.options());
   if (N == 0 || Cout == 0) return out;
   if (Cin == 0) {
@@ -171,6 +313,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
   }
 
   const at::Tensor x = x_in.contiguous();
+  if (winograd_applies(T, K)) {
+    if (need_dx) {
+      // dX[u] = g[u-1] W_2 + g[u] W_1 + g[u+1] W_0: the same convolution, taps (W_2, W_1, W_0)
+      const at::Tensor U = wino_filter(weight.select(2, 2), weight.select(2, 1), weight.select(2, 0));  // (4,Cout,Cin)
+      dx.copy_(wino_conv3(g, U, at::Tensor(), /*relu=*/false));
+    }
+    if (need_dw) {
+      const at::Tensor Z = at::bmm(wino_grad_pairs(g).transpose(1, 2), wino_input(x));  // (4,Cout,Cin)
+      const at::Tensor h = (Z[1] + Z[2]) * 0.5;
+      dw.select(2, 0).copy_(Z[0] + h);
+      dw.select(2, 1).copy_((Z[1] - Z[2]) * 0.5);
+      dw.select(2, 2).copy_(h + Z[3]);
+    }
+    return {dx, dw, db};
+  }
   const at::Tensor x2 = x.view({N, Cin});
   const at::Tensor g2 = g.view({N, Cout});
   const at::Tensor Wt = need_dx ? weight.permute({2, 0, 1}).contiguous() : at::Tensor();  // (K,Cout,Cin)
