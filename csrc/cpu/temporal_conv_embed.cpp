@@ -145,7 +145,8 @@ void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_
 at::Tensor wino_conv3(const at::Tensor& x, const at::Tensor& Ut, const at::Tensor& bias, bool relu) {
   const int64_t B = x.size(0), T = x.size(1), Co = Ut.size(2), NH = B * (T / 2);
   const at::Tensor V = wino_input(x);
-  const at::Tensor M = at::bmm(V, Ut);  // (4, NH, Co)
+  at::Tensor M = at::empty({4, NH, Co}, x.options());
+  at::bmm_out(M, V, Ut);  // out= variant: under autocast, at::bmm would return bf16
   at::Tensor out = at::empty({B, T, Co}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wino_output", [&] {
     wino_output_impl<scalar_t>(M.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
@@ -320,7 +321,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
       dx.copy_(wino_conv3(g, U, at::Tensor(), /*relu=*/false));
     }
     if (need_dw) {
-      const at::Tensor Z = at::bmm(wino_grad_pairs(g).transpose(1, 2), wino_input(x));  // (4,Cout,Cin)
+      at::Tensor Z = at::empty({4, Cout, Cin}, opts);  // out= variant: not recast by autocast
+      at::bmm_out(Z, wino_grad_pairs(g).transpose(1, 2), wino_input(x));
       const at::Tensor h = (Z[1] + Z[2]) * 0.5;
       dw.select(2, 0).copy_(Z[0] + h);
       dw.select(2, 1).copy_((Z[1] - Z[2]) * 0.5);
