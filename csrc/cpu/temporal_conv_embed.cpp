@@ -141,18 +141,16 @@ void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_
   });
 }
 
-// ReLU?(conv3(x) + bias) with the taps given as Ut (4, Ci, Co) = (G w)^T per point.
-at::Tensor wino_conv3(const at::Tensor& x, const at::Tensor& Ut, const at::Tensor& bias, bool relu) {
-  const int64_t B = x.size(0), T = x.size(1), Co = Ut.size(2), NH = B * (T / 2);
+// out (B,T,Co) contiguous = ReLU?(conv3(x) + bias), the taps given as Ut (4, Ci, Co) = (G w)^T.
+void wino_conv3(const at::Tensor& x, const at::Tensor& Ut, const at::Tensor& bias, bool relu, at::Tensor& out) {
+  const int64_t Co = Ut.size(2), NH = x.size(0) * (x.size(1) / 2);
   const at::Tensor V = wino_input(x);
   at::Tensor M = at::empty({4, NH, Co}, x.options());
   at::bmm_out(M, V, Ut);  // out= variant: under autocast, at::bmm would return bf16
-  at::Tensor out = at::empty({B, T, Co}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wino_output", [&] {
     wino_output_impl<scalar_t>(M.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
                                relu, NH, Co, out.data_ptr<scalar_t>());
   });
-  return out;
 }
 
 // A g for every pair: (4, B*H, C) = (g[2j], g[2j] + g[2j+1], g[2j] - g[2j+1], -g[2j+1]).
@@ -200,7 +198,9 @@ at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& wei
   if (N > 0 && Cout > 0 && Cin > 0 && winograd_applies(T, K)) {
     const bool has_bias = bias_in.has_value() && bias_in->defined();
     const at::Tensor U = wino_filter(weight.select(2, 0), weight.select(2, 1), weight.select(2, 2));  // (4,Cout,Cin)
-    return wino_conv3(x, U.transpose(1, 2), has_bias ? bias_in->contiguous() : at::Tensor(), /*relu=*/true);
+    at::Tensor out = at::empty({B, T, Cout}, x.options());
+    wino_conv3(x, U.transpose(1, 2), has_bias ? bias_in->contiguous() : at::Tensor(), /*relu=*/true, out);
+    return out;
   }
   at::Tensor out = at::empty({B, T, Cout}, x.options());
   if (N == 0 || Cout == 0) return out;
@@ -318,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
     if (need_dx) {
       // dX[u] = g[u-1] W_2 + g[u] W_1 + g[u+1] W_0: the same convolution, taps (W_2, W_1, W_0)
       const at::Tensor U = wino_filter(weight.select(2, 2), weight.select(2, 1), weight.select(2, 0));  // (4,Cout,Cin)
-      dx.copy_(wino_conv3(g, U, at::Tensor(), /*relu=*/false));
+      wino_conv3(g, U, at::Tensor(), /*relu=*/false, dx);  // straight into dx (fresh, contiguous)
     }
     if (need_dw) {
       at::Tensor Z = at::empty({4, Cout, Cin}, opts);  // out= variant: not recast by autocast
