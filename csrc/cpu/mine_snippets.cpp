@@ -254,33 +254,76 @@ void range_hist(const K* __restrict keys, int64_t n, const RangeBins<K>& rb, int
   for (; t < n; ++t) h0[rb.digit(keys[t])]++;
 }
 
+// Where descending position r of keys[0..n) falls among the adaptive-digit bins.
+template <typename K>
+struct RankSplit {
+  bool all_equal;    // every key equals base: no bins
+  RangeBins<K> rb;
+  int64_t b;         // the bin holding position r
+  int64_t above;     // keys in higher bins
+  K base;            // smallest key of bin b: digit(v) >= b <=> v >= base
+};
+
+template <typename K>
+RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist) {
+  K kmin, kmax;
+  minmax_keys(keys, n, kmin, kmax);
+  RankSplit<K> sp{kmin == kmax, RangeBins<K>(kmin, kmax, 10), 0, 0, kmin};
+  if (sp.all_equal) return sp;
+  range_hist(keys, n, sp.rb, hist);
+  const int32_t* h1 = hist + sp.rb.nb;
+  int64_t b = sp.rb.nb - 1;
+  for (; sp.above + hist[b] + h1[b] <= r; --b) sp.above += hist[b] + h1[b];
+  sp.b = b;
+  sp.base = kmin + (static_cast<K>(b) << sp.rb.shift);
+  return sp;
+}
+
+// The key at descending position r of the nc keys vals[] of bin sp.b, and the number of them
+// greater than it: offset by the bin's base (so that their bytes above the bin width agree,
+// as radix_select_desc requires), then radix selection. buf may be vals.
+template <typename K>
+K select_in_bin(const K* vals, int64_t nc, int64_t r, const RankSplit<K>& sp, K* buf, K* cand, int64_t& greater) {
+  for (int64_t c = 0; c < nc; ++c) buf[c] = vals[c] - sp.base;
+  const int first = sp.rb.shift == 0 ? 0 : ((sp.rb.shift + 7) / 8) * 8 - 8;
+  return radix_select_desc(buf, nc, r, cand, greater, first) + sp.base;
+}
+
 // The key at descending position r of keys[0..n) and the number of keys greater than it:
-// one adaptive-digit pass, then radix selection among the keys of the bin holding position r
-// (offset by the bin's base so that their bytes above the bin width agree).
+// one adaptive-digit pass, then selection among the keys of the bin holding position r.
 template <typename K>
 K range_select_desc(const K* keys, int64_t n, int64_t r, K* buf, K* cand, int32_t* hist,
                     int64_t& greater) {
-  K kmin, kmax;
-  minmax_keys(keys, n, kmin, kmax);
+  const RankSplit<K> sp = split_at_rank(keys, n, r, hist);
   greater = 0;
-  if (kmin == kmax) return kmin;
-  const RangeBins<K> rb(kmin, kmax, 10);
-  range_hist(keys, n, rb, hist);
-  const int32_t* h1 = hist + rb.nb;
-  int64_t b = rb.nb - 1, above = 0;
-  for (; above + hist[b] + h1[b] <= r; --b) above += hist[b] + h1[b];
-  const K base = kmin + (static_cast<K>(b) << rb.shift);
+  if (sp.all_equal) return sp.base;
   int64_t nc = 0;
   for (int64_t t = 0; t < n; ++t) {
-    const K v = keys[t];
-    buf[nc] = v - base;
-    nc += static_cast<int64_t>(rb.digit(v) == b);
+    buf[nc] = keys[t];
+    nc += static_cast<int64_t>(sp.rb.digit(keys[t]) == sp.b);
   }
   int64_t g2;
-  const int first = rb.shift == 0 ? 0 : ((rb.shift + 7) / 8) * 8 - 8;
-  const K tau = radix_select_desc(buf, nc, r - above, cand, g2, first) + base;
-  greater = above + g2;
+  const K tau = select_in_bin(buf, nc, r - sp.above, sp, buf, cand, g2);
+  greater = sp.above + g2;
   return tau;
+}
+
+// Stable insertion sort of n (key, index) pairs by key descending (equal keys keep their order).
+template <typename K>
+void insertion_sort_desc(K* key, int64_t* idx, int64_t n) {
+  for (int64_t a = 1; a < n; ++a) {
+    const K v = key[a];
+    if (!(key[a - 1] < v)) continue;
+    const int64_t ix = idx[a];
+    int64_t b = a - 1;
+    while (b >= 0 && key[b] < v) {
+      key[b + 1] = key[b];
+      idx[b + 1] = idx[b];
+      --b;
+    }
+    key[b + 1] = v;
+    idx[b + 1] = ix;
+  }
 }
 
 // Stable sort of k (key, index) pairs by key descending (equal keys keep their order):
@@ -288,18 +331,7 @@ K range_select_desc(const K* keys, int64_t n, int64_t r, K* buf, K* cand, int32_
 template <typename K>
 void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t* out) {
   if (k <= 32) {
-    for (int64_t a = 1; a < k; ++a) {
-      const K v = sk[a];
-      const int64_t ix = si[a];
-      int64_t b = a - 1;
-      while (b >= 0 && sk[b] < v) {
-        sk[b + 1] = sk[b];
-        si[b + 1] = si[b];
-        --b;
-      }
-      sk[b + 1] = v;
-      si[b + 1] = ix;
-    }
+    insertion_sort_desc(sk, si, k);
     std::copy(si, si + k, out);
     return;
   }
@@ -333,19 +365,7 @@ void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t
         tk[p] = sk[a];
         ti[p] = si[a];
       }
-      for (int64_t a = 1; a < k; ++a) {
-        const K v = tk[a];
-        if (!(tk[a - 1] < v)) continue;
-        const int64_t ix = ti[a];
-        int64_t b = a - 1;
-        while (b >= 0 && tk[b] < v) {
-          tk[b + 1] = tk[b];
-          ti[b + 1] = ti[b];
-          --b;
-        }
-        tk[b + 1] = v;
-        ti[b + 1] = ix;
-      }
+      insertion_sort_desc(tk, ti, k);  // fixes the order inside each bucket
       std::copy(ti, ti + k, out);
       return;
     }
@@ -422,25 +442,14 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   if (k == 0) return;
   if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
   if (T <= 64) return topk_small(keys, T, k, out);
-  K kmin, kmax;
-  minmax_keys(keys, T, kmin, kmax);
-  if (kmin == kmax) {  // all equal: the lowest indices, in order
+  const RankSplit<K> sp = split_at_rank(keys, T, k - 1, s.hist.data());
+  if (sp.all_equal) {  // the lowest indices, in order
     for (int64_t j = 0; j < k; ++j) out[j] = j;
     return;
   }
-  const RangeBins<K> rb(kmin, kmax, 10);
-  int32_t* hist = s.hist.data();
-  range_hist(keys, T, rb, hist);
-  const int32_t* h1 = hist + rb.nb;
-  int64_t b = rb.nb - 1, above = 0, inbin = 0;
-  for (;; --b) {
-    inbin = hist[b] + h1[b];
-    if (above + inbin >= k) break;
-    above += inbin;
-  }
+  const int64_t b = sp.b, above = sp.above;
   int64_t* list = s.list.data();
-  const K base = kmin + (static_cast<K>(b) << rb.shift);  // digit(v) >= b <=> v >= base
-  const int64_t nl = list_at_least(keys, T, base, list);
+  const int64_t nl = list_at_least(keys, T, sp.base, list);
   K* sk = s.sel_key.data();
   int64_t* si = s.sel_idx.data();
   K* ck = s.tmp_key.data();
@@ -449,7 +458,7 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   for (int64_t c = 0; c < nl; ++c) {
     const int64_t t = list[c];
     const K v = keys[t];
-    const int64_t d = rb.digit(v);
+    const int64_t d = sp.rb.digit(v);
     sk[ns] = v;
     si[ns] = t;
     ns += static_cast<int64_t>(d > b);
@@ -463,12 +472,8 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
     std::copy(ck, ck + nc, sk + ns);
     std::copy(ci, ci + nc, si + ns);
   } else {
-    // the candidates share the bin: offset them by its base, select on the low bits
-    K* buf = s.keys3.data();
-    for (int64_t c = 0; c < nc; ++c) buf[c] = ck[c] - base;
     int64_t greater;
-    const int first = rb.shift == 0 ? 0 : ((rb.shift + 7) / 8) * 8 - 8;
-    const K tau = radix_select_desc(buf, nc, want - 1, s.cand.data(), greater, first) + base;
+    const K tau = select_in_bin(ck, nc, want - 1, sp, s.keys3.data(), s.cand.data(), greater);
     const int64_t need = want - greater;
     int64_t j = ns, eqc = 0;
     for (int64_t c = 0; c < nc; ++c) {
