@@ -141,7 +141,8 @@ def test_relu_boundary_gradient_convention(backend):
 
 @needs_native
 @pytest.mark.parametrize("B,T,K,bias", [(2, 5, 3, True), (3, 2, 9, False), (1, 7, 1, True),
-                                        (2, 6, 3, True), (1, 2, 3, False)])  # K=3, even T: Winograd
+                                        (2, 6, 3, True), (1, 2, 3, False),  # K=3, even T: Winograd
+                                        (2, 8, 9, True)])  # K=9, even T: grouped Winograd forward
 def test_native_gradcheck_f64(B, T, K, bias):
     x, w, b = make(B, T, 3, 4, K, bias=bias)
     # keep pre-activations away from the ReLU kink so finite differences are valid
@@ -354,19 +355,23 @@ def test_cuda_native_opcheck():
 
 @needs_native
 def test_native_winograd_and_shifted_gemm_paths_agree():
-    """K=3 with even T takes the Winograd F(2,3) path; COLA_FAST_CONV_WINOGRAD=0 (read once per
-    process) forces the shifted-GEMM path. Both must give the reference's output and gradients."""
+    """K=3 (forward and backward) and K=9 (forward) with even T take the Winograd F(2,3) path;
+    COLA_FAST_CONV_WINOGRAD=0 (read once per process) forces the shifted-GEMM path. Both must
+    give the same output and gradients."""
     import subprocess
     import sys
     code = (
-        "import torch, cola_fast.ops as o\n"
-        "g = torch.Generator().manual_seed(0)\n"
-        "x = torch.randn(3, 10, 6, generator=g, dtype=torch.float64, requires_grad=True)\n"
-        "w = torch.randn(5, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)\n"
-        "b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)\n"
-        "y = o.temporal_conv_embed(x, w, b, backend='native')\n"
-        "y.backward(torch.randn(y.shape, generator=g, dtype=torch.float64))\n"
-        "torch.save([t.detach() for t in (y, x.grad, w.grad, b.grad)], __import__('sys').argv[1])\n"
+        "import sys, torch, cola_fast.ops as o\n"
+        "res = []\n"
+        "for K in (3, 9):\n"
+        "    g = torch.Generator().manual_seed(K)\n"
+        "    x = torch.randn(3, 10, 6, generator=g, dtype=torch.float64, requires_grad=True)\n"
+        "    w = torch.randn(5, 6, K, generator=g, dtype=torch.float64, requires_grad=True)\n"
+        "    b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)\n"
+        "    y = o.temporal_conv_embed(x, w, b, backend='native')\n"
+        "    y.backward(torch.randn(y.shape, generator=g, dtype=torch.float64))\n"
+        "    res += [t.detach() for t in (y, x.grad, w.grad, b.grad)]\n"
+        "torch.save(res, sys.argv[1])\n"
     )
     outs = {}
     for flag in ("1", "0"):
@@ -377,4 +382,5 @@ def test_native_winograd_and_shifted_gemm_paths_agree():
     for a, r in zip(outs["1"], outs["0"]):
         torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-10)
     # and the Winograd path is not bit-identical to the other: it really is a different algorithm
-    assert any(not torch.equal(a, r) for a, r in zip(outs["1"], outs["0"]))
+    assert not torch.equal(outs["1"][0], outs["0"][0])  # K=3 output
+    assert not torch.equal(outs["1"][4], outs["0"][4])  # K=9 output

@@ -20,18 +20,22 @@
 //     dX[rows+s] += g[rows] @ W_k           and       dW_k = g[rows]^T @ x[rows+s]
 //   are flat GEMMs whose leaking terms are exactly zero.
 //
-// Kernel size 3 with an even T (THUMOS'14: K = 3, T = 750) takes the Winograd F(2,3) path
-// instead: outputs are computed in pairs (2j, 2j+1) from the four inputs x[2j-1..2j+2] of
-// the same video (zero outside it) with 4 multiplications per pair instead of 6,
+// Kernel sizes that are multiples of 3 with an even T (THUMOS'14: K = 3, T = 750; ActivityNet
+// 1.2: K = 9, T = 50) take the Winograd F(2,3) path instead: outputs are computed in pairs
+// (2j, 2j+1) from the four inputs x[2j-1..2j+2] of the same video (zero outside it) with 4
+// multiplications per pair instead of 6,
 //   V = B^T d:  v0 = d0 - d2, v1 = d1 + d2, v2 = d2 - d1, v3 = d1 - d3
 //   U = G w:    u0 = w0, u1 = (w0 + w1 + w2) / 2, u2 = (w0 - w1 + w2) / 2, u3 = w2
 //   y = A^T m:  y0 = m0 + m1 + m2, y1 = m1 - m2 - m3,     m_i = v_i @ u_i^T,
-// i.e. 4 GEMMs of N/2 rows instead of 3 of N rows: 2/3 of the multiply-adds. The transforms
-// are single passes over memory (bias and ReLU folded into the output one). The backward
-// uses the same identity: dX is the same kind of convolution of g with the taps reversed
-// and transposed, and dW = G^T [(A g) (x) (B^T d)] summed over pairs, again 4 GEMMs of N/2
-// rows. The result differs from the direct sum by rounding only (cuDNN and oneDNN offer the
-// same algorithm); COLA_FAST_CONV_WINOGRAD=0 turns it off.
+// i.e. 4 GEMMs of N/2 rows instead of 3 of N rows: 2/3 of the multiply-adds. K = 3g taps are
+// g groups of 3: every group's 3-tap convolution runs over x zero-padded by 3(g-1)/2 rows per
+// video end, all groups in one GEMM per point, and out[t] = sum_a z_a(t + 3a) (for K = 9,
+// T = 50: 0.75 of the direct multiply-adds). The transforms are single passes over memory
+// (bias and ReLU folded into the output one). For K = 3 the backward uses the same identity:
+// dX is the same kind of convolution of g with the taps reversed and transposed, and
+// dW = G^T [(A g) (x) (B^T d)] summed over pairs, again 4 GEMMs of N/2 rows (K = 9 keeps the
+// shifted GEMMs in the backward). The result differs from the direct sum by rounding only
+// (cuDNN and oneDNN offer the same algorithm); COLA_FAST_CONV_WINOGRAD=0 turns it off.
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -67,14 +71,21 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::opti
 inline at::Tensor video_rows(const at::Tensor& t3, int64_t t0, int64_t n) { return t3.narrow(1, t0, n); }
 
 // ---------------------------------------------------------------------------- Winograd F(2,3)
-bool winograd_applies(int64_t T, int64_t K) {
-  if (K != 3 || T < 2 || T % 2 != 0) return false;
+bool winograd_enabled() {
   static const bool enabled = [] {
     const char* e = std::getenv("COLA_FAST_CONV_WINOGRAD");
     return !(e && (std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0 || std::strcmp(e, "no") == 0));
   }();
   return enabled;
 }
+
+// Forward: K a multiple of 3 (3 for THUMOS'14, 9 for ActivityNet 1.2) and T even.
+bool winograd_forward_applies(int64_t T, int64_t K) {
+  return K % 3 == 0 && T >= 2 && T % 2 == 0 && winograd_enabled();
+}
+
+// Backward: K = 3 only (K = 9 keeps the shifted GEMMs there).
+bool winograd_backward_applies(int64_t T, int64_t K) { return K == 3 && winograd_forward_applies(T, K); }
 
 // V (4, B*H, C) = B^T d for every pair j of every video, H = T/2; x (B,T,C) contiguous.
 at::Tensor wino_input(const at::Tensor& x) {
@@ -114,42 +125,58 @@ at::Tensor wino_input(const at::Tensor& x) {
   return V;
 }
 
-// out (B,T,Co) from M (4, B*H, Co): out[2j] = f(m0 + m1 + m2 + bias), out[2j+1] =
-// f(m1 - m2 - m3 + bias), f = ReLU or identity.
+// out (B,T,Co) from M (4, B*H', g*Co), H' = T'/2, T' = T + 3(g-1): group a of the taps
+// (w_{3a..3a+2}) gives z_a(p) = m0 + m1 + m2 (p even) or m1 - m2 - m3 (p odd) at pair p/2 of
+// its Co columns; out[t] = f(sum_a z_a(t + 3a) + bias), f = ReLU or identity.
 template <typename scalar_t>
-void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_t NH, int64_t Co, scalar_t* o) {
-  at::parallel_for(0, NH, std::max<int64_t>(1, 8192 / std::max<int64_t>(Co, 1)), [&](int64_t r0, int64_t r1) {
+void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_t B, int64_t T, int64_t g,
+                      int64_t Co, scalar_t* o) {
+  const int64_t Hp = (T + 3 * (g - 1)) / 2, NH = B * Hp, ld = g * Co;  // M: (4, NH, ld)
+  at::parallel_for(0, B * T, std::max<int64_t>(1, 8192 / std::max<int64_t>(Co, 1)), [&](int64_t r0, int64_t r1) {
+    std::vector<scalar_t> acc(Co);
     for (int64_t r = r0; r < r1; ++r) {
-      const scalar_t* m0 = m + r * Co;
-      const scalar_t* m1 = m0 + NH * Co;
-      const scalar_t* m2 = m1 + NH * Co;
-      const scalar_t* m3 = m2 + NH * Co;
-      scalar_t* y0 = o + (2 * r) * Co;
-      scalar_t* y1 = y0 + Co;
-      for (int64_t c = 0; c < Co; ++c) {
-        const scalar_t bc = bias ? bias[c] : scalar_t(0);
-        scalar_t a = m0[c] + m1[c] + m2[c] + bc;
-        scalar_t b = m1[c] - m2[c] - m3[c] + bc;
-        if (relu) {
-          a = a > scalar_t(0) ? a : scalar_t(0);
-          b = b > scalar_t(0) ? b : scalar_t(0);
+      const int64_t b = r / T, t = r % T;
+      for (int64_t c = 0; c < Co; ++c) acc[c] = bias ? bias[c] : scalar_t(0);
+      for (int64_t a = 0; a < g; ++a) {
+        const int64_t p = t + 3 * a;
+        const scalar_t* m0 = m + (b * Hp + p / 2) * ld + a * Co;
+        const scalar_t* m1 = m0 + NH * ld;
+        const scalar_t* m2 = m1 + NH * ld;
+        const scalar_t* m3 = m2 + NH * ld;
+        if (p % 2 == 0) {
+          for (int64_t c = 0; c < Co; ++c) acc[c] += m0[c] + m1[c] + m2[c];
+        } else {
+          for (int64_t c = 0; c < Co; ++c) acc[c] += m1[c] - m2[c] - m3[c];
         }
-        y0[c] = a;
-        y1[c] = b;
+      }
+      scalar_t* y = o + r * Co;
+      if (relu) {
+        for (int64_t c = 0; c < Co; ++c) y[c] = acc[c] > scalar_t(0) ? acc[c] : scalar_t(0);
+      } else {
+        for (int64_t c = 0; c < Co; ++c) y[c] = acc[c];
       }
     }
   });
 }
 
-// out (B,T,Co) contiguous = ReLU?(conv3(x) + bias), the taps given as Ut (4, Ci, Co) = (G w)^T.
-void wino_conv3(const at::Tensor& x, const at::Tensor& Ut, const at::Tensor& bias, bool relu, at::Tensor& out) {
-  const int64_t Co = Ut.size(2), NH = x.size(0) * (x.size(1) / 2);
-  const at::Tensor V = wino_input(x);
-  at::Tensor M = at::empty({4, NH, Co}, x.options());
+// out (B,T,Co) contiguous = ReLU?(conv(x) + bias) for a kernel of K = 3g taps, the taps given
+// as Ut (4, Ci, g*Co): columns [a*Co, (a+1)*Co) hold (G w_a)^T of group a. For g > 1 the
+// groups' 3-tap convolutions run over x zero-padded by 3(g-1)/2 rows at each end of every
+// video (T' = T + 3(g-1) rows), all groups in one GEMM per point.
+void wino_conv(const at::Tensor& x, const at::Tensor& Ut, int64_t g, const at::Tensor& bias, bool relu,
+               at::Tensor& out) {
+  const int64_t B = x.size(0), T = x.size(1), Co = Ut.size(2) / g, L = 3 * (g - 1) / 2;
+  at::Tensor xp = x;
+  if (L > 0) {
+    xp = at::zeros({B, T + 2 * L, x.size(2)}, x.options());
+    xp.narrow(1, L, T).copy_(x);
+  }
+  const at::Tensor V = wino_input(xp);
+  at::Tensor M = at::empty({4, V.size(1), Ut.size(2)}, x.options());
   at::bmm_out(M, V, Ut);  // out= variant: under autocast, at::bmm would return bf16
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wino_output", [&] {
     wino_output_impl<scalar_t>(M.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-                               relu, NH, Co, out.data_ptr<scalar_t>());
+                               relu, B, T, g, Co, out.data_ptr<scalar_t>());
   });
 }
 
@@ -195,11 +222,15 @@ at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& wei
   const int64_t B = x.size(0), T = x.size(1), Cin = x.size(2);
   const int64_t Cout = weight.size(0), K = weight.size(2), P = K / 2;
   const int64_t N = B * T;
-  if (N > 0 && Cout > 0 && Cin > 0 && winograd_applies(T, K)) {
+  if (N > 0 && Cout > 0 && Cin > 0 && winograd_forward_applies(T, K)) {
     const bool has_bias = bias_in.has_value() && bias_in->defined();
-    const at::Tensor U = wino_filter(weight.select(2, 0), weight.select(2, 1), weight.select(2, 2));  // (4,Cout,Cin)
+    const int64_t g = K / 3;
+    std::vector<at::Tensor> groups;  // (4, Cout, Cin) per group of 3 taps
+    for (int64_t a = 0; a < g; ++a)
+      groups.push_back(wino_filter(weight.select(2, 3 * a), weight.select(2, 3 * a + 1), weight.select(2, 3 * a + 2)));
+    const at::Tensor Ut = at::cat(groups, 1).transpose(1, 2);  // (4, Cin, g*Cout)
     at::Tensor out = at::empty({B, T, Cout}, x.options());
-    wino_conv3(x, U.transpose(1, 2), has_bias ? bias_in->contiguous() : at::Tensor(), /*relu=*/true, out);
+    wino_conv(x, Ut, g, has_bias ? bias_in->contiguous() : at::Tensor(), /*relu=*/true, out);
     return out;
   }
   at::Tensor out = at::empty({B, T, Cout}, x.options());
@@ -314,11 +345,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
   }
 
   const at::Tensor x = x_in.contiguous();
-  if (winograd_applies(T, K)) {
+  if (winograd_backward_applies(T, K)) {
     if (need_dx) {
       // dX[u] = g[u-1] W_2 + g[u] W_1 + g[u+1] W_0: the same convolution, taps (W_2, W_1, W_0)
       const at::Tensor U = wino_filter(weight.select(2, 2), weight.select(2, 1), weight.select(2, 0));  // (4,Cout,Cin)
-      wino_conv3(g, U, at::Tensor(), /*relu=*/false, dx);  // straight into dx (fresh, contiguous)
+      wino_conv(g, U, 1, at::Tensor(), /*relu=*/false, dx);  // straight into dx (fresh, contiguous)
     }
     if (need_dw) {
       at::Tensor Z = at::empty({4, Cout, Cin}, opts);  // out= variant: not recast by autocast
