@@ -94,11 +94,18 @@ class CoLA(nn.Module):
             raise ValueError(f"expected features (B,T,{self.cfg.feature_dim}), got {tuple(x.shape)}")
         B, T, _ = x.shape
         emb = self.embed(x)                                   # (B,T,E)
-        h = self.dropout(emb).transpose(1, 2)                 # (B,E,T)
-        h = self.classifier(h)
-        if self.depthwise is not None:
-            h = self.depthwise(h)
-        cas = F.relu(h).transpose(1, 2)                       # (B,T,C)
+        if self._is_reference():
+            h = self.dropout(emb)
+        else:  # fused one-pass dropout on the CPU (torch's own elsewhere)
+            h = ops.dropout(emb, self.cfg.dropout, self.training, backend=self.backend)
+        if self.depthwise is None and not self._is_reference():
+            # THUMOS'14 classifier, a 1x1 conv: the same linear map on (B,T,E), no transposes
+            cas = F.relu(F.linear(h, self.classifier.weight.squeeze(-1)))  # (B,T,C)
+        else:
+            h = self.classifier(h.transpose(1, 2))            # (B,C,T)
+            if self.depthwise is not None:
+                h = self.depthwise(h)
+            cas = F.relu(h).transpose(1, 2)                   # (B,T,C)
         actionness = cas.sum(dim=2)                           # (B,T)
 
         mine = self.training if mine is None else mine

@@ -33,6 +33,13 @@ TORCH_LIBRARY(cola_fast, m) {
   m.def("snico_loss_bwd(Tensor grad, Tensor emb, Tensor ea, Tensor eb, Tensor ha, Tensor hb, Tensor means,"
         " Tensor mean_norms, Tensor neg_norms, Tensor logits, Tensor lse, float tau) -> Tensor");
 
+  // ---- dropout (the model's Dropout(0.7) before the classifier), CPU -------------------
+  // x any float shape, 0 <= p < 1, seed from torch's generator; returns x * mask / (1 - p)
+  // and the mask (uint8, 1 = kept). See csrc/cpu/dropout.cpp.
+  m.def("dropout_fwd(Tensor x, float p, int seed) -> (Tensor out, Tensor mask)");
+  // d(x) = grad * mask / (1 - p)
+  m.def("dropout_bwd(Tensor grad, Tensor mask, float p) -> Tensor");
+
   // ---- temporal_conv_embed (COLA_SPEC 2, embedding layer) ------------------------------
   // owned by the conv-embedding kernels; see csrc/cpu/temporal_conv_embed.cpp
   // x (B,T,Cin), weight (Cout,Cin,K) with K odd, bias (Cout,) or None; zero padding K//2
