@@ -155,7 +155,8 @@ def main():
         "every backend's indices asserted equal to the reference's on all of them.",
         "",
         "The machine's 2 cores are shared with other jobs: wall times swing with their load. The "
-        "process CPU time (time.process_time, same runs) is less sensitive to it and is given beside.",
+        "process CPU time (time.process_time, same runs) is less sensitive to it and is given beside."
+        + (" With more than one thread its per-call median under-counts runs this short: Linux adds the other threads' CPU time in lumps at scheduler ticks (the native op at (16,750), 2 threads: 2.0x its wall time in CPU time summed over 5000 calls, yet a per-call median close to its wall time)." if torch.get_num_threads() > 1 else ""),
         "",
         "| shape | backend | median time (us) | speed-up vs published | speed-up vs reference "
         "| median CPU time (us) | CPU-time speed-up vs published |",
