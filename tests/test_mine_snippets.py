@@ -127,6 +127,42 @@ def test_native_long_rows_with_specials(dtype, T):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("T", [65, 300, 750])
+def test_native_positive_count_around_k(dtype, T):
+    """The top-k first lists the keys above zero: rows with k-1, k and k+1 of them, rows where the
+    zeros must fill the rest in index order, and rows where even the zeros are too few and
+    negative values must be ranked; also rows whose values are distinct but crowded into one
+    bucket, and rows spanning the whole float range (bucket widths would overflow)."""
+    g = torch.Generator().manual_seed(7 * T)
+    ones = torch.ones(1, T, dtype=torch.bool)
+    for k in (9, 10, T // 5, T // 2):
+        for p in (k - 1, k, k + 1, k // 2, 0):
+            for n_zero in (T, k - p + 1, max(k - p - 3, 0)):  # zeros enough, just enough, too few
+                a = -torch.rand(1, T, generator=g, dtype=torch.float64) - 0.25  # negatives
+                perm = torch.randperm(T, generator=g)
+                a[0, perm[:p]] = torch.rand(p, generator=g, dtype=torch.float64) + 0.1
+                nz = min(n_zero, T - p)
+                a[0, perm[p:p + nz]] = 0.0
+                if k % 2:
+                    a[0, perm[p:p + nz:2]] = -0.0
+                _check(a.to(dtype), ones, k, max(k // 3, 1))
+    base = 1.0 + torch.arange(T, dtype=torch.float64)[torch.randperm(T, generator=g)]
+    eps = float(torch.finfo(dtype).eps)
+    rows = [
+        1.0 + eps * base,  # distinct values, a few ulps apart: crowded buckets
+        torch.where(base % 2 == 0, 1.0 + eps * base, 1e-3 * base / T),  # one crowded cluster on top
+        torch.where(base % 3 == 0, torch.full_like(base, 3e38 if dtype == torch.float32 else 1e308),
+                    torch.where(base % 3 == 1, -(base / T), torch.full_like(base, -3e38 if dtype == torch.float32 else -1e308))),
+        torch.where(base % 2 == 0, base / T, torch.full_like(base, 1e-45 if dtype == torch.float32 else 5e-324)),
+    ]
+    for row in rows:
+        for keep in (ones, torch.rand(1, T, generator=g) < 0.4):
+            for k in (9, 10, T // 5, T // 2, T):
+                _check(row[None].to(dtype), keep, k, max(k // 3, 1))
+
+
+@needs_native
 def test_native_keep_dtypes_and_noncontiguous():
     a, keep = _inputs(6, 50, "quantised", seed=4)
     for kp in (keep, keep.float(), keep.double(), keep.half(), keep.to(torch.uint8)):

@@ -76,10 +76,14 @@ inline double value_of(uint64_t k) {
 template <typename K>
 struct Scratch {
   std::vector<K> keys, keys2, keys3, cand, sel_key, tmp_key;  // +1 entries: branch-free writes
-  std::vector<int64_t> sel_idx, tmp_idx, list;
-  std::vector<int32_t> prefix, hist;
+  std::vector<int64_t> sel_idx, tmp_idx, list, zlist;
+  std::vector<K> zkeys;
+  std::vector<int32_t> prefix, hist, digits;
   void reserve(int64_t T) {
-    hist.resize(2 * 1024);
+    digits.resize(T + 1);
+    zlist.resize(T + 1);
+    zkeys.resize(T + 1);
+    hist.resize(2 * 1024 + 1);
     keys3.resize(T + 1);
     keys.resize(T);
     keys2.resize(T);
@@ -264,11 +268,13 @@ struct RankSplit {
   K base;            // smallest key of bin b: digit(v) >= b <=> v >= base
 };
 
+// Digit width for n keys: about one key per bin on evenly spread keys, 128 to 1024 bins.
+inline int bins_bits(int64_t n) { return n >= 512 ? 10 : n >= 256 ? 9 : n >= 128 ? 8 : 7; }
+
+// As below, with the smallest and largest key given.
 template <typename K>
-RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist) {
-  K kmin, kmax;
-  minmax_keys(keys, n, kmin, kmax);
-  RankSplit<K> sp{kmin == kmax, RangeBins<K>(kmin, kmax, 10), 0, 0, kmin};
+RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist, K kmin, K kmax) {
+  RankSplit<K> sp{kmin == kmax, RangeBins<K>(kmin, kmax, bins_bits(n)), 0, 0, kmin};
   if (sp.all_equal) return sp;
   range_hist(keys, n, sp.rb, hist);
   const int32_t* h1 = hist + sp.rb.nb;
@@ -277,6 +283,13 @@ RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist) {
   sp.b = b;
   sp.base = kmin + (static_cast<K>(b) << sp.rb.shift);
   return sp;
+}
+
+template <typename K>
+RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist) {
+  K kmin, kmax;
+  minmax_keys(keys, n, kmin, kmax);
+  return split_at_rank(keys, n, r, hist, kmin, kmax);
 }
 
 // The key at descending position r of the nc keys vals[] of bin sp.b, and the number of them
@@ -293,8 +306,8 @@ K select_in_bin(const K* vals, int64_t nc, int64_t r, const RankSplit<K>& sp, K*
 // one adaptive-digit pass, then selection among the keys of the bin holding position r.
 template <typename K>
 K range_select_desc(const K* keys, int64_t n, int64_t r, K* buf, K* cand, int32_t* hist,
-                    int64_t& greater) {
-  const RankSplit<K> sp = split_at_rank(keys, n, r, hist);
+                    K kmin, K kmax, int64_t& greater) {
+  const RankSplit<K> sp = split_at_rank(keys, n, r, hist, kmin, kmax);
   greater = 0;
   if (sp.all_equal) return sp.base;
   int64_t nc = 0;
@@ -437,14 +450,77 @@ bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budg
 //           short list is split into surely-in and candidate pairs;
 //   then radix selection of the threshold among the candidates only, the winners appended in
 //   index order, and a stable sort of the k winners (ties stay in index order).
+// Top-k by one bucket pass, for keys spread evenly enough (returns false, having written
+// nothing, when a bucket at or above the one holding position k-1 is crowded, or all keys are
+// equal): a histogram of adaptive digits; the bucket b holding position k-1; a stable,
+// branch-free scatter of the keys in buckets >= b to their places in descending bucket order
+// (keys of lower buckets land past the end, harmlessly); a stable insertion sort that only has
+// to order each bucket. The first k are the answer.
+// dig[c] = min(hi, int((value(keys[c]) - vmin) * scale)), vectorisable
+template <typename K, typename V>
+void bucket_digits(const K* __restrict keys, int64_t n, V vmin, V scale, int32_t hi, int32_t* __restrict dig) {
+  for (int64_t c = 0; c < n; ++c) {
+    const int32_t d = static_cast<int32_t>((value_of(keys[c]) - vmin) * scale);
+    dig[c] = d < hi ? d : hi;
+  }
+}
+
 template <typename K>
-void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
-  if (k == 0) return;
-  if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
-  if (T <= 64) return topk_small(keys, T, k, out);
+bool topk_bucket(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t n, int64_t k, int64_t* out) {
+  constexpr int32_t CROWD = 24;  // insertion-sort cost grows with the square of a bucket's size
+  K kmin, kmax;
+  minmax_keys(keys, n, kmin, kmax);
+  if (kmin == kmax) return false;
+  // buckets of equal width in value (not in key: keys of floats are logarithmic in the value,
+  // so a row reaching down to tiny values would crowd its top buckets); finite rows only
+  using V = decltype(value_of(kmin));  // float for 32-bit keys, double for 64-bit ones
+  const V vmin = value_of(kmin), vmax = value_of(kmax);
+  const V span = vmax - vmin;
+  if (!(span > V(0) && span < std::numeric_limits<V>::infinity())) return false;  // NaN, inf
+  const int32_t nb = int32_t(1) << bins_bits(n);
+  const V scale = static_cast<V>(nb) / span;
+  // digits, monotone in the key (each step rounds monotonically), clamped to [0, nb)
+  int32_t* dig = s.digits.data();
+  bucket_digits(keys, n, vmin, scale, nb - 1, dig);
+  int32_t* h = s.hist.data();
+  std::memset(h, 0, sizeof(int32_t) * nb);
+  for (int64_t c = 0; c < n; ++c) h[dig[c]]++;
+  int32_t b = nb - 1;
+  int32_t acc = 0, crowd = 0;
+  for (; acc + h[b] < k; --b) {
+    acc += h[b];
+    crowd = std::max(crowd, h[b]);
+  }
+  crowd = std::max(crowd, h[b]);
+  if (crowd > CROWD) return false;
+  const int32_t m = acc + h[b];  // keys in buckets >= b
+  int32_t off = 0;
+  for (int32_t j = nb - 1; j >= b; --j) {
+    const int32_t c = h[j];
+    h[j] = off;
+    off += c;
+  }
+  K* sk = s.sel_key.data();
+  int64_t* si = s.sel_idx.data();
+  for (int64_t c = 0; c < n; ++c) {  // keys of lower buckets all go to slot m (sk has n+1)
+    const int32_t d = dig[c];
+    const int32_t in = d >= b;
+    const int32_t p = in ? h[d] : m;
+    h[d] += in;
+    sk[p] = keys[c];
+    si[p] = idx ? idx[c] : c;
+  }
+  insertion_sort_desc(sk, si, m);
+  std::copy(si, si + k, out);
+  return true;
+}
+
+template <typename K>
+void topk_subset(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t T, int64_t k, int64_t* out) {
+  if (topk_bucket(s, keys, idx, T, k, out)) return;
   const RankSplit<K> sp = split_at_rank(keys, T, k - 1, s.hist.data());
   if (sp.all_equal) {  // the lowest indices, in order
-    for (int64_t j = 0; j < k; ++j) out[j] = j;
+    for (int64_t j = 0; j < k; ++j) out[j] = idx ? idx[j] : j;
     return;
   }
   const int64_t b = sp.b, above = sp.above;
@@ -456,8 +532,9 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   int64_t* ci = s.tmp_idx.data();
   int64_t ns = 0, nc = 0;
   for (int64_t c = 0; c < nl; ++c) {
-    const int64_t t = list[c];
-    const K v = keys[t];
+    const int64_t p = list[c];
+    const K v = keys[p];
+    const int64_t t = idx ? idx[p] : p;
     const int64_t d = sp.rb.digit(v);
     sk[ns] = v;
     si[ns] = t;
@@ -487,6 +564,42 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   }
   // the candidates' scratch is free again: use it for the sort
   sort_desc_stable(sk, si, ck, ci, k, out);
+}
+
+// Top-k of keys[0..T) under the spec's rule. Masked rows (a * keep, a * band) are mostly the
+// key of zero, which makes histograms slow (every increment hits one slot) and wastes passes:
+// when at least k keys lie above the zero key, one SIMD pass lists them and the selection runs on
+// that short list only; when fewer do, they come first (sorted) and the zeros fill the rest in
+// index order, as the tie rule says.
+template <typename K>
+void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
+  if (k == 0) return;
+  if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
+  if (T <= 64) return topk_small(keys, T, k, out);
+  constexpr K Z = K(1) << (8 * sizeof(K) - 1);  // key_of(+-0)
+  int64_t* zl = s.zlist.data();
+  const int64_t np = list_at_least(keys, T, Z + 1, zl);  // the positives, in index order
+  if (np >= k) {
+    if (np > T - T / 8) return topk_subset(s, keys, static_cast<const int64_t*>(nullptr), T, k, out);
+    K* zk = s.zkeys.data();
+    for (int64_t c = 0; c < np; ++c) zk[c] = keys[zl[c]];
+    return topk_subset(s, zk, zl, np, k, out);
+  }
+  int64_t nz = 0;
+  for (int64_t t = 0; t < T; ++t) nz += static_cast<int64_t>(keys[t] == Z);
+  if (np + nz < k) return topk_subset(s, keys, static_cast<const int64_t*>(nullptr), T, k, out);
+  K* sk = s.sel_key.data();
+  int64_t* si = s.sel_idx.data();
+  for (int64_t c = 0; c < np; ++c) {
+    sk[c] = keys[zl[c]];
+    si[c] = zl[c];
+  }
+  sort_desc_stable(sk, si, s.tmp_key.data(), s.tmp_idx.data(), np, out);
+  int64_t j = np;
+  for (int64_t t = 0; j < k; ++t) {
+    out[j] = t;
+    j += static_cast<int64_t>(keys[t] == Z);
+  }
 }
 
 // The row's elementwise passes, as free functions with __restrict pointers so that the
@@ -593,9 +706,12 @@ inline uint64_t min_key_above(const uint64_t* __restrict keys, int64_t T, uint64
 // P[0] = 0, P[t+1] = #{u <= t : a[u] > med}
 template <typename scalar_t>
 void prefix_above(const scalar_t* __restrict a, scalar_t med, int32_t* __restrict P, int64_t T) {
+  int32_t acc = 0;  // in a register: P[t + 1] += P[t] would wait on store-to-load forwarding
   P[0] = 0;
-  for (int64_t t = 0; t < T; ++t) P[t + 1] = (a[t] > med) ? 1 : 0;  // vectorised compare
-  for (int64_t t = 0; t < T; ++t) P[t + 1] += P[t];
+  for (int64_t t = 0; t < T; ++t) {
+    acc += (a[t] > med) ? 1 : 0;
+    P[t + 1] = acc;
+  }
 }
 
 // Interior positions [f0, f1) of the band keys: every window lies inside the row. em/eM:
@@ -637,12 +753,14 @@ struct Work {
     // key(a[t]) once: its maximum for easy mining, its median for hard mining
     K* akeys = s.keys2.data();
     keys_plain(a, akeys, T, kf);
+    K amin, amax;  // amax: the NaN key when there is a NaN (torch.max propagates it)
+    minmax_keys(akeys, T, amin, amax);
 
     // 2.1 easy mining. max over t with NaN propagating (the NaN key is the largest)
     if (k_easy > 0) {
       keys_masked(a, kp, keys, T, kf);
       topk_keys(s, keys, T, k_easy, ea);
-      keys_reversed(a, kp, value(max_key(akeys, T)), keys, T, kf);
+      keys_reversed(a, kp, value(amax), keys, T, kf);
       topk_keys(s, keys, T, k_easy, eb);
     }
     if (k_hard == 0) return;
@@ -650,7 +768,7 @@ struct Work {
     // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
     const int64_t lo = (T - 1) / 2, hi = T / 2;
     int64_t greater;
-    const K klo = range_select_desc(akeys, T, T - 1 - lo, s.keys3.data(), s.cand.data(), s.hist.data(), greater);
+    const K klo = range_select_desc(akeys, T, T - 1 - lo, s.keys3.data(), s.cand.data(), s.hist.data(), amin, amax, greater);
     K khi = klo;
     if (hi != lo && T - 1 - hi < greater) khi = min_key_above(akeys, T, klo);  // the upper middle
     const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
