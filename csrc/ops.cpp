@@ -4,6 +4,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
 extern "C" {
 // A real Python module so that `import cola_fast._C` loads the library (and with it the
 // registrations below). No pybind11: the ops are reached through torch.ops.cola_fast.
@@ -14,12 +16,18 @@ PyObject* PyInit__C(void) {
 }
 }
 
+namespace cola_fast {
+std::string mining_cpu_isa();  // csrc/cpu/mine_snippets.cpp
+}  // namespace cola_fast
+
 TORCH_LIBRARY(cola_fast, m) {
   // ---- mine_snippets (COLA_SPEC 2.1-2.2) ----------------------------------------------
   // actionness (B,T) float, keep (B,T) same dtype as actionness (0/1);
   // returns EA, EB (B,k_easy) and HA, HB (B,k_hard), int64.
   m.def("mine_snippets(Tensor actionness, Tensor keep, int k_easy, int k_hard, int m, int M)"
         " -> (Tensor, Tensor, Tensor, Tensor)");
+  // Which build of the CPU kernel runs: "avx512" or "sse2" (COLA_FAST_MINING_ISA=sse2 forces it).
+  m.def("mining_cpu_isa() -> str", &cola_fast::mining_cpu_isa);
 
   // ---- snico_loss (COLA_SPEC 3) --------------------------------------------------------
   // owned by the SniCo kernels; see csrc/cpu/snico_loss.cpp and csrc/cuda/snico_loss.cu.

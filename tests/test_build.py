@@ -24,3 +24,32 @@ def test_cuda_kernels_compiled_and_linked():
     assert describe()["native_cuda"], "the extension was built without its CUDA kernels"
     for op in OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", "CUDA"), op
+
+
+def test_avx512_code_only_in_its_own_functions():
+    """The mining kernel is compiled a second time under "#pragma GCC target(avx512...)" and
+    chosen at run time. That is only safe if no function the linker may share between the two
+    builds (weak / COMDAT symbols: inline library functions, template instances) holds AVX or
+    AVX-512 code (any VEX or EVEX instruction), else a CPU without AVX-512 could run that copy
+    from the SSE2 build."""
+    import platform
+    import re
+    import shutil
+    import subprocess
+    import cola_fast._C as C
+    if platform.machine() != "x86_64" or not (shutil.which("nm") and shutil.which("objdump")):
+        pytest.skip("needs x86-64 with nm and objdump")
+    so = C.__file__
+    weak = {ln.split()[-1] for ln in subprocess.check_output(["nm", "--defined-only", so], text=True).splitlines()
+            if len(ln.split()) == 3 and ln.split()[1] in "WVu"}
+    wide, cur = set(), None
+    for ln in subprocess.check_output(["objdump", "-d", "--no-show-raw-insn", so], text=True).splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.+)>:$", ln)
+        if m:
+            cur = m.group(1)
+        elif cur and re.search(r"^\s*[0-9a-f]+:\s+v[a-z0-9]+\s|%[yz]mm\d|\{%k[1-7]\}", ln):
+            wide.add(cur)  # a VEX / EVEX instruction (AVX, AVX-512), also on xmm registers
+    assert any("isa_avx512" in subprocess.check_output(["c++filt", f], text=True) for f in wide) or \
+        "isa_avx512" not in subprocess.check_output(["nm", "-C", so], text=True), "AVX-512 build not found"
+    shared = sorted(wide & weak)
+    assert not shared, f"weak symbols with AVX code: {shared[:5]}"

@@ -155,11 +155,33 @@ def test_native_positive_count_around_k(dtype, T):
         torch.where(base % 3 == 0, torch.full_like(base, 3e38 if dtype == torch.float32 else 1e308),
                     torch.where(base % 3 == 1, -(base / T), torch.full_like(base, -3e38 if dtype == torch.float32 else -1e308))),
         torch.where(base % 2 == 0, base / T, torch.full_like(base, 1e-45 if dtype == torch.float32 else 5e-324)),
+        base * (1e-45 if dtype == torch.float32 else 5e-324),  # denormals only: bucket widths underflow
+        -base * (1e-45 if dtype == torch.float32 else 5e-324),
     ]
     for row in rows:
         for keep in (ones, torch.rand(1, T, generator=g) < 0.4):
             for k in (9, 10, T // 5, T // 2, T):
                 _check(row[None].to(dtype), keep, k, max(k // 3, 1))
+
+
+@needs_native
+def test_native_sse2_build_matches_reference_too():
+    """The CPU kernel is built twice (SSE2, and AVX-512 chosen at run time when the CPU has it).
+    On an AVX-512 CPU the tests above run the AVX-512 build; this runs them again on the SSE2
+    build (COLA_FAST_MINING_ISA=sse2, read once per process) in a subprocess."""
+    import subprocess
+    import sys
+    from cola_fast.ops import mining_cpu_isa
+    if mining_cpu_isa() != "avx512":
+        pytest.skip(f"the build in use is {mining_cpu_isa()!r}: the tests above already ran it")
+    env = dict(os.environ, COLA_FAST_MINING_ISA="sse2")
+    isa = subprocess.run([sys.executable, "-c", "from cola_fast.ops import mining_cpu_isa; print(mining_cpu_isa())"],
+                         env=env, check=True, capture_output=True, text=True).stdout.strip()
+    assert isa == "sse2"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+                        "-k", "native and not cuda and not sse2_build"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout
 
 
 @needs_native

@@ -128,4 +128,5 @@ def describe() -> dict:
         "triton_error": twhy,
         "triton_interpreter": triton_interpreting(),
         "cuda_available": torch.cuda.is_available(),
+        "mining_cpu_isa": torch.ops.cola_fast.mining_cpu_isa() if ok and hasattr(torch.ops.cola_fast, "mining_cpu_isa") else None,
     }

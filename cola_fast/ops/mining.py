@@ -3,8 +3,9 @@
 Backends (see cola_fast.ops._backend):
 - "reference": cola_fast.reference.mine_snippets (pure PyTorch, full sorts);
 - "native": torch.ops.cola_fast.mine_snippets from the compiled extension (C++ CPU kernel:
-  median by selection, masks by window counts, top-k by radix selection; CUDA kernel: one
-  block per video, bitonic sorts in shared memory);
+  median by selection, masks by window counts, top-k by bucket passes with a radix-selection
+  fallback, built twice, for SSE2 and AVX-512, the build chosen at run time (see
+  mining_cpu_isa); CUDA kernel: one block per video, bitonic sorts in shared memory);
 - "triton": kernels/mine_snippets.py, one program per video (CUDA, or CPU under the Triton
   interpreter), registered as the custom op cola_fast::mine_snippets_triton.
 
@@ -126,3 +127,13 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     if b == "triton":
         return _mine_snippets_triton(a, kp, k_easy, k_hard, m, M)
     raise AssertionError(b)
+
+
+def mining_cpu_isa() -> str | None:
+    """Which build of the native CPU kernel runs here: "avx512" (a CPU with AVX-512 F/BW/VL/DQ)
+    or "sse2" (any x86-64, or COLA_FAST_MINING_ISA=sse2 set before the first call); None when
+    the extension is not built. Both builds return identical indices."""
+    from ._backend import native_available
+    if not native_available("cpu") or not hasattr(torch.ops.cola_fast, "mining_cpu_isa"):
+        return None
+    return torch.ops.cola_fast.mining_cpu_isa()

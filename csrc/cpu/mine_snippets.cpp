@@ -19,10 +19,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -30,782 +32,65 @@
 #include <emmintrin.h>
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define COLA_MINE_HAVE_AVX512_BUILD 1
+#else
+#define COLA_MINE_HAVE_AVX512_BUILD 0
+#endif
+
 namespace cola_fast {
 namespace {
 
-// Order-preserving unsigned keys: larger value -> larger key; every NaN -> the largest key;
-// -0 and +0 -> the same key. Branch-free and in signed arithmetic only, so that loops over
-// them vectorise with plain SSE2 (which has no unsigned compares).
-inline uint32_t key_of(float v) {
-  int32_t b;
-  std::memcpy(&b, &v, sizeof b);
-  const int32_t mag = b & 0x7fffffff;
-  b = mag == 0 ? 0 : b;                                          // -0 -> +0
-  const int32_t neg = b >> 31;                                   // arithmetic shift
-  int32_t k = b ^ (neg | std::numeric_limits<int32_t>::min());   // neg: ~b, else b | sign
-  k = mag > 0x7f800000 ? -1 : k;                                 // NaN -> all ones
-  return static_cast<uint32_t>(k);
-}
+namespace isa_sse2 {
+#define COLA_MINE_AVX512 0
+#include "mine_snippets_impl.h"
+#undef COLA_MINE_AVX512
+}  // namespace isa_sse2
 
-inline uint64_t key_of(double v) {
-  int64_t b;
-  std::memcpy(&b, &v, sizeof b);
-  const int64_t mag = b & 0x7fffffffffffffffll;
-  b = mag == 0 ? 0 : b;
-  const int64_t neg = b >> 63;
-  int64_t k = b ^ (neg | std::numeric_limits<int64_t>::min());
-  k = mag > 0x7ff0000000000000ll ? -1 : k;
-  return static_cast<uint64_t>(k);
-}
-
-inline float value_of(uint32_t k) {  // inverse of key_of (NaN -> a NaN, +-0 -> +0)
-  const uint32_t b = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
-  float v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-
-inline double value_of(uint64_t k) {
-  const uint64_t b = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
-  double v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-
-// Scratch space of one thread, reused across its videos.
-template <typename K>
-struct Scratch {
-  std::vector<K> keys, keys2, keys3, cand, sel_key, tmp_key;  // +1 entries: branch-free writes
-  std::vector<int64_t> sel_idx, tmp_idx, list, zlist;
-  std::vector<K> zkeys;
-  std::vector<int32_t> prefix, hist, digits;
-  void reserve(int64_t T) {
-    digits.resize(T + 1);
-    zlist.resize(T + 1);
-    zkeys.resize(T + 1);
-    hist.resize(2 * 1024 + 1);
-    keys3.resize(T + 1);
-    keys.resize(T);
-    keys2.resize(T);
-    list.resize(T + 1);
-    cand.resize(T);
-    sel_key.resize(T + 1);
-    tmp_key.resize(T + 1);
-    sel_idx.resize(T + 1);
-    tmp_idx.resize(T + 1);
-    prefix.resize(T + 1);
-  }
-};
-
-// The key at descending position r (0-based) of keys[0..n); `greater` receives the number of
-// keys strictly larger than it. MSB-first radix selection with 8-bit digits while many
-// candidates remain (each pass keeps only the keys of the digit bin holding position r), then
-// std::nth_element on the few left. Bytes above first_shift must be equal in all keys.
-template <typename K>
-K radix_select_desc(const K* keys, int64_t n, int64_t r, K* cand, int64_t& greater,
-                    int first_shift = 8 * sizeof(K) - 8) {
-  constexpr int64_t SMALL = 48;
-  const K* src = keys;
-  int64_t cnt = n;
-  greater = 0;
-  alignas(64) int32_t hist[4][256];
-  for (int shift = first_shift; shift >= 0 && cnt > SMALL; shift -= 8) {
-    const bool wide = cnt >= 128;  // four sub-histograms break store-to-load chains
-    std::memset(hist, 0, wide ? sizeof hist : sizeof hist[0]);
-    int64_t i = 0;
-    if (wide) {
-      for (; i + 4 <= cnt; i += 4) {
-        hist[0][(src[i] >> shift) & 0xff]++;
-        hist[1][(src[i + 1] >> shift) & 0xff]++;
-        hist[2][(src[i + 2] >> shift) & 0xff]++;
-        hist[3][(src[i + 3] >> shift) & 0xff]++;
-      }
-    }
-    for (; i < cnt; ++i) hist[0][(src[i] >> shift) & 0xff]++;
-    if (wide)
-      for (int b = 0; b < 256; ++b) hist[0][b] += hist[1][b] + hist[2][b] + hist[3][b];
-    int b = 255;
-    int64_t acc = 0;
-    for (; acc + hist[0][b] <= r; --b) acc += hist[0][b];
-    r -= acc;
-    greater += acc;
-    if (hist[0][b] == cnt) continue;  // every candidate has this digit: nothing to drop
-    int64_t m = 0;
-    for (int64_t j = 0; j < cnt; ++j) {
-      const K v = src[j];
-      cand[m] = v;
-      m += static_cast<int64_t>(((v >> shift) & 0xff) == static_cast<K>(b));
-    }
-    src = cand;
-    cnt = m;
-  }
-  if (src != cand) {
-    std::copy(src, src + cnt, cand);
-  }
-  std::nth_element(cand, cand + r, cand + cnt, std::greater<K>());
-  const K tau = cand[r];
-  for (int64_t j = 0; j < r; ++j) greater += static_cast<int64_t>(cand[j] > tau);
-  return tau;
-}
-
-// Smallest and largest key of keys[0..n), n >= 1. Branch-free (SSE2 compares and selects for
-// 32-bit keys, in the signed domain key ^ sign bit).
-inline void minmax_keys(const uint32_t* __restrict keys, int64_t n, uint32_t& kmin, uint32_t& kmax) {
-  int32_t lo = std::numeric_limits<int32_t>::max(), hi = std::numeric_limits<int32_t>::min();
-  int64_t t = 0;
-#if defined(__SSE2__)
-  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
-  __m128i mn = _mm_set1_epi32(lo), mx = _mm_set1_epi32(hi);
-  for (; t + 4 <= n; t += 4) {
-    const __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
-    const __m128i lt = _mm_cmplt_epi32(v, mn), gt = _mm_cmpgt_epi32(v, mx);
-    mn = _mm_or_si128(_mm_and_si128(lt, v), _mm_andnot_si128(lt, mn));
-    mx = _mm_or_si128(_mm_and_si128(gt, v), _mm_andnot_si128(gt, mx));
-  }
-  alignas(16) int32_t a[4], b[4];
-  _mm_store_si128(reinterpret_cast<__m128i*>(a), mn);
-  _mm_store_si128(reinterpret_cast<__m128i*>(b), mx);
-  for (int j = 0; j < 4; ++j) {
-    lo = std::min(lo, a[j]);
-    hi = std::max(hi, b[j]);
-  }
+#if COLA_MINE_HAVE_AVX512_BUILD
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt,prefer-vector-width=512")
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12's own avx512fintrin.h (_mm512_undefined_*)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace isa_avx512 {
+#define COLA_MINE_AVX512 1
+#include "mine_snippets_impl.h"
+#undef COLA_MINE_AVX512
+}  // namespace isa_avx512
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
 #endif
-  for (; t < n; ++t) {
-    const int32_t v = static_cast<int32_t>(keys[t] ^ 0x80000000u);
-    lo = std::min(lo, v);
-    hi = std::max(hi, v);
-  }
-  kmin = static_cast<uint32_t>(lo) ^ 0x80000000u;
-  kmax = static_cast<uint32_t>(hi) ^ 0x80000000u;
-}
 
-inline void minmax_keys(const uint64_t* __restrict keys, int64_t n, uint64_t& kmin, uint64_t& kmax) {
-  uint64_t lo = ~uint64_t(0), hi = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    lo = std::min(lo, keys[t]);
-    hi = std::max(hi, keys[t]);
-  }
-  kmin = lo;
-  kmax = hi;
-}
-
-// Lists, in index order, the t with keys[t] >= lo; returns how many. SSE2: 16 keys compared
-// at a time, then one store per match (the matches are few: about k plus a bin).
-inline int64_t list_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int64_t* __restrict list) {
-  int64_t nl = 0, t = 0;
-#if defined(__SSE2__)
-  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
-  const __m128i thr = _mm_set1_epi32(static_cast<int32_t>((lo ^ 0x80000000u)) - 1);  // v >= lo <=> v > lo - 1
-  const bool all = lo == 0;  // lo - 1 would wrap
-  for (; !all && t + 16 <= n; t += 16) {
-    const __m128i* p = reinterpret_cast<const __m128i*>(keys + t);
-    const __m128i g0 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p), flip), thr);
-    const __m128i g1 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p + 1), flip), thr);
-    const __m128i g2 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p + 2), flip), thr);
-    const __m128i g3 = _mm_cmpgt_epi32(_mm_xor_si128(_mm_loadu_si128(p + 3), flip), thr);
-    uint32_t mask = static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(_mm_packs_epi32(g0, g1), _mm_packs_epi32(g2, g3))));
-    while (mask) {
-      list[nl++] = t + __builtin_ctz(mask);
-      mask &= mask - 1;
-    }
-  }
+// The AVX-512 build runs when the CPU has AVX-512 F/BW/VL/DQ, unless COLA_FAST_MINING_ISA=sse2
+// (both builds give identical indices; the tests run both).
+bool use_avx512() {
+#if COLA_MINE_HAVE_AVX512_BUILD
+  static const bool use = [] {
+    const char* env = std::getenv("COLA_FAST_MINING_ISA");
+    if (env && std::strcmp(env, "sse2") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }();
+  return use;
+#else
+  return false;
 #endif
-  for (; t < n; ++t) {
-    list[nl] = t;
-    nl += static_cast<int64_t>(keys[t] >= lo);
-  }
-  return nl;
 }
 
-inline int64_t list_at_least(const uint64_t* __restrict keys, int64_t n, uint64_t lo, int64_t* __restrict list) {
-  int64_t nl = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    list[nl] = t;
-    nl += static_cast<int64_t>(keys[t] >= lo);
-  }
-  return nl;
+template <typename W, typename scalar_t>
+void mine_rows(const scalar_t* ap, const scalar_t* kpp, int64_t B, int64_t T, int64_t k_easy, int64_t k_hard,
+               int64_t m, int64_t M, int64_t* eap, int64_t* ebp, int64_t* hap, int64_t* hbp) {
+  const int64_t grain = std::max<int64_t>(1, 4096 / T);
+  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    static thread_local W w;  // scratch reused across calls
+    for (int64_t b = begin; b < end; ++b)
+      w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
+            hap + b * k_hard, hbp + b * k_hard);
+  });
 }
-
-// Adaptive digits for a first selection pass: digit(key) = (key - kmin) >> shift, with the
-// shift chosen so that the key range [kmin, kmax] spans at most 2^bits bins. Unlike the top
-// byte of the key (which puts every value of [0.5, 1) in one bin), this splits any range evenly.
-template <typename K>
-struct RangeBins {
-  K kmin;
-  int shift;
-  int64_t nb;  // number of bins, <= 2^bits
-  RangeBins(K lo, K hi, int bits) : kmin(lo), shift(0) {
-    const K range = hi - lo;
-    const int len = range == 0 ? 0 : 64 - __builtin_clzll(static_cast<unsigned long long>(range));
-    shift = std::max(0, len - bits);
-    nb = static_cast<int64_t>(range >> shift) + 1;
-  }
-  int64_t digit(K v) const { return static_cast<int64_t>((v - kmin) >> shift); }
-};
-
-// Histogram of the digits (two interleaved sub-histograms break store-to-load chains on runs
-// of equal keys, e.g. the zeros of a masked row); hist must hold 2 * nb entries.
-template <typename K>
-void range_hist(const K* __restrict keys, int64_t n, const RangeBins<K>& rb, int32_t* __restrict hist) {
-  int32_t* h0 = hist;
-  int32_t* h1 = hist + rb.nb;
-  std::memset(hist, 0, sizeof(int32_t) * 2 * rb.nb);
-  int64_t t = 0;
-  for (; t + 2 <= n; t += 2) {
-    h0[rb.digit(keys[t])]++;
-    h1[rb.digit(keys[t + 1])]++;
-  }
-  for (; t < n; ++t) h0[rb.digit(keys[t])]++;
-}
-
-// Where descending position r of keys[0..n) falls among the adaptive-digit bins.
-template <typename K>
-struct RankSplit {
-  bool all_equal;    // every key equals base: no bins
-  RangeBins<K> rb;
-  int64_t b;         // the bin holding position r
-  int64_t above;     // keys in higher bins
-  K base;            // smallest key of bin b: digit(v) >= b <=> v >= base
-};
-
-// Digit width for n keys: about one key per bin on evenly spread keys, 128 to 1024 bins.
-inline int bins_bits(int64_t n) { return n >= 512 ? 10 : n >= 256 ? 9 : n >= 128 ? 8 : 7; }
-
-// As below, with the smallest and largest key given.
-template <typename K>
-RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist, K kmin, K kmax) {
-  RankSplit<K> sp{kmin == kmax, RangeBins<K>(kmin, kmax, bins_bits(n)), 0, 0, kmin};
-  if (sp.all_equal) return sp;
-  range_hist(keys, n, sp.rb, hist);
-  const int32_t* h1 = hist + sp.rb.nb;
-  int64_t b = sp.rb.nb - 1;
-  for (; sp.above + hist[b] + h1[b] <= r; --b) sp.above += hist[b] + h1[b];
-  sp.b = b;
-  sp.base = kmin + (static_cast<K>(b) << sp.rb.shift);
-  return sp;
-}
-
-template <typename K>
-RankSplit<K> split_at_rank(const K* keys, int64_t n, int64_t r, int32_t* hist) {
-  K kmin, kmax;
-  minmax_keys(keys, n, kmin, kmax);
-  return split_at_rank(keys, n, r, hist, kmin, kmax);
-}
-
-// The key at descending position r of the nc keys vals[] of bin sp.b, and the number of them
-// greater than it: offset by the bin's base (so that their bytes above the bin width agree,
-// as radix_select_desc requires), then radix selection. buf may be vals.
-template <typename K>
-K select_in_bin(const K* vals, int64_t nc, int64_t r, const RankSplit<K>& sp, K* buf, K* cand, int64_t& greater) {
-  for (int64_t c = 0; c < nc; ++c) buf[c] = vals[c] - sp.base;
-  const int first = sp.rb.shift == 0 ? 0 : ((sp.rb.shift + 7) / 8) * 8 - 8;
-  return radix_select_desc(buf, nc, r, cand, greater, first) + sp.base;
-}
-
-// The key at descending position r of keys[0..n) and the number of keys greater than it:
-// one adaptive-digit pass, then selection among the keys of the bin holding position r.
-template <typename K>
-K range_select_desc(const K* keys, int64_t n, int64_t r, K* buf, K* cand, int32_t* hist,
-                    K kmin, K kmax, int64_t& greater) {
-  const RankSplit<K> sp = split_at_rank(keys, n, r, hist, kmin, kmax);
-  greater = 0;
-  if (sp.all_equal) return sp.base;
-  int64_t nc = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    buf[nc] = keys[t];
-    nc += static_cast<int64_t>(sp.rb.digit(keys[t]) == sp.b);
-  }
-  int64_t g2;
-  const K tau = select_in_bin(buf, nc, r - sp.above, sp, buf, cand, g2);
-  greater = sp.above + g2;
-  return tau;
-}
-
-// Stable insertion sort of n (key, index) pairs by key descending (equal keys keep their order).
-template <typename K>
-void insertion_sort_desc(K* key, int64_t* idx, int64_t n) {
-  for (int64_t a = 1; a < n; ++a) {
-    const K v = key[a];
-    if (!(key[a - 1] < v)) continue;
-    const int64_t ix = idx[a];
-    int64_t b = a - 1;
-    while (b >= 0 && key[b] < v) {
-      key[b + 1] = key[b];
-      idx[b + 1] = idx[b];
-      --b;
-    }
-    key[b + 1] = v;
-    idx[b + 1] = ix;
-  }
-}
-
-// Stable sort of k (key, index) pairs by key descending (equal keys keep their order):
-// insertion sort when small, else LSD radix sort on the bytes that vary.
-template <typename K>
-void sort_desc_stable(K* sk, int64_t* si, K* tk, int64_t* ti, int64_t k, int64_t* out) {
-  if (k <= 32) {
-    insertion_sort_desc(sk, si, k);
-    std::copy(si, si + k, out);
-    return;
-  }
-  K all_or = 0, all_and = ~K(0), kmin = ~K(0), kmax = 0;
-  for (int64_t a = 0; a < k; ++a) {
-    all_or |= sk[a];
-    all_and &= sk[a];
-    kmin = sk[a] < kmin ? sk[a] : kmin;
-    kmax = sk[a] > kmax ? sk[a] : kmax;
-  }
-  // Bucket sort on equal-width key ranges (stable scatter), then a stable insertion pass that
-  // only has to fix the order inside each bucket; used when no bucket is crowded.
-  if (k <= 2048) {
-    int32_t cnt[4096];
-    const int64_t nb = std::min<int64_t>(4096, std::max<int64_t>(64, int64_t(1) << (64 - __builtin_clzll(k))));
-    int shift = 0;
-    while (static_cast<uint64_t>((kmax - kmin) >> shift) >= static_cast<uint64_t>(nb)) ++shift;
-    const int64_t nbe = static_cast<int64_t>((kmax - kmin) >> shift) + 1;
-    std::memset(cnt, 0, sizeof(int32_t) * nbe);
-    for (int64_t a = 0; a < k; ++a) cnt[nbe - 1 - static_cast<int64_t>((sk[a] - kmin) >> shift)]++;
-    int32_t off = 0, crowd = 0;
-    for (int64_t b = 0; b < nbe; ++b) {
-      const int32_t c = cnt[b];
-      crowd = c > crowd ? c : crowd;
-      cnt[b] = off;
-      off += c;
-    }
-    if (crowd <= 16 || all_or == all_and) {
-      for (int64_t a = 0; a < k; ++a) {
-        const int32_t p = cnt[nbe - 1 - static_cast<int64_t>((sk[a] - kmin) >> shift)]++;
-        tk[p] = sk[a];
-        ti[p] = si[a];
-      }
-      insertion_sort_desc(tk, ti, k);  // fixes the order inside each bucket
-      std::copy(ti, ti + k, out);
-      return;
-    }
-  }
-  const K varying = all_or ^ all_and;
-  constexpr int BITS = 8 * sizeof(K);
-  int32_t hist[256];
-  for (int shift = 0; shift < BITS; shift += 8) {
-    if (((varying >> shift) & 0xff) == 0) continue;  // this byte is the same in every key
-    std::memset(hist, 0, sizeof hist);
-    for (int64_t a = 0; a < k; ++a) hist[255 - ((sk[a] >> shift) & 0xff)]++;
-    int32_t off = 0;
-    for (int b = 0; b < 256; ++b) {
-      const int32_t c = hist[b];
-      hist[b] = off;
-      off += c;
-    }
-    for (int64_t a = 0; a < k; ++a) {
-      const int32_t p = hist[255 - ((sk[a] >> shift) & 0xff)]++;
-      tk[p] = sk[a];
-      ti[p] = si[a];
-    }
-    std::swap(sk, tk);
-    std::swap(si, ti);
-  }
-  std::copy(si, si + k, out);
-}
-
-// Short rows: one composite per element (key above, reversed index below: larger composite =
-// earlier under the spec's rule), nth_element + sort of the first k.
-template <typename K>
-void topk_small(const K* keys, int64_t T, int64_t k, int64_t* out) {
-  using C = std::conditional_t<sizeof(K) == 4, uint64_t, unsigned __int128>;
-  C comp[64];
-  for (int64_t t = 0; t < T; ++t) comp[t] = (static_cast<C>(keys[t]) << 32) | static_cast<C>(0xffffffffu - t);
-  auto gt = std::greater<C>();
-  if (k < T) std::nth_element(comp, comp + (k - 1), comp + T, gt);
-  std::sort(comp, comp + k, gt);
-  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(comp[j] & 0xffffffffu));
-}
-
-// Small k: one scan keeping the best k composites sorted (an element enters only when it beats
-// the current k-th); gives up (returns false) after `budget` entries, e.g. on rising rows.
-template <typename K>
-bool topk_insert(const K* keys, int64_t T, int64_t k, int64_t* out, int64_t budget) {
-  using C = std::conditional_t<sizeof(K) == 4, uint64_t, unsigned __int128>;
-  C buf[64];
-  int64_t n = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const C c = (static_cast<C>(keys[t]) << 32) | static_cast<C>(0xffffffffu - t);
-    if (n == k && !(c > buf[k - 1])) continue;
-    if (--budget < 0) return false;
-    int64_t j = n < k ? n++ : k - 1;
-    while (j > 0 && buf[j - 1] < c) {
-      buf[j] = buf[j - 1];
-      --j;
-    }
-    buf[j] = c;
-  }
-  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(buf[j] & 0xffffffffu));
-  return true;
-}
-
-// Top-k of keys[0..T) under the spec's rule (key descending, lower index first), to out[0..k).
-//   pass 1: min and max key, then a histogram of adaptive digits (RangeBins); the bin holding
-//           position k-1 splits the row into "surely in" (higher bins), candidates (that bin)
-//           and out;
-//   pass 2: one branch-free pass lists the indices in or above that bin, in index order; the
-//           short list is split into surely-in and candidate pairs;
-//   then radix selection of the threshold among the candidates only, the winners appended in
-//   index order, and a stable sort of the k winners (ties stay in index order).
-// Top-k by one bucket pass, for keys spread evenly enough (returns false, having written
-// nothing, when a bucket at or above the one holding position k-1 is crowded, or all keys are
-// equal): a histogram of adaptive digits; the bucket b holding position k-1; a stable,
-// branch-free scatter of the keys in buckets >= b to their places in descending bucket order
-// (keys of lower buckets land past the end, harmlessly); a stable insertion sort that only has
-// to order each bucket. The first k are the answer.
-// dig[c] = min(hi, int((value(keys[c]) - vmin) * scale)), vectorisable
-template <typename K, typename V>
-void bucket_digits(const K* __restrict keys, int64_t n, V vmin, V scale, int32_t hi, int32_t* __restrict dig) {
-  for (int64_t c = 0; c < n; ++c) {
-    const int32_t d = static_cast<int32_t>((value_of(keys[c]) - vmin) * scale);
-    dig[c] = d < hi ? d : hi;
-  }
-}
-
-template <typename K>
-bool topk_bucket(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t n, int64_t k, int64_t* out) {
-  constexpr int32_t CROWD = 24;  // insertion-sort cost grows with the square of a bucket's size
-  K kmin, kmax;
-  minmax_keys(keys, n, kmin, kmax);
-  if (kmin == kmax) return false;
-  // buckets of equal width in value (not in key: keys of floats are logarithmic in the value,
-  // so a row reaching down to tiny values would crowd its top buckets); finite rows only
-  using V = decltype(value_of(kmin));  // float for 32-bit keys, double for 64-bit ones
-  const V vmin = value_of(kmin), vmax = value_of(kmax);
-  const V span = vmax - vmin;
-  if (!(span > V(0) && span < std::numeric_limits<V>::infinity())) return false;  // NaN, inf
-  const int32_t nb = int32_t(1) << bins_bits(n);
-  const V scale = static_cast<V>(nb) / span;
-  // digits, monotone in the key (each step rounds monotonically), clamped to [0, nb)
-  int32_t* dig = s.digits.data();
-  bucket_digits(keys, n, vmin, scale, nb - 1, dig);
-  int32_t* h = s.hist.data();
-  std::memset(h, 0, sizeof(int32_t) * nb);
-  for (int64_t c = 0; c < n; ++c) h[dig[c]]++;
-  int32_t b = nb - 1;
-  int32_t acc = 0, crowd = 0;
-  for (; acc + h[b] < k; --b) {
-    acc += h[b];
-    crowd = std::max(crowd, h[b]);
-  }
-  crowd = std::max(crowd, h[b]);
-  if (crowd > CROWD) return false;
-  const int32_t m = acc + h[b];  // keys in buckets >= b
-  int32_t off = 0;
-  for (int32_t j = nb - 1; j >= b; --j) {
-    const int32_t c = h[j];
-    h[j] = off;
-    off += c;
-  }
-  K* sk = s.sel_key.data();
-  int64_t* si = s.sel_idx.data();
-  for (int64_t c = 0; c < n; ++c) {  // keys of lower buckets all go to slot m (sk has n+1)
-    const int32_t d = dig[c];
-    const int32_t in = d >= b;
-    const int32_t p = in ? h[d] : m;
-    h[d] += in;
-    sk[p] = keys[c];
-    si[p] = idx ? idx[c] : c;
-  }
-  insertion_sort_desc(sk, si, m);
-  std::copy(si, si + k, out);
-  return true;
-}
-
-template <typename K>
-void topk_subset(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t T, int64_t k, int64_t* out) {
-  if (topk_bucket(s, keys, idx, T, k, out)) return;
-  const RankSplit<K> sp = split_at_rank(keys, T, k - 1, s.hist.data());
-  if (sp.all_equal) {  // the lowest indices, in order
-    for (int64_t j = 0; j < k; ++j) out[j] = idx ? idx[j] : j;
-    return;
-  }
-  const int64_t b = sp.b, above = sp.above;
-  int64_t* list = s.list.data();
-  const int64_t nl = list_at_least(keys, T, sp.base, list);
-  K* sk = s.sel_key.data();
-  int64_t* si = s.sel_idx.data();
-  K* ck = s.tmp_key.data();
-  int64_t* ci = s.tmp_idx.data();
-  int64_t ns = 0, nc = 0;
-  for (int64_t c = 0; c < nl; ++c) {
-    const int64_t p = list[c];
-    const K v = keys[p];
-    const int64_t t = idx ? idx[p] : p;
-    const int64_t d = sp.rb.digit(v);
-    sk[ns] = v;
-    si[ns] = t;
-    ns += static_cast<int64_t>(d > b);
-    ck[nc] = v;
-    ci[nc] = t;
-    nc += static_cast<int64_t>(d == b);
-  }
-  // ns == above, nc == inbin
-  const int64_t want = k - above;  // winners among the candidates
-  if (want == nc) {
-    std::copy(ck, ck + nc, sk + ns);
-    std::copy(ci, ci + nc, si + ns);
-  } else {
-    int64_t greater;
-    const K tau = select_in_bin(ck, nc, want - 1, sp, s.keys3.data(), s.cand.data(), greater);
-    const int64_t need = want - greater;
-    int64_t j = ns, eqc = 0;
-    for (int64_t c = 0; c < nc; ++c) {
-      const K v = ck[c];
-      const int64_t eq = static_cast<int64_t>(v == tau);
-      eqc += eq;
-      sk[j] = v;
-      si[j] = ci[c];
-      j += static_cast<int64_t>(v > tau) | (eq & static_cast<int64_t>(eqc <= need));
-    }
-  }
-  // the candidates' scratch is free again: use it for the sort
-  sort_desc_stable(sk, si, ck, ci, k, out);
-}
-
-// Top-k of keys[0..T) under the spec's rule. Masked rows (a * keep, a * band) are mostly the
-// key of zero, which makes histograms slow (every increment hits one slot) and wastes passes:
-// when at least k keys lie above the zero key, one SIMD pass lists them and the selection runs on
-// that short list only; when fewer do, they come first (sorted) and the zeros fill the rest in
-// index order, as the tie rule says.
-template <typename K>
-void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out) {
-  if (k == 0) return;
-  if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
-  if (T <= 64) return topk_small(keys, T, k, out);
-  constexpr K Z = K(1) << (8 * sizeof(K) - 1);  // key_of(+-0)
-  int64_t* zl = s.zlist.data();
-  const int64_t np = list_at_least(keys, T, Z + 1, zl);  // the positives, in index order
-  if (np >= k) {
-    if (np > T - T / 8) return topk_subset(s, keys, static_cast<const int64_t*>(nullptr), T, k, out);
-    K* zk = s.zkeys.data();
-    for (int64_t c = 0; c < np; ++c) zk[c] = keys[zl[c]];
-    return topk_subset(s, zk, zl, np, k, out);
-  }
-  int64_t nz = 0;
-  for (int64_t t = 0; t < T; ++t) nz += static_cast<int64_t>(keys[t] == Z);
-  if (np + nz < k) return topk_subset(s, keys, static_cast<const int64_t*>(nullptr), T, k, out);
-  K* sk = s.sel_key.data();
-  int64_t* si = s.sel_idx.data();
-  for (int64_t c = 0; c < np; ++c) {
-    sk[c] = keys[zl[c]];
-    si[c] = zl[c];
-  }
-  sort_desc_stable(sk, si, s.tmp_key.data(), s.tmp_idx.data(), np, out);
-  int64_t j = np;
-  for (int64_t t = 0; j < k; ++t) {
-    out[j] = t;
-    j += static_cast<int64_t>(keys[t] == Z);
-  }
-}
-
-// The row's elementwise passes, as free functions with __restrict pointers so that the
-// compiler vectorises them (keys are unsigned ints, the prefix counts signed ints: without
-// restrict they may alias). Maxima and minima are taken in the signed domain (key ^ sign bit).
-
-// keys[t] = key(a[t] * kp[t])
-template <typename scalar_t, typename K, typename KeyFn>
-void keys_masked(const scalar_t* __restrict a, const scalar_t* __restrict kp, K* __restrict keys,
-                 int64_t T, KeyFn key) {
-  for (int64_t t = 0; t < T; ++t) keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
-}
-
-// Largest key (the NaN key is the largest: torch.max propagates NaN). Branch-free: 32-bit
-// keys with SSE2 compares and selects (SSE2 has no max instruction for int32), else
-// independent cmov chains.
-inline uint32_t max_key(const uint32_t* __restrict keys, int64_t T) {
-  int64_t t = 0;
-  int32_t best = std::numeric_limits<int32_t>::min();
-#if defined(__SSE2__)
-  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
-  __m128i m0 = flip, m1 = flip;
-  for (; t + 8 <= T; t += 8) {
-    const __m128i v0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
-    const __m128i v1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t + 4)), flip);
-    const __m128i g0 = _mm_cmpgt_epi32(v0, m0), g1 = _mm_cmpgt_epi32(v1, m1);
-    m0 = _mm_or_si128(_mm_and_si128(g0, v0), _mm_andnot_si128(g0, m0));
-    m1 = _mm_or_si128(_mm_and_si128(g1, v1), _mm_andnot_si128(g1, m1));
-  }
-  alignas(16) int32_t lanes[8];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), m0);
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes + 4), m1);
-  for (int j = 0; j < 8; ++j) best = std::max(best, lanes[j]);
-#endif
-  for (; t < T; ++t) best = std::max(best, static_cast<int32_t>(keys[t] ^ 0x80000000u));
-  return static_cast<uint32_t>(best) ^ 0x80000000u;
-}
-
-inline uint64_t max_key(const uint64_t* __restrict keys, int64_t T) {
-  int64_t b0 = std::numeric_limits<int64_t>::min(), b1 = b0;
-  constexpr uint64_t F = 0x8000000000000000ull;
-  int64_t t = 0;
-  for (; t + 2 <= T; t += 2) {
-    b0 = std::max(b0, static_cast<int64_t>(keys[t] ^ F));
-    b1 = std::max(b1, static_cast<int64_t>(keys[t + 1] ^ F));
-  }
-  for (; t < T; ++t) b0 = std::max(b0, static_cast<int64_t>(keys[t] ^ F));
-  return static_cast<uint64_t>(std::max(b0, b1)) ^ F;
-}
-
-// keys[t] = key((mx - a[t]) * kp[t])
-template <typename scalar_t, typename K, typename KeyFn>
-void keys_reversed(const scalar_t* __restrict a, const scalar_t* __restrict kp, scalar_t mx,
-                   K* __restrict keys, int64_t T, KeyFn key) {
-  for (int64_t t = 0; t < T; ++t) {
-    const scalar_t inv = static_cast<scalar_t>(mx - a[t]);
-    keys[t] = key(static_cast<scalar_t>(inv * kp[t]));
-  }
-}
-
-template <typename scalar_t, typename K, typename KeyFn>
-void keys_plain(const scalar_t* __restrict a, K* __restrict keys, int64_t T, KeyFn key) {
-  for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
-}
-
-// The smallest key above klo (all ones if none). Branch-free, as max_key.
-inline uint32_t min_key_above(const uint32_t* __restrict keys, int64_t T, uint32_t klo) {
-  const int32_t slo = static_cast<int32_t>(klo ^ 0x80000000u);
-  int32_t best = std::numeric_limits<int32_t>::max();
-  int64_t t = 0;
-#if defined(__SSE2__)
-  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
-  const __m128i lo = _mm_set1_epi32(slo), top = _mm_set1_epi32(std::numeric_limits<int32_t>::max());
-  __m128i m0 = top;
-  for (; t + 4 <= T; t += 4) {
-    __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
-    const __m128i above = _mm_cmpgt_epi32(v, lo);
-    v = _mm_or_si128(_mm_and_si128(above, v), _mm_andnot_si128(above, top));  // not above: +inf
-    const __m128i lt = _mm_cmplt_epi32(v, m0);
-    m0 = _mm_or_si128(_mm_and_si128(lt, v), _mm_andnot_si128(lt, m0));
-  }
-  alignas(16) int32_t lanes[4];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), m0);
-  for (int j = 0; j < 4; ++j) best = std::min(best, lanes[j]);
-#endif
-  for (; t < T; ++t) {
-    const int32_t v = static_cast<int32_t>(keys[t] ^ 0x80000000u);
-    best = std::min(best, v > slo ? v : std::numeric_limits<int32_t>::max());
-  }
-  return static_cast<uint32_t>(best) ^ 0x80000000u;
-}
-
-inline uint64_t min_key_above(const uint64_t* __restrict keys, int64_t T, uint64_t klo) {
-  constexpr uint64_t F = 0x8000000000000000ull;
-  const int64_t slo = static_cast<int64_t>(klo ^ F);
-  int64_t best = std::numeric_limits<int64_t>::max();
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t v = static_cast<int64_t>(keys[t] ^ F);
-    best = std::min(best, v > slo ? v : std::numeric_limits<int64_t>::max());
-  }
-  return static_cast<uint64_t>(best) ^ F;
-}
-
-// P[0] = 0, P[t+1] = #{u <= t : a[u] > med}
-template <typename scalar_t>
-void prefix_above(const scalar_t* __restrict a, scalar_t med, int32_t* __restrict P, int64_t T) {
-  int32_t acc = 0;  // in a register: P[t + 1] += P[t] would wait on store-to-load forwarding
-  P[0] = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    acc += (a[t] > med) ? 1 : 0;
-    P[t + 1] = acc;
-  }
-}
-
-// Interior positions [f0, f1) of the band keys: every window lies inside the row. em/eM:
-// erosions with m and M, dm/dM: dilations (window counts from the prefix sums P);
-// inner = em - eM, outer = dM - dm; k3 = key(a * inner), k4 = key(a * outer).
-template <typename scalar_t, typename K, typename KeyFn>
-void band_keys_interior(const scalar_t* __restrict a, const int32_t* __restrict P, K* __restrict k3,
-                        K* __restrict k4, int64_t f0, int64_t f1, int64_t m, int64_t M, KeyFn key) {
-  const int64_t cm = m / 2, cM = M / 2;
-  const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
-  for (int64_t t = f0; t < f1; ++t) {
-    const int32_t em = (P[t + m - cm] - P[t - cm]) == mi;
-    const int32_t eM = (P[t + M - cM] - P[t - cM]) == Mi;
-    const int32_t dm = (P[t + cm + 1] - P[t - (m - 1 - cm)]) > 0;
-    const int32_t dM = (P[t + cM + 1] - P[t - (M - 1 - cM)]) > 0;
-    const scalar_t inner = static_cast<scalar_t>(static_cast<scalar_t>(em) - static_cast<scalar_t>(eM));
-    const scalar_t outer = static_cast<scalar_t>(static_cast<scalar_t>(dM) - static_cast<scalar_t>(dm));
-    k3[t] = key(static_cast<scalar_t>(a[t] * inner));
-    k4[t] = key(static_cast<scalar_t>(a[t] * outer));
-  }
-}
-
-template <typename scalar_t>
-struct Work {
-  using K = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
-  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  Scratch<K> s;
-
-  static K key(scalar_t v) { return key_of(static_cast<acc_t>(v)); }
-  static scalar_t value(K k) { return static_cast<scalar_t>(value_of(k)); }
-
-  void row(const scalar_t* a, const scalar_t* kp, int64_t T, int64_t k_easy, int64_t k_hard,
-           int64_t m, int64_t M, int64_t* ea, int64_t* eb, int64_t* ha, int64_t* hb) {
-    s.reserve(T);
-    K* keys = s.keys.data();
-
-    auto kf = [](scalar_t v) { return key(v); };
-
-    // key(a[t]) once: its maximum for easy mining, its median for hard mining
-    K* akeys = s.keys2.data();
-    keys_plain(a, akeys, T, kf);
-    K amin, amax;  // amax: the NaN key when there is a NaN (torch.max propagates it)
-    minmax_keys(akeys, T, amin, amax);
-
-    // 2.1 easy mining. max over t with NaN propagating (the NaN key is the largest)
-    if (k_easy > 0) {
-      keys_masked(a, kp, keys, T, kf);
-      topk_keys(s, keys, T, k_easy, ea);
-      keys_reversed(a, kp, value(amax), keys, T, kf);
-      topk_keys(s, keys, T, k_easy, eb);
-    }
-    if (k_hard == 0) return;
-
-    // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
-    const int64_t lo = (T - 1) / 2, hi = T / 2;
-    int64_t greater;
-    const K klo = range_select_desc(akeys, T, T - 1 - lo, s.keys3.data(), s.cand.data(), s.hist.data(), amin, amax, greater);
-    K khi = klo;
-    if (hi != lo && T - 1 - hi < greater) khi = min_key_above(akeys, T, klo);  // the upper middle
-    const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
-    const scalar_t med = static_cast<scalar_t>(static_cast<scalar_t>(0.5) * sum);
-
-    // masks by window counts over bin = a > med (outside [0, T) counts as 0):
-    // erode_s(t) = ones in [t-c, t+s-1-c] == s, dilate_s(t) = ones in [t-(s-1-c), t+c] > 0
-    int32_t* P = s.prefix.data();
-    prefix_above(a, med, P, T);
-    const int64_t cm = m / 2, cM = M / 2;
-    const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
-    K* keys2 = s.keys2.data();
-    auto band_keys = [&](int64_t t, bool em, bool eM, bool dm, bool dM) {
-      const scalar_t inner = static_cast<scalar_t>((em ? one : zero) - (eM ? one : zero));
-      const scalar_t outer = static_cast<scalar_t>((dM ? one : zero) - (dm ? one : zero));
-      keys[t] = key(static_cast<scalar_t>(a[t] * inner));
-      keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
-    };
-    auto count = [&](int64_t l, int64_t r) -> int32_t {  // ones in [l, r] clipped to [0, T)
-      l = std::max<int64_t>(l, 0);
-      r = std::min<int64_t>(r, T - 1);
-      return P[std::max(r + 1, l)] - P[l];
-    };
-    // a window cut by the border holds fewer than s positions, so count == s is the erosion
-    auto slow = [&](int64_t t) {
-      band_keys(t, count(t - cm, t + m - 1 - cm) == m, count(t - cM, t + M - 1 - cM) == M,
-                count(t - (m - 1 - cm), t + cm) > 0, count(t - (M - 1 - cM), t + cM) > 0);
-    };
-    // interior [M, T-M): every window lies inside the row, no clipping
-    const int64_t f0 = std::min(M, T), f1 = std::max(f0, T - M);
-    for (int64_t t = 0; t < f0; ++t) slow(t);
-    band_keys_interior(a, P, keys, keys2, f0, f1, m, M, kf);
-    for (int64_t t = f1; t < T; ++t) slow(t);
-    topk_keys(s, keys, T, k_hard, ha);
-    topk_keys(s, keys2, T, k_hard, hb);
-  }
-};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
     const at::Tensor& actionness, const at::Tensor& keep, int64_t k_easy, int64_t k_hard, int64_t m,
@@ -837,18 +122,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
     int64_t* ebp = eb.data_ptr<int64_t>();
     int64_t* hap = ha.data_ptr<int64_t>();
     int64_t* hbp = hb.data_ptr<int64_t>();
-    const int64_t grain = std::max<int64_t>(1, 4096 / T);
-    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-      static thread_local Work<scalar_t> w;  // scratch reused across calls
-      for (int64_t b = begin; b < end; ++b)
-        w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
-              hap + b * k_hard, hbp + b * k_hard);
-    });
+#if COLA_MINE_HAVE_AVX512_BUILD
+    if (use_avx512())
+      return mine_rows<isa_avx512::Work<scalar_t>>(ap, kpp, B, T, k_easy, k_hard, m, M, eap, ebp, hap, hbp);
+#endif
+    mine_rows<isa_sse2::Work<scalar_t>>(ap, kpp, B, T, k_easy, k_hard, m, M, eap, ebp, hap, hbp);
   });
   return {ea, eb, ha, hb};
 }
 
 }  // namespace
+
+std::string mining_cpu_isa() { return use_avx512() ? "avx512" : "sse2"; }
+
 }  // namespace cola_fast
 
 TORCH_LIBRARY_IMPL(cola_fast, CPU, m) {
