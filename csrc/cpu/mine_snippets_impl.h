@@ -48,21 +48,23 @@ struct Scratch {
   // +1 entries: branch-free writes; +SLACK: whole-vector stores of compressed lanes
   static constexpr int64_t SLACK = 16;
   std::vector<K> keys, keys2, keys3, cand, sel_key, tmp_key;
-  std::vector<int64_t> sel_idx, tmp_idx, list, zlist;
+  std::vector<int64_t> sel_idx, tmp_idx, list;
+  std::vector<int32_t> zlist, idx32;
   std::vector<K> zkeys;
   std::vector<int32_t> prefix, hist, digits;
   void reserve(int64_t T) {
-    digits.resize(T + 1);
+    digits.resize(T + SLACK);
     zlist.resize(T + SLACK);
+    idx32.resize(T + SLACK);
     zkeys.resize(T + SLACK);
     hist.resize(2 * 1024 + 1);
-    keys3.resize(T + 1);
+    keys3.resize(T + SLACK);
     keys.resize(T);
     keys2.resize(T);
     list.resize(T + SLACK);
     cand.resize(T);
     sel_key.resize(T + 1);
-    tmp_key.resize(T + 1);
+    tmp_key.resize(T + SLACK);
     sel_idx.resize(T + 1);
     tmp_idx.resize(T + 1);
     prefix.resize(T + 1);
@@ -178,6 +180,22 @@ inline void minmax_keys(const uint64_t* __restrict keys, int64_t n, uint64_t& km
 // returns how many. AVX-512: per 16 keys one unsigned compare, then the indices and keys of the
 // matching lanes compressed into a register and stored whole (list and out_keys need 16 slots of
 // slack past n).
+inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int32_t* __restrict list,
+                                  uint32_t* __restrict out_keys) {
+  const __m512i thr = _mm512_set1_epi32(static_cast<int32_t>(lo));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t nl = 0;
+  for (int64_t t = 0; t < n; t += 16) {
+    const __mmask16 live = n - t >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - t)) - 1);
+    const __m512i v = _mm512_maskz_loadu_epi32(live, keys + t);
+    const __mmask16 hit = _mm512_mask_cmpge_epu32_mask(live, v, thr);
+    _mm512_storeu_si512(list + nl, _mm512_maskz_compress_epi32(hit, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(t)))));
+    _mm512_storeu_si512(out_keys + nl, _mm512_maskz_compress_epi32(hit, v));
+    nl += __builtin_popcount(hit);
+  }
+  return nl;
+}
+
 inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int64_t* __restrict list,
                                   uint32_t* __restrict out_keys) {
   const __m512i thr = _mm512_set1_epi32(static_cast<int32_t>(lo));
@@ -240,9 +258,14 @@ inline int64_t list_at_least(const uint64_t* __restrict keys, int64_t n, uint64_
 
 // The list, and the listed keys in out_keys.
 template <typename K>
-int64_t list_keys_at_least(const K* __restrict keys, int64_t n, K lo, int64_t* __restrict list, K* __restrict out_keys) {
-  const int64_t nl = list_at_least(keys, n, lo, list);
-  for (int64_t c = 0; c < nl; ++c) out_keys[c] = keys[list[c]];
+int64_t list_keys_at_least(const K* __restrict keys, int64_t n, K lo, int32_t* __restrict list, K* __restrict out_keys) {
+  int64_t nl = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const K v = keys[t];
+    list[nl] = static_cast<int32_t>(t);
+    out_keys[nl] = v;
+    nl += static_cast<int64_t>(v >= lo);
+  }
   return nl;
 }
 
@@ -485,51 +508,171 @@ void bucket_digits(const K* __restrict keys, int64_t n, V vmin, V scale, int32_t
   }
 }
 
+// Histogram scan from the top bucket down, 16 buckets at a time (AVX-512) while a whole block
+// lies above descending position r: `above` gathers their counts and, when OFFSETS, each count
+// is replaced by its offset in descending order (the number of keys in higher buckets) and
+// `crowd` gets their largest count. Returns the bucket just above the first block not skipped
+// (nb when none is), where a scalar scan goes on. nb is a multiple of 16.
+template <bool OFFSETS>
+int32_t skip_top_blocks(int32_t* __restrict h, int32_t nb, int64_t r, int64_t& above, int32_t& crowd) {
+  int32_t top = nb;
+#if COLA_MINE_AVX512
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i cmax = zero;
+  for (; top >= 16; top -= 16) {
+    const __m512i v = _mm512_loadu_si512(h + top - 16);
+    __m512i x = _mm512_add_epi32(v, _mm512_alignr_epi32(zero, v, 1));  // lane i: sum of lanes >= i
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(zero, x, 2));
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(zero, x, 4));
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(zero, x, 8));
+    const int64_t sum = _mm_cvtsi128_si32(_mm512_castsi512_si128(x));
+    if (above + sum > r) break;
+    if (OFFSETS) {
+      _mm512_storeu_si512(h + top - 16, _mm512_add_epi32(_mm512_sub_epi32(x, v), _mm512_set1_epi32(static_cast<int32_t>(above))));
+      cmax = _mm512_max_epi32(cmax, v);
+    }
+    above += sum;
+  }
+  if (OFFSETS) crowd = std::max(crowd, _mm512_reduce_max_epi32(cmax));
+#else
+  (void)h;
+  (void)r;
+  (void)above;
+  (void)crowd;
+#endif
+  return top;
+}
+
+// Buckets of equal width in value (not in key: keys of floats are logarithmic in the value, so
+// a row reaching down to tiny values would crowd its top buckets). Finite rows only: init fails
+// on NaN, inf, all-equal rows, or a span so small (denormals) that the scale overflows.
 template <typename K>
-bool topk_bucket(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t n, int64_t k, int64_t* out) {
+struct ValueBins {
+  using V = decltype(value_of(K()));  // float for 32-bit keys, double for 64-bit ones
+  V vmin = 0, scale = 0;
+  int32_t nb = 0;
+  bool init(K kmin, K kmax, int bits) {
+    vmin = value_of(kmin);
+    const V span = value_of(kmax) - vmin;
+    if (!(span > V(0) && span < std::numeric_limits<V>::infinity())) return false;
+    nb = int32_t(1) << bits;
+    scale = static_cast<V>(nb) / span;
+    return scale < std::numeric_limits<V>::infinity();
+  }
+};
+
+// The keys c with dig[c] == b, in order, to out (which needs 16 slots of slack); returns how many.
+template <typename K>
+int64_t keys_in_bucket(const K* __restrict keys, const int32_t* __restrict dig, int64_t n, int32_t b, K* __restrict out) {
+  int64_t nc = 0, c = 0;
+#if COLA_MINE_AVX512
+  if constexpr (sizeof(K) == 4) {
+    const __m512i vb = _mm512_set1_epi32(b);
+    for (; c + 16 <= n; c += 16) {
+      const __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(dig + c), vb);
+      _mm512_storeu_si512(out + nc, _mm512_maskz_compress_epi32(hit, _mm512_loadu_si512(keys + c)));
+      nc += __builtin_popcount(hit);
+    }
+  }
+#endif
+  for (; c < n; ++c) {
+    out[nc] = keys[c];
+    nc += static_cast<int64_t>(dig[c] == b);
+  }
+  return nc;
+}
+
+// The key at descending position r of keys[0..n) and the number of keys greater than it, for
+// the median: one value-bucket histogram, then selection among the keys of the bucket holding
+// position r (the adaptive key digits of range_select_desc when value buckets do not apply).
+template <typename K>
+K median_select_desc(Scratch<K>& s, const K* keys, int64_t n, int64_t r, K kmin, K kmax, int64_t& greater) {
+  ValueBins<K> vb;
+  if (!vb.init(kmin, kmax, bins_bits(n)))
+    return range_select_desc(keys, n, r, s.keys3.data(), s.cand.data(), s.hist.data(), kmin, kmax, greater);
+  int32_t* dig = s.digits.data();
+  bucket_digits(keys, n, vb.vmin, vb.scale, vb.nb - 1, dig);
+  int32_t* h = s.hist.data();
+  std::memset(h, 0, sizeof(int32_t) * vb.nb);
+  for (int64_t c = 0; c < n; ++c) h[dig[c]]++;
+  int64_t above = 0;
+  int32_t unused = 0;
+  int32_t b = skip_top_blocks<false>(h, vb.nb, r, above, unused) - 1;
+  for (; above + h[b] <= r; --b) above += h[b];
+  K* bucket = s.keys3.data();
+  const int64_t nc = keys_in_bucket(keys, dig, n, b, bucket);
+  int64_t g2;
+  const K tau = radix_select_desc(bucket, nc, r - above, s.cand.data(), g2);
+  greater = above + g2;
+  return tau;
+}
+
+template <typename K>
+bool topk_bucket(Scratch<K>& s, const K* keys, const int32_t* idx, int64_t n, int64_t k, int64_t* out) {
   constexpr int32_t CROWD = 24;  // insertion-sort cost grows with the square of a bucket's size
   K kmin, kmax;
   minmax_keys(keys, n, kmin, kmax);
   if (kmin == kmax) return false;
-  // buckets of equal width in value (not in key: keys of floats are logarithmic in the value,
-  // so a row reaching down to tiny values would crowd its top buckets); finite rows only
-  using V = decltype(value_of(kmin));  // float for 32-bit keys, double for 64-bit ones
-  const V vmin = value_of(kmin), vmax = value_of(kmax);
-  const V span = vmax - vmin;
-  if (!(span > V(0) && span < std::numeric_limits<V>::infinity())) return false;  // NaN, inf
-  const int32_t nb = int32_t(1) << bins_bits(n);
-  const V scale = static_cast<V>(nb) / span;
-  if (!(scale < std::numeric_limits<V>::infinity())) return false;  // span in the denormals
-  // digits, monotone in the key (each step rounds monotonically), clamped to [0, nb)
+  ValueBins<K> vb;
+  if (!vb.init(kmin, kmax, bins_bits(n))) return false;
+  const int32_t nb = vb.nb;
   int32_t* dig = s.digits.data();
-  bucket_digits(keys, n, vmin, scale, nb - 1, dig);
+  bucket_digits(keys, n, vb.vmin, vb.scale, nb - 1, dig);
   int32_t* h = s.hist.data();
   std::memset(h, 0, sizeof(int32_t) * nb);
   for (int64_t c = 0; c < n; ++c) h[dig[c]]++;
-  int32_t b = nb - 1;
-  int32_t acc = 0, crowd = 0;
-  for (; acc + h[b] < k; --b) {
-    acc += h[b];
-    crowd = std::max(crowd, h[b]);
-  }
-  crowd = std::max(crowd, h[b]);
+  // from the top bucket down to the one holding position k-1, each bucket's count replaced by
+  // its offset in descending order
+  int64_t above = 0;
+  int32_t crowd = 0;
+  int32_t b = skip_top_blocks<true>(h, nb, k - 1, above, crowd);
+  int32_t acc = static_cast<int32_t>(above);
+  do {
+    --b;
+    const int32_t c = h[b];
+    h[b] = acc;
+    acc += c;
+    crowd = std::max(crowd, c);
+  } while (acc < k);
   if (crowd > CROWD) return false;
-  const int32_t m = acc + h[b];  // keys in buckets >= b
-  int32_t off = 0;
-  for (int32_t j = nb - 1; j >= b; --j) {
-    const int32_t c = h[j];
-    h[j] = off;
-    off += c;
-  }
+  const int32_t m = acc;  // keys in buckets >= b
   K* sk = s.sel_key.data();
   int64_t* si = s.sel_idx.data();
-  for (int64_t c = 0; c < n; ++c) {  // keys of lower buckets all go to slot m (sk has n+1)
-    const int32_t d = dig[c];
-    const int32_t in = d >= b;
-    const int32_t p = in ? h[d] : m;
-    h[d] += in;
-    sk[p] = keys[c];
-    si[p] = idx ? idx[c] : c;
+#if COLA_MINE_AVX512
+  if constexpr (sizeof(K) == 4) {
+    // first the m keys of buckets >= b (digit, key, index) compressed, in order, then their scatter
+    const __m512i vb = _mm512_set1_epi32(b);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    K* ck = s.tmp_key.data();
+    int32_t* ci = s.idx32.data();
+    int64_t nc = 0;
+    for (int64_t c = 0; c < n; c += 16) {
+      const __mmask16 live = n - c >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - c)) - 1);
+      const __m512i d = _mm512_maskz_loadu_epi32(live, dig + c);
+      const __mmask16 hit = _mm512_mask_cmpge_epi32_mask(live, d, vb);
+      const __m512i ix = idx ? _mm512_maskz_loadu_epi32(live, idx + c)
+                             : _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(c)));
+      _mm512_storeu_si512(dig + nc, _mm512_maskz_compress_epi32(hit, d));  // nc <= c: in place
+      _mm512_storeu_si512(ck + nc, _mm512_maskz_compress_epi32(hit, _mm512_maskz_loadu_epi32(live, keys + c)));
+      _mm512_storeu_si512(ci + nc, _mm512_maskz_compress_epi32(hit, ix));
+      nc += __builtin_popcount(hit);
+    }
+    for (int64_t c = 0; c < nc; ++c) {
+      const int32_t p = h[dig[c]]++;
+      sk[p] = ck[c];
+      si[p] = ci[c];
+    }
+  } else
+#endif
+  {
+    for (int64_t c = 0; c < n; ++c) {  // keys of lower buckets all go to slot m (sk has n+1)
+      const int32_t d = dig[c];
+      const int32_t in = d >= b;
+      const int32_t p = in ? h[d] : m;
+      h[d] += in;
+      sk[p] = keys[c];
+      si[p] = idx ? idx[c] : c;
+    }
   }
   insertion_sort_desc(sk, si, m);
   std::copy(si, si + k, out);
@@ -537,7 +680,7 @@ bool topk_bucket(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t n, in
 }
 
 template <typename K>
-void topk_subset(Scratch<K>& s, const K* keys, const int64_t* idx, int64_t T, int64_t k, int64_t* out) {
+void topk_subset(Scratch<K>& s, const K* keys, const int32_t* idx, int64_t T, int64_t k, int64_t* out) {
   if (topk_bucket(s, keys, idx, T, k, out)) return;
   const RankSplit<K> sp = split_at_rank(keys, T, k - 1, s.hist.data());
   if (sp.all_equal) {  // the lowest indices, in order
@@ -598,16 +741,16 @@ void topk_keys(Scratch<K>& s, const K* keys, int64_t T, int64_t k, int64_t* out)
   if (k <= 8 && topk_insert(keys, T, k, out, 4 * k + 64)) return;  // never gives up when T <= 64
   if (T <= 64) return topk_small(keys, T, k, out);
   constexpr K Z = K(1) << (8 * sizeof(K) - 1);  // key_of(+-0)
-  int64_t* zl = s.zlist.data();
+  int32_t* zl = s.zlist.data();
   K* zk = s.zkeys.data();
   const int64_t np = list_keys_at_least(keys, T, static_cast<K>(Z + 1), zl, zk);  // the positives, in index order
   if (np >= k) {
-    if (np > T - T / 8) return topk_subset(s, keys, static_cast<const int64_t*>(nullptr), T, k, out);
+    if (np > T - T / 8) return topk_subset(s, keys, static_cast<const int32_t*>(nullptr), T, k, out);
     return topk_subset(s, zk, zl, np, k, out);
   }
   int64_t nz = 0;
   for (int64_t t = 0; t < T; ++t) nz += static_cast<int64_t>(keys[t] == Z);
-  if (np + nz < k) return topk_subset(s, keys, static_cast<const int64_t*>(nullptr), T, k, out);
+  if (np + nz < k) return topk_subset(s, keys, static_cast<const int32_t*>(nullptr), T, k, out);
   K* sk = s.sel_key.data();
   int64_t* si = s.sel_idx.data();
   for (int64_t c = 0; c < np; ++c) {
@@ -799,7 +942,7 @@ struct Work {
     // 2.2 median by selection: ascending positions lo and hi (NaN last, as torch.sort)
     const int64_t lo = (T - 1) / 2, hi = T / 2;
     int64_t greater;
-    const K klo = range_select_desc(akeys, T, T - 1 - lo, s.keys3.data(), s.cand.data(), s.hist.data(), amin, amax, greater);
+    const K klo = median_select_desc(s, akeys, T, T - 1 - lo, amin, amax, greater);
     K khi = klo;
     if (hi != lo && T - 1 - hi < greater) khi = min_key_above(akeys, T, klo);  // the upper middle
     const scalar_t sum = static_cast<scalar_t>(value(klo) + value(khi));
