@@ -878,6 +878,29 @@ inline uint64_t min_key_above(const uint64_t* __restrict keys, int64_t T, uint64
 }
 
 // P[0] = 0, P[t+1] = #{u <= t : a[u] > med}
+#if COLA_MINE_AVX512
+// float rows: 16 compares at a time, their inclusive prefix sum in the register (4 shifted adds)
+// plus the running count
+inline void prefix_above(const float* __restrict a, float med, int32_t* __restrict P, int64_t T) {
+  const __m512 vm = _mm512_set1_ps(med);
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), last = _mm512_set1_epi32(15);
+  __m512i carry = zero;
+  P[0] = 0;
+  for (int64_t t = 0; t < T; t += 16) {
+    const __mmask16 live = T - t >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (T - t)) - 1);
+    const __mmask16 gt = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, a + t), vm, _CMP_GT_OQ);
+    __m512i x = _mm512_maskz_mov_epi32(gt, one);
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 15));  // lane i += lane i-1
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 14));
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 12));
+    x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 8));
+    x = _mm512_add_epi32(x, carry);
+    _mm512_mask_storeu_epi32(P + t + 1, live, x);
+    carry = _mm512_permutexvar_epi32(last, x);
+  }
+}
+#endif
+
 template <typename scalar_t>
 void prefix_above(const scalar_t* __restrict a, scalar_t med, int32_t* __restrict P, int64_t T) {
   int32_t acc = 0;  // in a register: P[t + 1] += P[t] would wait on store-to-load forwarding
@@ -888,15 +911,15 @@ void prefix_above(const scalar_t* __restrict a, scalar_t med, int32_t* __restric
   }
 }
 
-// Interior positions [f0, f1) of the band keys: every window lies inside the row. em/eM:
-// erosions with m and M, dm/dM: dilations (window counts from the prefix sums P);
-// inner = em - eM, outer = dM - dm; k3 = key(a * inner), k4 = key(a * outer).
+// The band keys at every t: em/eM erosions with m and M, dm/dM dilations (window counts from
+// the prefix counts P, padded by M on each side); inner = em - eM, outer = dM - dm;
+// k3 = key(a * inner), k4 = key(a * outer).
 template <typename scalar_t, typename K, typename KeyFn>
-void band_keys_interior(const scalar_t* __restrict a, const int32_t* __restrict P, K* __restrict k3,
-                        K* __restrict k4, int64_t f0, int64_t f1, int64_t m, int64_t M, KeyFn key) {
+void band_keys(const scalar_t* __restrict a, const int32_t* __restrict P, K* __restrict k3,
+               K* __restrict k4, int64_t T, int64_t m, int64_t M, KeyFn key) {
   const int64_t cm = m / 2, cM = M / 2;
   const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
-  for (int64_t t = f0; t < f1; ++t) {
+  for (int64_t t = 0; t < T; ++t) {
     const int32_t em = (P[t + m - cm] - P[t - cm]) == mi;
     const int32_t eM = (P[t + M - cM] - P[t - cM]) == Mi;
     const int32_t dm = (P[t + cm + 1] - P[t - (m - 1 - cm)]) > 0;
@@ -950,34 +973,17 @@ struct Work {
 
     // masks by window counts over bin = a > med (outside [0, T) counts as 0):
     // erode_s(t) = ones in [t-c, t+s-1-c] == s, dilate_s(t) = ones in [t-(s-1-c), t+c] > 0
-    int32_t* P = s.prefix.data();
+    // P is padded with M counts on each side (0 before the row, P[T] after it): every window,
+    // clipped or not, is then P[r + 1] - P[l], and a window cut by the border holds fewer than s
+    // ones, so count == s is the erosion there too
+    if (static_cast<int64_t>(s.prefix.size()) < T + 2 * M + 2) s.prefix.resize(T + 2 * M + 2);
+    int32_t* P = s.prefix.data() + M;
+    std::fill(P - M, P, 0);
     prefix_above(a, med, P, T);
-    const int64_t cm = m / 2, cM = M / 2;
-    const scalar_t one = static_cast<scalar_t>(1), zero = static_cast<scalar_t>(0);
-    K* keys2 = s.keys2.data();
-    auto band_keys = [&](int64_t t, bool em, bool eM, bool dm, bool dM) {
-      const scalar_t inner = static_cast<scalar_t>((em ? one : zero) - (eM ? one : zero));
-      const scalar_t outer = static_cast<scalar_t>((dM ? one : zero) - (dm ? one : zero));
-      keys[t] = key(static_cast<scalar_t>(a[t] * inner));
-      keys2[t] = key(static_cast<scalar_t>(a[t] * outer));
-    };
-    auto count = [&](int64_t l, int64_t r) -> int32_t {  // ones in [l, r] clipped to [0, T)
-      l = std::max<int64_t>(l, 0);
-      r = std::min<int64_t>(r, T - 1);
-      return P[std::max(r + 1, l)] - P[l];
-    };
-    // a window cut by the border holds fewer than s positions, so count == s is the erosion
-    auto slow = [&](int64_t t) {
-      band_keys(t, count(t - cm, t + m - 1 - cm) == m, count(t - cM, t + M - 1 - cM) == M,
-                count(t - (m - 1 - cm), t + cm) > 0, count(t - (M - 1 - cM), t + cM) > 0);
-    };
-    // interior [M, T-M): every window lies inside the row, no clipping
-    const int64_t f0 = std::min(M, T), f1 = std::max(f0, T - M);
-    for (int64_t t = 0; t < f0; ++t) slow(t);
-    band_keys_interior(a, P, keys, keys2, f0, f1, m, M, kf);
-    for (int64_t t = f1; t < T; ++t) slow(t);
+    std::fill(P + T + 1, P + T + M + 1, P[T]);
+    band_keys(a, P, keys, s.keys2.data(), T, m, M, kf);
     topk_keys(s, keys, T, k_hard, ha);
-    topk_keys(s, keys2, T, k_hard, hb);
+    topk_keys(s, s.keys2.data(), T, k_hard, hb);
   }
 };
 
