@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstdint>
@@ -83,12 +84,22 @@ bool use_avx512() {
 template <typename W, typename scalar_t>
 void mine_rows(const scalar_t* ap, const scalar_t* kpp, int64_t B, int64_t T, int64_t k_easy, int64_t k_hard,
                int64_t m, int64_t M, int64_t* eap, int64_t* ebp, int64_t* hap, int64_t* hbp) {
-  const int64_t grain = std::max<int64_t>(1, 4096 / T);
-  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+  // Rows are handed out in small chunks from a shared counter rather than split evenly up front:
+  // a worker thread that wakes late (the call is short, tens of microseconds, and the pool's
+  // threads have often gone to sleep since the last parallel region) just takes fewer chunks,
+  // instead of finishing its half late.
+  const int64_t chunk = std::max<int64_t>(1, 1024 / T);
+  const int64_t n_chunks = (B + chunk - 1) / chunk;
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), n_chunks);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     static thread_local W w;  // scratch reused across calls
-    for (int64_t b = begin; b < end; ++b)
-      w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
-            hap + b * k_hard, hbp + b * k_hard);
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      for (int64_t b = c * chunk, e = std::min(B, b + chunk); b < e; ++b)
+        w.row(ap + b * T, kpp + b * T, T, k_easy, k_hard, m, M, eap + b * k_easy, ebp + b * k_easy,
+              hap + b * k_hard, hbp + b * k_hard);
+    }
   });
 }
 

@@ -57,7 +57,7 @@ struct Scratch {
     zlist.resize(T + SLACK);
     idx32.resize(T + SLACK);
     zkeys.resize(T + SLACK);
-    hist.resize(2 * 1024 + 1);
+    hist.resize(2 * 1024 + 16);
     keys3.resize(T + SLACK);
     keys.resize(T);
     keys2.resize(T);
