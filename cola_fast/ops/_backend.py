@@ -84,10 +84,18 @@ def resolve(backend: str | None, device: torch.device | str, op: str) -> str:
     if backend is None:
         backend = os.environ.get("COLA_FAST_BACKEND", "auto")
     dev_type = device.type if isinstance(device, torch.device) else torch.device(device).type
-    key = (backend, dev_type, op, os.environ.get("TRITON_INTERPRET", "0"))
-    if key not in _RESOLVED:
-        _RESOLVED[key] = _resolve_uncached(backend, dev_type, op)
-    return _RESOLVED[key]
+    # TRITON_INTERPRET matters only where Triton could be chosen: native kernels present and
+    # backend native/auto make the answer independent of it (and save an environment lookup)
+    key = (backend, dev_type, op)
+    got = _RESOLVED.get(key)
+    if got is None:
+        key = (backend, dev_type, op, os.environ.get("TRITON_INTERPRET", "0"))
+        got = _RESOLVED.get(key)
+        if got is None:
+            got = _resolve_uncached(backend, dev_type, op)
+            independent = backend in ("native", "auto") and got == "native"
+            _RESOLVED[key[:3] if independent else key] = got
+    return got
 
 
 def _resolve_uncached(backend: str, dev_type: str, op: str) -> str:

@@ -66,7 +66,9 @@ def _validate(actionness, keep, k_easy, k_hard, m, M):
     a = actionness.detach() if actionness.requires_grad else actionness
     a = a.contiguous()
     kp = keep.detach() if keep.requires_grad else keep
-    kp = kp.to(a.dtype).contiguous()
+    if kp.dtype != a.dtype:
+        kp = kp.to(a.dtype)
+    kp = kp.contiguous()
     return a, kp, k_easy, k_hard, m, M
 
 
