@@ -1,16 +1,21 @@
-// mine_snippets, C++ CPU kernel (COLA_SPEC 2.1-2.2).
+// mine_snippets, C++ CPU kernel (COLA_SPEC 2.1-2.2). The per-row work is in
+// mine_snippets_impl.h, compiled twice below: for any x86-64 (SSE2) and for AVX-512, the
+// build chosen once per process (mining_cpu_isa; COLA_FAST_MINING_ISA=sse2 forces SSE2).
 //
-// Per video (parallel over videos with at::parallel_for):
-//   1. max over t (NaN propagates, as torch.max);
-//   2. median by selection: std::nth_element on a copy of the row (not a full sort); for even
-//      T the upper middle value is the minimum of the upper part; med = 0.5 * (lo + hi) in the
-//      input dtype, exactly as cola_fast.reference.median;
-//   3. bin = a > med, prefix sums of bin, erosion / dilation as window counts (scipy
-//      semantics, positions outside [0, T) count as 0);
-//   4. four top-k selections on the values a*keep, (max-a)*keep, a*inner, a*outer, computed in
-//      the input dtype like the reference so that ties are identical. Each value is mapped
-//      to an order-preserving unsigned key (NaN largest, as torch.sort; -0 == +0) packed with
-//      its index; nth_element + a sort of the first k only (no sort of the whole row).
+// Per video (rows handed out to the threads in chunks from a shared counter):
+//   1. order-preserving unsigned keys of the actionness (NaN largest, as torch.sort; -0 == +0),
+//      their min and max (the max is the NaN key if there is one: torch.max propagates NaN);
+//   2. median by selection: a histogram of value-linear buckets, then selection among the keys
+//      of the bucket holding the middle position (adaptive key digits for rows with NaN/inf);
+//      med = 0.5 * (lo + hi) in the input dtype, exactly as cola_fast.reference.median;
+//   3. bin = a > med, prefix counts padded by M on each side, erosion / dilation as window
+//      counts (scipy semantics: positions outside [0, T) count as 0);
+//   4. four top-k on the values a*keep, (max-a)*keep, a*inner, a*outer, computed in the input
+//      dtype like the reference so that ties are identical: the keys above zero are listed
+//      first (masked rows are mostly zero); a value-linear bucket histogram finds the bucket
+//      holding position k-1, the keys at or above it are scattered to their buckets in order
+//      and an insertion sort orders each bucket; crowded buckets fall back to radix selection
+//      and a stable sort of the k winners. No row is ever fully sorted.
 // Order of the output: value descending, equal values lower index first (the spec's rule).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
