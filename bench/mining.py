@@ -141,7 +141,7 @@ def main():
     try:
         commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
                                          cwd=os.path.dirname(os.path.abspath(__file__))).strip()
-        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"], text=True,
+        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)bench/results"], text=True,
                                         cwd=os.path.dirname(os.path.abspath(__file__))).strip()
         commit += " (+ uncommitted changes)" if dirty else ""
     except Exception:  # noqa: BLE001
