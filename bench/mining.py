@@ -13,8 +13,9 @@ Backends, side by side in one run, same inputs:
 Shapes: (B,T) = (16,750) and (1,2613) with k_easy = T//5, k_hard = T//20 (THUMOS'14), and
 (256,50) with the ActivityNet ratios r_easy 10, r_hard 8 -> k_easy 5, k_hard 6.
 
-    python bench/mining.py [--device cpu|cuda] [--threads N] [--repeats R]
-Writes bench/results/mining_<device>.md.
+    python bench/mining.py [--device cpu|cuda] [--threads N] [--repeats R] [--out FILE]
+Writes bench/results/mining_<device>.md. The native CPU kernel runs its AVX-512 build on CPUs
+that have it; COLA_FAST_MINING_ISA=sse2 measures the SSE2 build (the table says which ran).
 """
 from __future__ import annotations
 
@@ -147,6 +148,9 @@ def main():
     except Exception:  # noqa: BLE001
         commit = "unknown"
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} thread(s)"
+    if device.type == "cpu" and "native" in backends:
+        from cola_fast.ops import mining_cpu_isa
+        dev += f", native CPU build: {mining_cpu_isa()}"
     lines = [
         f"# mine_snippets benchmark ({args.device})",
         "",
