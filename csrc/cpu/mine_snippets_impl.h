@@ -976,6 +976,10 @@ struct Work {
     // P is padded with M counts on each side (0 before the row, P[T] after it): every window,
     // clipped or not, is then P[r + 1] - P[l], and a window cut by the border holds fewer than s
     // ones, so count == s is the erosion there too
+    // windows longer than 2T+2 act as 2T+2 does: their erosion is never all ones and their
+    // dilation reaches the whole row from every t (this bounds the padding for any m, M)
+    m = std::min<int64_t>(m, 2 * T + 2);
+    M = std::min<int64_t>(M, 2 * T + 2);
     if (static_cast<int64_t>(s.prefix.size()) < T + 2 * M + 2) s.prefix.resize(T + 2 * M + 2);
     int32_t* P = s.prefix.data() + M;
     std::fill(P - M, P, 0);
