@@ -176,11 +176,19 @@ inline void minmax_keys(const uint64_t* __restrict keys, int64_t n, uint64_t& km
 }
 
 #if COLA_MINE_AVX512
+// The 16 int32 lanes of ix stored at p, as int32 or widened to int64.
+inline void store_lanes(int32_t* p, __m512i ix) { _mm512_storeu_si512(p, ix); }
+inline void store_lanes(int64_t* p, __m512i ix) {
+  _mm512_storeu_si512(p, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(ix)));
+  _mm512_storeu_si512(p + 8, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(ix, 1)));
+}
+
 // Lists, in index order, the t with keys[t] >= lo, and (when out_keys is given) their keys;
 // returns how many. AVX-512: per 16 keys one unsigned compare, then the indices and keys of the
 // matching lanes compressed into a register and stored whole (list and out_keys need 16 slots of
 // slack past n).
-inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int32_t* __restrict list,
+template <typename I>
+int64_t list_keys_at_least_avx512(const uint32_t* __restrict keys, int64_t n, uint32_t lo, I* __restrict list,
                                   uint32_t* __restrict out_keys) {
   const __m512i thr = _mm512_set1_epi32(static_cast<int32_t>(lo));
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -189,29 +197,16 @@ inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, ui
     const __mmask16 live = n - t >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - t)) - 1);
     const __m512i v = _mm512_maskz_loadu_epi32(live, keys + t);
     const __mmask16 hit = _mm512_mask_cmpge_epu32_mask(live, v, thr);
-    _mm512_storeu_si512(list + nl, _mm512_maskz_compress_epi32(hit, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(t)))));
-    _mm512_storeu_si512(out_keys + nl, _mm512_maskz_compress_epi32(hit, v));
+    store_lanes(list + nl, _mm512_maskz_compress_epi32(hit, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(t)))));
+    if (out_keys) _mm512_storeu_si512(out_keys + nl, _mm512_maskz_compress_epi32(hit, v));
     nl += __builtin_popcount(hit);
   }
   return nl;
 }
 
-inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int64_t* __restrict list,
+inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int32_t* __restrict list,
                                   uint32_t* __restrict out_keys) {
-  const __m512i thr = _mm512_set1_epi32(static_cast<int32_t>(lo));
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int64_t nl = 0;
-  for (int64_t t = 0; t < n; t += 16) {
-    const __mmask16 live = n - t >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - t)) - 1);
-    const __m512i v = _mm512_maskz_loadu_epi32(live, keys + t);
-    const __mmask16 hit = _mm512_mask_cmpge_epu32_mask(live, v, thr);
-    const __m512i ix = _mm512_maskz_compress_epi32(hit, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(t))));
-    _mm512_storeu_si512(list + nl, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(ix)));
-    _mm512_storeu_si512(list + nl + 8, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(ix, 1)));
-    if (out_keys) _mm512_storeu_si512(out_keys + nl, _mm512_maskz_compress_epi32(hit, v));
-    nl += __builtin_popcount(hit);
-  }
-  return nl;
+  return list_keys_at_least_avx512(keys, n, lo, list, out_keys);
 }
 #endif
 
@@ -219,7 +214,7 @@ inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, ui
 // at a time, then one store per match (the matches are few: about k plus a bin).
 inline int64_t list_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int64_t* __restrict list) {
 #if COLA_MINE_AVX512
-  return list_keys_at_least(keys, n, lo, list, static_cast<uint32_t*>(nullptr));
+  return list_keys_at_least_avx512(keys, n, lo, list, static_cast<uint32_t*>(nullptr));
 #else
   int64_t nl = 0, t = 0;
 #if defined(__SSE2__)
@@ -776,43 +771,6 @@ void keys_masked(const scalar_t* __restrict a, const scalar_t* __restrict kp, K*
   for (int64_t t = 0; t < T; ++t) keys[t] = key(static_cast<scalar_t>(a[t] * kp[t]));
 }
 
-// Largest key (the NaN key is the largest: torch.max propagates NaN). Branch-free: 32-bit
-// keys with SSE2 compares and selects (SSE2 has no max instruction for int32), else
-// independent cmov chains.
-inline uint32_t max_key(const uint32_t* __restrict keys, int64_t T) {
-  int64_t t = 0;
-  int32_t best = std::numeric_limits<int32_t>::min();
-#if defined(__SSE2__)
-  const __m128i flip = _mm_set1_epi32(std::numeric_limits<int32_t>::min());
-  __m128i m0 = flip, m1 = flip;
-  for (; t + 8 <= T; t += 8) {
-    const __m128i v0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t)), flip);
-    const __m128i v1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + t + 4)), flip);
-    const __m128i g0 = _mm_cmpgt_epi32(v0, m0), g1 = _mm_cmpgt_epi32(v1, m1);
-    m0 = _mm_or_si128(_mm_and_si128(g0, v0), _mm_andnot_si128(g0, m0));
-    m1 = _mm_or_si128(_mm_and_si128(g1, v1), _mm_andnot_si128(g1, m1));
-  }
-  alignas(16) int32_t lanes[8];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), m0);
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes + 4), m1);
-  for (int j = 0; j < 8; ++j) best = std::max(best, lanes[j]);
-#endif
-  for (; t < T; ++t) best = std::max(best, static_cast<int32_t>(keys[t] ^ 0x80000000u));
-  return static_cast<uint32_t>(best) ^ 0x80000000u;
-}
-
-inline uint64_t max_key(const uint64_t* __restrict keys, int64_t T) {
-  int64_t b0 = std::numeric_limits<int64_t>::min(), b1 = b0;
-  constexpr uint64_t F = 0x8000000000000000ull;
-  int64_t t = 0;
-  for (; t + 2 <= T; t += 2) {
-    b0 = std::max(b0, static_cast<int64_t>(keys[t] ^ F));
-    b1 = std::max(b1, static_cast<int64_t>(keys[t + 1] ^ F));
-  }
-  for (; t < T; ++t) b0 = std::max(b0, static_cast<int64_t>(keys[t] ^ F));
-  return static_cast<uint64_t>(std::max(b0, b1)) ^ F;
-}
-
 // keys[t] = key((mx - a[t]) * kp[t])
 template <typename scalar_t, typename K, typename KeyFn>
 void keys_reversed(const scalar_t* __restrict a, const scalar_t* __restrict kp, scalar_t mx,
@@ -828,7 +786,7 @@ void keys_plain(const scalar_t* __restrict a, K* __restrict keys, int64_t T, Key
   for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
 }
 
-// The smallest key above klo (all ones if none). Branch-free, as max_key.
+// The smallest key above klo (all ones if none). Branch-free (SSE2 / AVX-512 compares and selects).
 inline uint32_t min_key_above(const uint32_t* __restrict keys, int64_t T, uint32_t klo) {
 #if COLA_MINE_AVX512
   const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(klo));
