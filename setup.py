@@ -112,9 +112,11 @@ def _extensions():
 ext_modules, build_ext = _extensions()
 
 setup(
-    packages=["cola_fast", "cola_fast.ops", "cola_fast.data", "cola_fast.evaluation", "cola_fast.kernels"],
+    # cola_fast.data.thumos14 holds only data files (read through importlib.resources)
+    packages=["cola_fast", "cola_fast.ops", "cola_fast.data", "cola_fast.data.thumos14",
+              "cola_fast.evaluation", "cola_fast.kernels"],
     package_dir={"cola_fast.kernels": "kernels"},
-    package_data={"cola_fast.data": ["thumos14/*.json", "thumos14/*.txt"]},
+    package_data={"cola_fast.data.thumos14": ["*.json", "*.txt"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},

@@ -17,7 +17,7 @@ def test_extension_loads_and_registers_cpu_kernels():
 
 
 @pytest.mark.skipif(os.environ.get("COLA_FAST_EXPECT_CUDA_BUILD") != "1",
-                    reason="CUDA build not expected here (no nvcc, or FORCE_ONLY_CPU)")
+                    reason="CUDA build not expected here (no nvcc, a CPU-only torch, or FORCE_ONLY_CPU)")
 def test_cuda_kernels_compiled_and_linked():
     import cola_fast._C as C  # noqa: F401
     from cola_fast.ops import describe
