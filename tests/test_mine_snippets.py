@@ -286,6 +286,49 @@ def test_bad_arguments(backend):
         call(torch.ones(2, 0), torch.ones(2, 0), 0, 0)
     with pytest.raises(ValueError, match="unknown backend"):
         mine_snippets(a, keep, 1, 1, backend="nope")
+    # keep in actionness's (non-float) dtype: on the native backend this reaches the C++ op
+    # (the wrapper's fast path), whose error must come back as the same TypeError
+    with pytest.raises(TypeError, match="float tensor"):
+        call(torch.ones(2, 10, dtype=torch.int64), torch.ones(2, 10, dtype=torch.int64), 1, 1)
+
+
+@needs_native
+def test_native_fast_path_skips_python_checks_but_not_their_errors(monkeypatch):
+    """A valid call on the native backend goes straight to the C++ op; _validate runs only
+    after the op has refused its input, so that the user still gets _validate's clear error."""
+    from cola_fast.ops import mining
+
+    a, keep = _inputs(3, 20, "rand")
+    keep = keep.float()  # _inputs gives a bool mask
+    want = R.mine_snippets(a, keep, 4, 2)
+    calls = []
+    real = mining._validate
+    monkeypatch.setattr(mining, "_validate", lambda *args: calls.append(args) or real(*args))
+    for x, y in zip(mine_snippets(a, keep, 4, 2, backend="native"), want):
+        assert torch.equal(x, y)
+    assert calls == []
+    with pytest.raises(ValueError, match="k_easy=21"):
+        mine_snippets(a, keep, 21, 2, backend="native")
+    assert len(calls) == 1
+    # what the fast path leaves to the full path: keep in another dtype, a grad-requiring input
+    for a2, k2 in [(a, keep.bool()), (a.clone().requires_grad_(), keep)]:
+        for x, y in zip(mine_snippets(a2, k2, 4, 2, backend="native"), want):
+            assert torch.equal(x, y)
+    assert len(calls) == 3
+
+
+def test_default_backend_follows_the_environment(monkeypatch):
+    """backend=None reads $COLA_FAST_BACKEND at every call, changes at run time included."""
+    a, keep = _inputs(2, 10, "rand")
+    monkeypatch.setenv("COLA_FAST_BACKEND", "nope")
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        mine_snippets(a, keep, 1, 1)
+    monkeypatch.setenv("COLA_FAST_BACKEND", "reference")
+    for x, y in zip(mine_snippets(a, keep, 1, 1), R.mine_snippets(a, keep, 1, 1)):
+        assert torch.equal(x, y)
+    monkeypatch.delenv("COLA_FAST_BACKEND")
+    from cola_fast.ops._backend import default_backend
+    assert default_backend() == "auto"
 
 
 @needs_native

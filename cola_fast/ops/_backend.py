@@ -75,6 +75,19 @@ def triton_available(device: torch.device | str = "cpu") -> bool:
 
 _RESOLVED: dict = {}
 
+# os.environ.get runs several Python-level calls per lookup (key encoding, mapping protocol);
+# on POSIX its backing dict (bytes keys, kept in step by os.environ's setters) answers the
+# same in one C-level lookup. Falls back to os.environ where that dict is not there.
+_ENV_DATA = getattr(os.environ, "_data", None) if os.name == "posix" else None
+
+
+def default_backend() -> str:
+    """$COLA_FAST_BACKEND, read at every call (a test or a user may change it at run time), else "auto"."""
+    if type(_ENV_DATA) is dict:
+        v = _ENV_DATA.get(b"COLA_FAST_BACKEND")
+        return os.fsdecode(v) if v is not None else "auto"
+    return os.environ.get("COLA_FAST_BACKEND", "auto")
+
 
 @torch.compiler.assume_constant_result  # a Python-level choice: torch.compile treats it as a constant
 def resolve(backend: str | None, device: torch.device | str, op: str) -> str:
@@ -82,7 +95,7 @@ def resolve(backend: str | None, device: torch.device | str, op: str) -> str:
     Remembered per (backend, device type, op, interpreter setting): asking the
     dispatcher costs microseconds, and the ops are called every step."""
     if backend is None:
-        backend = os.environ.get("COLA_FAST_BACKEND", "auto")
+        backend = default_backend()
     dev_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     # TRITON_INTERPRET matters only where Triton could be chosen: native kernels present and
     # backend native/auto make the answer independent of it (and save an environment lookup)

@@ -23,6 +23,13 @@ from .. import reference
 from ._backend import resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_Tensor = torch.Tensor
+
+
+@functools.lru_cache(maxsize=None)
+def _native_op():
+    """The compiled op's overload, looked up once (resolve() has checked that it is there)."""
+    return torch.ops.cola_fast.mine_snippets.default
 
 
 def _check_int(name: str, v) -> int:
@@ -120,12 +127,27 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     bool dtype on the same device (converted to actionness's dtype); 0 <= k_easy, k_hard <= T;
     1 <= m < M. Non-contiguous inputs are made contiguous. backend: "auto" | "reference" |
     "native" | "triton" (None: env COLA_FAST_BACKEND, else "auto")."""
+    # Fast path for the usual call (native backend, keep already in actionness's dtype, plain
+    # ints): the C++ op checks shapes, dtypes, ranges and device itself, so _validate runs only
+    # to turn a failure into its clear ValueError/TypeError. It matters in a training step: the
+    # Python checks cost ~30 us per call when the interpreter's caches are cold from other work,
+    # a third of the op's time at (16,750) (bench/mining.py interleaves backends to show this).
+    if (type(actionness) is _Tensor and type(keep) is _Tensor and type(k_easy) is int and type(k_hard) is int
+            and type(m) is int and type(M) is int and keep.dtype is actionness.dtype
+            and not (actionness.requires_grad or keep.requires_grad)):
+        dev = actionness.device
+        if keep.device == dev and resolve(backend, dev, "mine_snippets") == "native":
+            try:
+                return _native_op()(actionness, keep, k_easy, k_hard, m, M)
+            except RuntimeError:
+                _validate(actionness, keep, k_easy, k_hard, m, M)  # raises the clear error, if any
+                raise
     a, kp, k_easy, k_hard, m, M = _validate(actionness, keep, k_easy, k_hard, m, M)
     b = resolve(backend, a.device, "mine_snippets")
     if b == "reference":
         return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
     if b == "native":
-        return torch.ops.cola_fast.mine_snippets(a, kp, k_easy, k_hard, m, M)
+        return _native_op()(a, kp, k_easy, k_hard, m, M)
     if b == "triton":
         return _mine_snippets_triton(a, kp, k_easy, k_hard, m, M)
     raise AssertionError(b)
