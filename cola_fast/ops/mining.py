@@ -24,12 +24,7 @@ from ._backend import resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _Tensor = torch.Tensor
-
-
-@functools.lru_cache(maxsize=None)
-def _native_op():
-    """The compiled op's overload, looked up once (resolve() has checked that it is there)."""
-    return torch.ops.cola_fast.mine_snippets.default
+_native_op = None  # torch.ops.cola_fast.mine_snippets.default once the extension has loaded
 
 
 def _check_int(name: str, v) -> int:
@@ -89,10 +84,12 @@ def _fake_outputs(actionness, k_easy, k_hard):
 def _register_native_fake() -> bool:
     """Fake (meta) kernel of the compiled op, for torch.compile / FakeTensor; once, when the
     extension is importable."""
+    global _native_op
     try:
         from cola_fast import _C  # noqa: F401
     except ImportError:
         return False
+    _native_op = torch.ops.cola_fast.mine_snippets.default
 
     @torch.library.register_fake("cola_fast::mine_snippets")
     def _(actionness, keep, k_easy, k_hard, m, M):
@@ -138,7 +135,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
         dev = actionness.device
         if keep.device == dev and resolve(backend, dev, "mine_snippets") == "native":
             try:
-                return _native_op()(actionness, keep, k_easy, k_hard, m, M)
+                return _native_op(actionness, keep, k_easy, k_hard, m, M)
             except RuntimeError:
                 _validate(actionness, keep, k_easy, k_hard, m, M)  # raises the clear error, if any
                 raise
@@ -147,7 +144,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     if b == "reference":
         return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
     if b == "native":
-        return _native_op()(a, kp, k_easy, k_hard, m, M)
+        return _native_op(a, kp, k_easy, k_hard, m, M)
     if b == "triton":
         return _mine_snippets_triton(a, kp, k_easy, k_hard, m, M)
     raise AssertionError(b)
