@@ -144,7 +144,7 @@ __device__ void store_first(const typename Ops::Item* buf, int k, int64_t* out) 
 }
 
 template <typename scalar_t, typename Ops>
-__global__ void mine_snippets_kernel(const scalar_t* __restrict__ act, const scalar_t* __restrict__ keep,
+__global__ void __launch_bounds__(512) mine_snippets_kernel(const scalar_t* __restrict__ act, const scalar_t* __restrict__ keep,
                                      int T, int P, int k_easy, int k_hard, int m, int M,
                                      int64_t* __restrict__ ea, int64_t* __restrict__ eb,
                                      int64_t* __restrict__ ha, int64_t* __restrict__ hb,
@@ -208,9 +208,10 @@ __global__ void mine_snippets_kernel(const scalar_t* __restrict__ act, const sca
   // inner = erode_m - erode_M, outer = dilate_M - dilate_m, from the window counts
   auto bands = [&](int t, acc_t& inner, acc_t& outer) {
     int em = 0, eM = 0, dm = 0, dM = 0;
-    for (int d = -M; d <= M; ++d) {
+    // only offsets that land in the row: outside it nothing counts (scipy's border value 0)
+    const int d_hi = min(M, T - 1 - t);
+    for (int d = max(-M, -t); d <= d_hi; ++d) {
       const int j = t + d;
-      if (j < 0 || j >= T) continue;
       const key_t kx = key_of(N::load(a + j));
       if (!(kx > kmed && kx != knan)) continue;
       em += (d >= -cm && d <= m - 1 - cm);
@@ -294,11 +295,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cuda(
               "mine_snippets (CUDA): tensors must be on the same CUDA device");
   const int64_t B = actionness.size(0), T = actionness.size(1);
   TORCH_CHECK(T >= 1, "mine_snippets: T must be >= 1");
-  TORCH_CHECK(T <= (int64_t(1) << 30), "mine_snippets (CUDA): T=", T, " too large");
+  TORCH_CHECK(T <= (int64_t(1) << 29), "mine_snippets (CUDA): T=", T, " too large");
   TORCH_CHECK(B <= 0x7fffffff, "mine_snippets (CUDA): B too large");
   TORCH_CHECK(0 <= k_easy && k_easy <= T, "mine_snippets: k_easy=", k_easy, " must lie in [0, T=", T, "]");
   TORCH_CHECK(0 <= k_hard && k_hard <= T, "mine_snippets: k_hard=", k_hard, " must lie in [0, T=", T, "]");
   TORCH_CHECK(1 <= m && m < M, "mine_snippets: need 1 <= m < M, got m=", m, ", M=", M);
+  // Windows longer than 2T+2 give the masks of a 2T+2 window (erosion: never all inside the row;
+  // dilation: always the whole row), as in the CPU kernel; this also keeps m, M within int.
+  m = std::min<int64_t>(m, 2 * T + 2);
+  M = std::min<int64_t>(M, 2 * T + 2);
 
   c10::cuda::CUDAGuard guard(actionness.device());
   const at::Tensor a = actionness.contiguous();
