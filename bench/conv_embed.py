@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cola_fast import reference  # noqa: E402
 from cola_fast.ops import temporal_conv_embed  # noqa: E402
+from cola_fast.ops.conv_embed import conv_allows_tf32  # noqa: E402
 
 SHAPES = [(16, 750, 2048, 2048, 3), (256, 50, 2048, 2048, 9)]
 
@@ -160,7 +161,7 @@ def main():
             "direct-equivalent rates (set COLA_FAST_CONV_WINOGRAD=0 for the shifted-GEMM path).\n")
     if dev.type == "cuda":
         head += (f"fp32 runs use TF32 where torch allows it for convolutions "
-                 f"(torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}). "
+                 f"(cuDNN conv TF32 allowed: {conv_allows_tf32()}). "
                  "'% GEMM' = achieved TFLOP/s over torch.mm's rate for one dense GEMM of the same "
                  "M=B*T, N=Cout, K=Cin*K.\n")
     print(head)
@@ -181,7 +182,7 @@ def main():
         for shape in shapes:
             if dev.type == "cuda":
                 prev = torch.backends.cuda.matmul.allow_tf32
-                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = conv_allows_tf32()
                 rate = gemm_rate(dev, dtype, shape, repeats)
                 torch.backends.cuda.matmul.allow_tf32 = prev
             rows, _ = bench_shape(dev, dtype, shape, impls, repeats, warmup)

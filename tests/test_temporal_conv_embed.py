@@ -384,3 +384,29 @@ def test_native_winograd_and_shifted_gemm_paths_agree():
     # and the Winograd path is not bit-identical to the other: it really is a different algorithm
     assert not torch.equal(outs["1"][0], outs["0"][0])  # K=3 output
     assert not torch.equal(outs["1"][4], outs["0"][4])  # K=9 output
+
+
+def test_conv_tf32_choice_follows_torch_conv_precision():
+    """fp32 convolutions use TF32 (CUDA and Triton-GPU kernels) exactly when torch lets its cuDNN
+    convolutions do so. torch >= 2.9 sets this per operation; reading the legacy
+    cudnn.allow_tf32 raises once the conv and RNN settings differ, which must not break us."""
+    from cola_fast.ops.conv_embed import conv_allows_tf32
+
+    get = getattr(torch._C, "_get_fp32_precision_getter", None)
+    if get is None:
+        pytest.skip("torch < 2.9 has only the legacy flag")
+    put = torch._C._set_fp32_precision_setter
+    saved = {op: get("cuda", op) for op in ("all", "conv", "rnn")}
+    try:
+        put("cuda", "conv", "ieee")
+        put("cuda", "rnn", "tf32")
+        assert conv_allows_tf32() is False
+        put("cuda", "conv", "tf32")
+        put("cuda", "rnn", "ieee")
+        assert conv_allows_tf32() is True
+        put("cuda", "conv", "none")  # inherits from the cuDNN-wide setting
+        put("cuda", "all", "ieee")
+        assert conv_allows_tf32() is False
+    finally:
+        for op, v in saved.items():
+            put("cuda", op, v)

@@ -7,8 +7,9 @@ Backends (see cola_fast.ops._backend):
   reference  torch conv1d + ReLU with the (B,T,C) <-> (B,C,T) permutes (cola_fast.reference)
   native     the compiled op torch.ops.cola_fast.temporal_conv_embed: C++ CPU kernel
              (float32/float64, implicit GEMM through BLAS on shifted row views) and CUDA
-             kernel (WMMA implicit GEMM: bf16/fp16, tf32 for float32 when
-             torch.backends.cudnn.allow_tf32, float64 exact)
+             kernel (WMMA implicit GEMM: bf16/fp16, tf32 for float32 when torch lets
+             its cuDNN convolutions use TF32 (conv_allows_tf32 below),
+             float64 exact)
   triton     kernels/temporal_conv_embed.py through the custom op
              cola_fast_triton::temporal_conv_embed (GPU, or CPU under TRITON_INTERPRET=1)
 
@@ -30,6 +31,18 @@ from ._backend import resolve
 
 OP = "temporal_conv_embed"
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def conv_allows_tf32() -> bool:
+    """Whether torch lets its own cuDNN convolutions use TF32 for float32: since torch 2.9 the
+    per-operation precision of cuDNN conv (torch.backends.cudnn.conv.fp32_precision, "none"
+    inheriting from torch.backends.cudnn and torch.backends), before that the legacy
+    torch.backends.cudnn.allow_tf32. Reading the legacy flag on a newer torch raises once the
+    conv and RNN precisions differ (e.g. after cudnn.conv.fp32_precision = "ieee")."""
+    get = getattr(torch._C, "_get_fp32_precision_getter", None)
+    if get is not None:
+        return get("cuda", "conv") == "tf32"
+    return bool(torch.backends.cudnn.allow_tf32)
 
 
 def _validate(x, weight, bias) -> None:

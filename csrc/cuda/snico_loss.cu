@@ -373,6 +373,9 @@ at::Tensor snico_loss_bwd_cuda(const at::Tensor& grad, const at::Tensor& emb_in,
   TORCH_CHECK(grad.numel() == 1, "snico_loss_bwd: grad must be a scalar, got ", grad.sizes());
   TORCH_CHECK(grad.device() == emb_in.device(), "snico_loss_bwd: grad on ", grad.device(), " but emb on ",
               emb_in.device());
+  for (const at::Tensor* t : {&means_in, &mean_norms_in, &neg_norms_in, &logits_in, &lse_in})
+    TORCH_CHECK(t->device() == emb_in.device(), "snico_loss_bwd: a saved tensor is on ", t->device(),
+                " but emb on ", emb_in.device());
   const c10::cuda::CUDAGuard guard(emb_in.device());
   const at::Tensor emb = emb_in.contiguous();
   const at::Tensor ea = ea_in.contiguous(), eb = eb_in.contiguous(), ha = ha_in.contiguous(),

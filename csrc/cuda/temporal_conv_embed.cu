@@ -13,12 +13,13 @@
 //
 // Block tile 64x64x32, 128 threads (4 warps, 2x2, each 32x32). Tensor cores through WMMA
 // for bf16 / fp16 (m16n16k16) and for fp32 when TF32 is allowed for convolutions
-// (torch.backends.cudnn.allow_tf32; m16n16k8 tf32), always with fp32 accumulation; a SIMT
+// (torch.backends.cudnn.conv.fp32_precision == "tf32", torch's default; m16n16k8 tf32), always with fp32 accumulation; a SIMT
 // path (fp32 without TF32, fp64) accumulates in the input precision. Tiles are staged in
 // shared memory; the epilogue applies bias + ReLU (forward) and writes with bounds checks.
 // dW is accumulated in fp32/fp64 into a (K,Cout,Cin) buffer and re-laid out / cast on the
 // host side; db is reduced deterministically by the (tap K/2, first ci block) programs.
 #include <torch/library.h>
+#include <torch/version.h>
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -290,7 +291,16 @@ bool tensor_cores_ok(at::ScalarType st, int device) {
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   if (major < 8) return false;
   if (st == at::kHalf || st == at::kBFloat16) return true;
-  if (st == at::kFloat) return at::globalContext().allowTF32CuDNN();
+  if (st == at::kFloat) {
+    // What torch's own cuDNN convolutions follow. From torch 2.9 on the precision is set per
+    // operation (torch.backends.cudnn.conv.fp32_precision); the call without an operation
+    // throws once the conv and RNN settings differ.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+    return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+#else
+    return at::globalContext().allowTF32CuDNN();
+#endif
+  }
   return false;
 }
 
@@ -318,8 +328,8 @@ at::Tensor temporal_conv_embed_cuda(const at::Tensor& x_in, const at::Tensor& we
   if (has_bias) {
     TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == weight_in.size(0),
                 "temporal_conv_embed: bias must be (Cout,), got ", bias_in->sizes());
-    TORCH_CHECK(bias_in->scalar_type() == x_in.scalar_type() && bias_in->is_cuda(),
-                "temporal_conv_embed: bias must be a CUDA tensor of x's dtype");
+    TORCH_CHECK(bias_in->scalar_type() == x_in.scalar_type() && bias_in->device() == x_in.device(),
+                "temporal_conv_embed: bias must be a tensor of x's dtype on x's device");
   }
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
@@ -356,6 +366,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cuda
               "temporal_conv_embed_backward: grad_out and out must be (B,T,Cout)");
   TORCH_CHECK(grad_out_in.scalar_type() == x_in.scalar_type() && out_in.scalar_type() == x_in.scalar_type(),
               "temporal_conv_embed_backward: grad_out/out/x dtypes differ");
+  TORCH_CHECK(grad_out_in.device() == x_in.device() && out_in.device() == x_in.device(),
+              "temporal_conv_embed_backward: grad_out and out must be on x's device");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const bool need_dx = output_mask[0], need_dw = output_mask[1], need_db = output_mask[2];
   const auto opts = x_in.options();
