@@ -5,7 +5,7 @@ The whole row lives in one block of BLOCK = next_power_of_2(T) lanes:
 - max over t: a max of keys (NaN propagates as in torch.max);
 - median: tl.sort of the keys (ascending, padding at +inf), the two middle keys decoded back
   to values, med = 0.5 * (lo + hi) rounded to the input dtype like the reference;
-- bin = a > med and the erosion / dilation windows by shifted loads (2M+1 of them), scipy
+- bin = a > med and the erosion / dilation windows by shifted loads (2 min(M, T-1) + 1 of them), scipy
   semantics (outside [0, T) counts as 0);
 - each top-k: one tl.sort of int64 composites (~key << 32 | t), ascending, which orders by
   value descending and, for equal values, lower index first (the spec's rule); the first k
@@ -63,7 +63,7 @@ def _topk_store(v, offs, T, k, out_ptr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _mine_kernel(a_ptr, keep_ptr, ea_ptr, eb_ptr, ha_ptr, hb_ptr, T, k_easy, k_hard, m, M, cm, cM,
+def _mine_kernel(a_ptr, keep_ptr, ea_ptr, eb_ptr, ha_ptr, hb_ptr, T, k_easy, k_hard, m, M, cm, cM, DR,
                  BLOCK: tl.constexpr):
     DT: tl.constexpr = a_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
@@ -95,7 +95,7 @@ def _mine_kernel(a_ptr, keep_ptr, ea_ptr, eb_ptr, ha_ptr, hb_ptr, T, k_easy, k_h
     c_eM = tl.zeros([BLOCK], tl.int32)
     c_dm = tl.zeros([BLOCK], tl.int32)
     c_dM = tl.zeros([BLOCK], tl.int32)
-    for d in range(-M, M + 1):
+    for d in range(-DR, DR + 1):  # DR = min(M, T-1): farther offsets land outside the row
         pos = offs + d
         ok = (pos >= 0) & (pos < T)
         x = tl.load(row + pos, mask=ok, other=0.0).to(tl.float32)
@@ -125,6 +125,9 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
                          "use backend='native'")
     if not (0 <= k_easy <= T and 0 <= k_hard <= T and 1 <= m < M and T >= 1):
         raise ValueError(f"mine_snippets (triton): bad k_easy={k_easy}, k_hard={k_hard}, m={m}, M={M} for T={T}")
+    # windows longer than 2T+2 give the masks of a 2T+2 window (erosion: never all inside the
+    # row; dilation: always the whole row), as in the native kernels; keeps m, M within int32
+    m, M = min(m, 2 * T + 2), min(M, 2 * T + 2)
     a = actionness.contiguous()
     kp = keep.contiguous()
     opts = dict(dtype=torch.int64, device=a.device)
@@ -136,6 +139,6 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
         return ea, eb, ha, hb
     BLOCK = max(16, triton.next_power_of_2(T))
     num_warps = 4 if BLOCK <= 1024 else (8 if BLOCK <= 4096 else 16)
-    _mine_kernel[(B,)](a, kp, ea, eb, ha, hb, T, k_easy, k_hard, m, M, m // 2, M // 2,
+    _mine_kernel[(B,)](a, kp, ea, eb, ha, hb, T, k_easy, k_hard, m, M, m // 2, M // 2, min(M, T - 1),
                        BLOCK=BLOCK, num_warps=num_warps)
     return ea, eb, ha, hb
