@@ -19,7 +19,6 @@
 // dW is accumulated in fp32/fp64 into a (K,Cout,Cin) buffer and re-laid out / cast on the
 // host side; db is reduced deterministically by the (tap K/2, first ci block) programs.
 #include <torch/library.h>
-#include <torch/version.h>
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -286,21 +285,31 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const char* whe
   TORCH_CHECK(x.size(0) * x.size(1) < (int64_t(1) << 31) * BM, where, ": too many rows");
 }
 
+// Whether torch lets its cuDNN convolutions use TF32 (what F.conv1d follows). Newer torch sets
+// the precision per operation (torch.backends.cudnn.conv.fp32_precision) and takes the operation
+// as an argument: asked without one, it throws once the conv and RNN settings differ. Older torch
+// takes no argument. The overloads below pick whichever form at::Context has, without naming
+// types that only some versions declare.
+template <typename R, typename C, typename A>
+bool cudnn_conv_allows_tf32(R (C::*get)(A) const, const C& ctx) {
+  using Arg = std::decay_t<A>;
+  if constexpr (std::is_same_v<Arg, std::string>) {
+    return (ctx.*get)(std::string("conv"));
+  } else {  // std::optional<Float32Op>
+    return (ctx.*get)(Arg::value_type::CONV);
+  }
+}
+template <typename R, typename C>
+bool cudnn_conv_allows_tf32(R (C::*get)() const, const C& ctx) {
+  return (ctx.*get)();
+}
+
 bool tensor_cores_ok(at::ScalarType st, int device) {
   int major = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   if (major < 8) return false;
   if (st == at::kHalf || st == at::kBFloat16) return true;
-  if (st == at::kFloat) {
-    // What torch's own cuDNN convolutions follow. From torch 2.9 on the precision is set per
-    // operation (torch.backends.cudnn.conv.fp32_precision); the call without an operation
-    // throws once the conv and RNN settings differ.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
-    return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
-#else
-    return at::globalContext().allowTF32CuDNN();
-#endif
-  }
+  if (st == at::kFloat) return cudnn_conv_allows_tf32(&at::Context::allowTF32CuDNN, at::globalContext());
   return false;
 }
 
