@@ -25,7 +25,7 @@ import triton.language as tl
 MAX_T = 8192
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-_I32_MAX = 0x7FFFFFFF
+_I32_MAX: tl.constexpr = tl.constexpr(0x7FFFFFFF)  # a global read by @triton.jit code must be constexpr
 
 
 @triton.jit
