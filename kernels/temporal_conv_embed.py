@@ -68,7 +68,7 @@ def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout,
     if HAS_BIAS:
         bias = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(acc_t)
         acc += bias[None, :]
-    acc = tl.maximum(acc, 0.0)
+    acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN, as in torch's relu
     tl.store(y_ptr + rows.to(tl.int64)[:, None] * Cout + cols[None, :], acc.to(y_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
 

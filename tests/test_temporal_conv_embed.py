@@ -410,3 +410,33 @@ def test_conv_tf32_choice_follows_torch_conv_precision():
     finally:
         for op, v in saved.items():
             put("cuda", op, v)
+
+
+@pytest.mark.parametrize("backend,device", [
+    pytest.param("native", "cpu", marks=needs_native),
+    pytest.param("triton", "cpu", marks=needs_triton_cpu),
+    pytest.param("native", "cuda", marks=needs_cuda),
+    pytest.param("triton", "cuda", marks=needs_cuda),
+])
+@pytest.mark.parametrize("T,K", [(8, 3), (7, 5)])  # CPU: the Winograd path (K=3, even T) and the direct one
+def test_nan_input_stays_nan_like_torch(backend, device, T, K):
+    """A NaN in the features must come out as NaN where torch's conv + relu gives NaN (not as a
+    ReLU'd 0 that hides it), and the gradients must have the reference's NaN pattern."""
+    dt = torch.float64 if device == "cpu" and backend == "native" else torch.float32
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, T, 6, generator=g, dtype=dt)
+    x[0, 2, 1] = float("nan")
+    w = torch.randn(5, 6, K, generator=g, dtype=dt)
+    b = torch.randn(5, generator=g, dtype=dt)
+    xs = [x.clone().to(device).requires_grad_(), x.clone().requires_grad_()]
+    ws = [w.clone().to(device).requires_grad_(), w.clone().requires_grad_()]
+    bs = [b.clone().to(device).requires_grad_(), b.clone().requires_grad_()]
+    got = temporal_conv_embed(xs[0], ws[0], bs[0], backend=backend)
+    want = reference.temporal_conv_embed(xs[1], ws[1], bs[1])
+    assert torch.isnan(want).any()
+    assert torch.equal(torch.isnan(got).cpu(), torch.isnan(want))
+    dy = torch.randn(want.shape, generator=g, dtype=dt)
+    got.backward(dy.to(device))
+    want.backward(dy)
+    for a, r in ((xs[0].grad, xs[1].grad), (ws[0].grad, ws[1].grad), (bs[0].grad, bs[1].grad)):
+        assert torch.equal(torch.isnan(a).cpu(), torch.isnan(r))

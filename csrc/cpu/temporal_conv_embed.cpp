@@ -49,6 +49,13 @@
 namespace cola_fast {
 namespace {
 
+// ReLU as torch computes it: a NaN pre-activation stays NaN (v > 0 alone would turn it into 0
+// and hide the bad input); the backward's mask Y > 0 gives it a zero gradient, as torch does.
+template <typename scalar_t>
+inline scalar_t relu_keep_nan(scalar_t v) {
+  return (v > scalar_t(0) || v != v) ? v : scalar_t(0);
+}
+
 void check_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   const char* where) {
   TORCH_CHECK(x.dim() == 3, where, ": x must be (B,T,Cin), got ", x.sizes());
@@ -151,7 +158,7 @@ void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_
       }
       scalar_t* y = o + r * Co;
       if (relu) {
-        for (int64_t c = 0; c < Co; ++c) y[c] = acc[c] > scalar_t(0) ? acc[c] : scalar_t(0);
+        for (int64_t c = 0; c < Co; ++c) y[c] = relu_keep_nan(acc[c]);
       } else {
         for (int64_t c = 0; c < Co; ++c) y[c] = acc[c];
       }
@@ -269,11 +276,10 @@ at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& wei
         scalar_t* row = o + r * Cout;
         if (bp) {
           for (int64_t c = 0; c < Cout; ++c) {
-            const scalar_t v = row[c] + bp[c];
-            row[c] = v > scalar_t(0) ? v : scalar_t(0);
+            row[c] = relu_keep_nan(row[c] + bp[c]);
           }
         } else {
-          for (int64_t c = 0; c < Cout; ++c) row[c] = row[c] > scalar_t(0) ? row[c] : scalar_t(0);
+          for (int64_t c = 0; c < Cout; ++c) row[c] = relu_keep_nan(row[c]);
         }
       }
     });

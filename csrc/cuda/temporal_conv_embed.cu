@@ -232,7 +232,8 @@ __global__ void __launch_bounds__(NT) tce_kernel(Params p) {
     if constexpr (MODE == 0) {
       if (gm < N && gn < Cout) {
         if (p.bias) v += static_cast<AccT>(to_f(static_cast<const T*>(p.bias)[gn]));
-        static_cast<T*>(p.out)[gm * Cout + gn] = static_cast<T>(v > AccT(0) ? v : AccT(0));
+        // ReLU that keeps a NaN pre-activation NaN, as torch's relu does
+        static_cast<T*>(p.out)[gm * Cout + gn] = static_cast<T>((v > AccT(0) || v != v) ? v : AccT(0));
       }
     } else if constexpr (MODE == 1) {
       if (gm < N && gn < Cin) static_cast<T*>(p.out)[gm * Cin + gn] = static_cast<T>(v);
