@@ -1,7 +1,7 @@
 """Triton kernels of snico_loss (COLA_SPEC 3): the algorithm of csrc/cpu/snico_loss.cpp (read
 the derivation of the backward there), in the launches of csrc/cuda/snico_loss.cu:
 
-    forward   _means (B, D/BLOCK_D) -> _dots (B, 2 + 2 k_easy) -> _loss (B,) -> sum / B
+    forward   _means (B, D/BLOCK_D) -> _dots (2 + 2 k_easy, B) -> _loss (B,) -> sum / B
     backward  _scalars (B,) -> _scatter (B, D/BLOCK_D)
 
 fp32 accumulation; fp32 / bf16 / fp16 embeddings on CUDA (fp32 only under the interpreter).
@@ -52,8 +52,9 @@ def _means(E, HA, EA, HB, EB, M, T, D, kE, kH, BLOCK: tl.constexpr):
 
 @triton.jit
 def _dots(E, EA, EB, M, MN, NN, QK, QE, T, D, kE, BLOCK: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    r = tl.program_id(1)
+    # grid (2 + 2 kE, B): the long axis first (a GPU grid's second axis stops at 65535)
+    r = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
     ar = tl.arange(0, BLOCK)
     if r < 2:
         q = M + (b * 4 + 2 * r) * D
@@ -212,7 +213,7 @@ def snico_fwd(emb, ea, eb, ha, hb, tau):
     qe = torch.empty((B, 2, kE), **f32)
     per_video = torch.empty((B,), **f32)
     _means[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, T, D, kE, kH, BLOCK=BLOCK_D)
-    _dots[(B, 2 + 2 * kE)](emb, ea, eb, means, mean_norms, neg_norms, qk, qe, T, D, kE, BLOCK=BLOCK_D)
+    _dots[(2 + 2 * kE, B)](emb, ea, eb, means, mean_norms, neg_norms, qk, qe, T, D, kE, BLOCK=BLOCK_D)
     _loss[(B,)](mean_norms, neg_norms, qk, qe, logits, lse, per_video, kE, 1.0 / tau,
                 BLOCK_K=max(16, triton.next_power_of_2(kE + 1)))
     loss = (per_video.sum() / B).to(emb.dtype)

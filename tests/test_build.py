@@ -57,8 +57,8 @@ def test_avx512_code_only_in_its_own_functions():
 
 def test_triton_kernels_compile_for_nvidia_gpus(tmp_path):
     """Every Triton kernel compiles for sm_80 and sm_90 (the GPU compiler runs here without a GPU;
-    the interpreter that runs the kernels in the other tests skips its checks). See
-    tests/triton_gpu_compile.py."""
+    the interpreter that runs the kernels in the other tests skips its checks), and the launch
+    grids stay within a GPU's limits at extreme shapes. See tests/triton_gpu_compile.py."""
     pytest.importorskip("triton")
     import subprocess
     import sys

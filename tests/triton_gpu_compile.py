@@ -8,6 +8,9 @@ each launch's arguments give the signature that triton.compile gets, with one au
 per kernel (the autotuner skips configs that do not fit, so those are not errors) and, for
 float32 convolutions, both the "ieee" and the "tf32" dot precision.
 
+It also checks, without compiling, that the launch grids stay within a GPU's limits (x < 2**31,
+y and z <= 65535) at extreme shapes, which the interpreter does not enforce either.
+
     python tests/triton_gpu_compile.py [--arch 80 90]   # one line per kernel and arch; exit 1 on failure
 
 Run by tests/test_build.py in a subprocess: TRITON_INTERPRET must be unset when triton is imported.
@@ -47,16 +50,22 @@ def _scalar_type(v) -> str:
 
 
 def capture(call) -> list:
-    """The launches (JITFunction, {arg: value}, launch options) that call() makes."""
+    """The launches (JITFunction, {arg: value}, launch options, grid) that call() makes."""
     launches = []
 
-    def jit_run(self, *args, grid, warmup=False, **kwargs):
-        launches.append((self, dict(zip(self.arg_names, args)) | kwargs, {}))
+    def grid_of(grid, values):
+        g = tuple(grid(values) if callable(grid) else grid)
+        return g + (1,) * (3 - len(g))
 
-    def tuned_run(self, *args, **kwargs):
+    def jit_run(self, *args, grid, warmup=False, **kwargs):
+        values = dict(zip(self.arg_names, args)) | kwargs
+        launches.append((self, values, {}, grid_of(grid, values)))
+
+    def tuned_run(self, *args, grid, **kwargs):
         cfg = self.configs[0]
         opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
-        launches.append((self.fn, dict(zip(self.fn.arg_names, args)) | kwargs | cfg.kwargs, opts))
+        values = dict(zip(self.fn.arg_names, args)) | kwargs | cfg.kwargs
+        launches.append((self.fn, values, opts, grid_of(grid, values)))
 
     saved = JITFunction.run, Autotuner.run
     JITFunction.run, Autotuner.run = jit_run, tuned_run
@@ -80,6 +89,21 @@ def compile_launch(fn, values: dict, opts: dict, target) -> None:
         else:
             signature[name] = _scalar_type(v)
     triton.compile(ASTSource(fn, signature=signature, constexprs=constants), target=target, options=opts)
+
+
+def grid_cases():
+    """(label, call) pairs at the largest shapes the wrappers accept along some axis: their
+    launch grids must stay within a GPU's limits (x < 2**31, y and z <= 65535); nothing is
+    compiled for them."""
+    from kernels import mine_snippets as km
+    from kernels import snico_loss as ks
+
+    a = torch.zeros(70000, 16)  # many videos: one program each
+    yield "mine_snippets B=70000", lambda: km.mine_snippets(a, a, 3, 3, 3, 6)
+    T, kE = 140000, 34000  # 2 + 2 k_easy programs per video for the dots
+    emb = torch.zeros(1, T, 1)
+    ea, ha = torch.zeros(1, kE, dtype=torch.int64), torch.zeros(1, 8, dtype=torch.int64)
+    yield f"snico_loss fwd k_easy={kE}", lambda: ks.snico_fwd(emb, ea, ea, ha, ha, 0.07)
 
 
 def cases():
@@ -113,9 +137,14 @@ def main() -> int:
     ap.add_argument("--arch", type=int, nargs="+", default=[90], help="compute capabilities, e.g. 80 90")
     args = ap.parse_args()
     failed = 0
+    for label, call in grid_cases():
+        for fn, _, _, grid in capture(call):
+            ok = grid[0] < 2 ** 31 and grid[1] <= 65535 and grid[2] <= 65535
+            failed += not ok
+            print(f"[grid] {label}: {fn.__name__} grid {grid} {'ok' if ok else 'FAILED: beyond the GPU grid limits'}")
     for arch, (label, call) in ((a, c) for a in args.arch for c in cases()):
         target = GPUTarget("cuda", arch, 32)
-        for fn, values, opts in capture(call):
+        for fn, values, opts, _ in capture(call):
             precs = [values.get("PREC")]
             if precs[0] == "ieee" and any(isinstance(v, torch.Tensor) and v.dtype == torch.float32
                                           for v in values.values()) and values.get("ACC_F64") is False:
