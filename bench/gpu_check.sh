@@ -34,7 +34,11 @@ $PY -c "import cola_fast.ops as o; print(o.describe())"
 log "tests (all; CUDA and Triton-GPU tests included)"
 t0=$(date +%s)
 t_tests=$(( $(left) - 150 )); [ "$t_tests" -gt 360 ] && t_tests=360; [ "$t_tests" -lt 60 ] && t_tests=60
-timeout "$t_tests" $PY -m pytest -q tests -p no:cacheprovider > "$RES/gpu_tests.log" 2>&1
+# 8 worker processes when pytest-xdist is there: the Triton-GPU tests spend most of their time
+# compiling kernels (up to a minute each at T=5000), which parallelises over the CPU cores
+xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || true)
+log "pytest ${xdist:-(one process)}, at most ${t_tests}s"
+timeout "$t_tests" $PY -m pytest -q $xdist tests -p no:cacheprovider > "$RES/gpu_tests.log" 2>&1
 tests_rc=$?
 [ "$tests_rc" = 124 ] && log "tests STOPPED after ${t_tests}s (time budget); see gpu_tests.log"
 tail -15 "$RES/gpu_tests.log"
