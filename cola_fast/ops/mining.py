@@ -127,8 +127,9 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     # Fast path for the usual call (native backend, keep already in actionness's dtype, plain
     # ints): the C++ op checks shapes, dtypes, ranges and device itself, so _validate runs only
     # to turn a failure into its clear ValueError/TypeError. It matters in a training step: the
-    # Python checks cost ~30 us per call when the interpreter's caches are cold from other work,
-    # a third of the op's time at (16,750) (bench/mining.py interleaves backends to show this).
+    # Python checks cost 10-30 us per call when the interpreter's caches are cold from other
+    # work, up to a third of the op's time at (16,750) on a 2-core CPU (bench/mining.py
+    # interleaves the backends, so it sees this).
     if (type(actionness) is _Tensor and type(keep) is _Tensor and type(k_easy) is int and type(k_hard) is int
             and type(m) is int and type(M) is int and keep.dtype is actionness.dtype
             and not (actionness.requires_grad or keep.requires_grad)):
