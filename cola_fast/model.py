@@ -99,8 +99,8 @@ class CoLA(nn.Module):
         else:  # fused one-pass dropout on the CPU (torch's own elsewhere)
             h = ops.dropout(emb, self.cfg.dropout, self.training, backend=self.backend)
         if self.depthwise is None and not self._is_reference():
-            # THUMOS'14 classifier, a 1x1 conv: the same linear map on (B,T,E), no transposes
-            cas = F.relu(F.linear(h, self.classifier.weight.squeeze(-1)))  # (B,T,C)
+            # THUMOS'14 classifier, a 1x1 conv: as a linear map on (B,T,E) or as the conv, by measurement
+            cas = F.relu(ops.classifier_1x1(h, self.classifier.weight, backend=self.backend))  # (B,T,C)
         else:
             h = self.classifier(h.transpose(1, 2))            # (B,C,T)
             if self.depthwise is not None:

@@ -51,13 +51,14 @@ TORCH_LIBRARY(cola_fast, m) {
   // ---- temporal_conv_embed (COLA_SPEC 2, embedding layer) ------------------------------
   // owned by the conv-embedding kernels; see csrc/cpu/temporal_conv_embed.cpp
   // x (B,T,Cin), weight (Cout,Cin,K) with K odd, bias (Cout,) or None; zero padding K//2
-  // inside each video. Returns ReLU(conv1d + bias) as (B,T,Cout).
-  m.def("temporal_conv_embed(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  // inside each video. Returns ReLU(conv1d + bias) as (B,T,Cout). gemm picks the CPU kernel's
+  // GEMM library: 0 BLAS (MKL), 1 oneDNN (float32); the CUDA kernel ignores it.
+  m.def("temporal_conv_embed(Tensor x, Tensor weight, Tensor? bias, int gemm=0) -> Tensor");
   // Fused backward from grad_out and the saved output (ReLU mask = out > 0). Returns
   // (dx (B,T,Cin), dweight (Cout,Cin,K), dbias (Cout,)); an output whose output_mask entry
   // is false comes back as an empty (0,) tensor and is not computed.
   m.def("temporal_conv_embed_backward(Tensor grad_out, Tensor out, Tensor x, Tensor weight,"
-        " bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+        " bool[3] output_mask, int gemm=0) -> (Tensor, Tensor, Tensor)");
 
   // ---- proposals (COLA_SPEC 5.5-5.7; evaluation, CPU only) ------------------------------
   // owned by the proposal kernels; see csrc/cpu/proposals.cpp and cola_fast/evaluation/proposals.py.

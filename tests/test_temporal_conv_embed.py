@@ -440,3 +440,39 @@ def test_nan_input_stays_nan_like_torch(backend, device, T, K):
     want.backward(dy)
     for a, r in ((xs[0].grad, xs[1].grad), (ws[0].grad, ws[1].grad), (bs[0].grad, bs[1].grad)):
         assert torch.equal(torch.isnan(a).cpu(), torch.isnan(r))
+
+
+@needs_native
+@pytest.mark.parametrize("impl", ["native:blas", "native:onednn"])
+@pytest.mark.parametrize("case", ["inf", "-inf", "overflow"])
+def test_winograd_nonfinite_falls_back_to_the_direct_sum(impl, case):
+    """Winograd adds inputs before multiplying: one +inf, or values whose products overflow, would
+    give NaN where the direct sum (torch's semantics) gives +-inf. The native op then takes the
+    direct path: the outputs and gradients have the reference's inf/NaN pattern and values."""
+    from cola_fast.ops import conv_embed
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 8, 6, generator=g)
+    w = torch.randn(5, 6, 3, generator=g)
+    b = torch.randn(5, generator=g)
+    if case == "overflow":
+        x, w = x * 1e20, w * 1e20
+    else:
+        x[1, 4, 2] = float(case)
+    xs, ws = [x.clone().requires_grad_() for _ in range(2)], [w.clone().requires_grad_() for _ in range(2)]
+    got = conv_embed.run(xs[0], ws[0], b, impl)  # T=8, K=3: the Winograd path applies
+    want = reference.temporal_conv_embed(xs[1], ws[1], b)
+    assert not torch.isfinite(want).all()
+    torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=0)
+    dy = torch.ones_like(want)
+    got.backward(dy)
+    want.backward(dy)
+    for a, r in ((xs[0].grad, xs[1].grad), (ws[0].grad, ws[1].grad)):
+        assert torch.equal(torch.isnan(a), torch.isnan(r)) and torch.equal(torch.isinf(a), torch.isinf(r))
+
+
+@needs_native
+def test_native_gemm_argument_is_checked():
+    x, w = torch.randn(1, 4, 3), torch.randn(2, 3, 3)
+    with pytest.raises(RuntimeError, match="gemm must be 0"):
+        torch.ops.cola_fast.temporal_conv_embed(x, w, None, 7)

@@ -1,13 +1,16 @@
 """The public functional API of the fused ops.
 
 Each op takes backend= "auto" | "reference" | "native" | "triton" (default: the
-environment variable COLA_FAST_BACKEND, else "auto"); see cola_fast.ops._backend.
+environment variable COLA_FAST_BACKEND, else "auto"); see cola_fast.ops._backend. "auto"
+chooses by measurement, per shape class, among the implementations that match the reference
+(cola_fast.ops._autotune; `describe()` lists the choices made so far).
 """
 from ._backend import BACKENDS, BackendUnavailable, describe, resolve
+from .classifier import classifier_1x1
 from .conv_embed import temporal_conv_embed
 from .dropout import dropout
 from .mining import mine_snippets, mining_cpu_isa
 from .snico import snico_loss
 
-__all__ = ["BACKENDS", "BackendUnavailable", "describe", "resolve",
+__all__ = ["BACKENDS", "BackendUnavailable", "classifier_1x1", "describe", "resolve",
            "dropout", "mine_snippets", "mining_cpu_isa", "snico_loss", "temporal_conv_embed"]

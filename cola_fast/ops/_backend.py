@@ -3,8 +3,8 @@
 Backends: "reference" (cola_fast.reference, pure PyTorch), "native" (the compiled
 extension cola_fast._C: C++ CPU kernels, CUDA kernels when built), "triton" (the kernels
 in cola_fast.kernels; on a CPU only under the Triton interpreter, TRITON_INTERPRET=1).
-"auto" picks the fastest available for the tensor's device. The default for "auto"
-comes from the environment variable COLA_FAST_BACKEND when set; a backend that is asked
+"auto" picks, per shape class and by measurement, the fastest candidate that matches the
+reference (cola_fast.ops._autotune). The default backend comes from the environment variable COLA_FAST_BACKEND when set; a backend that is asked
 for but not available raises BackendUnavailable, it never falls back in silence.
 """
 from __future__ import annotations
@@ -91,23 +91,20 @@ def default_backend() -> str:
 
 @torch.compiler.assume_constant_result  # a Python-level choice: torch.compile treats it as a constant
 def resolve(backend: str | None, device: torch.device | str, op: str) -> str:
-    """The concrete backend ("reference", "native" or "triton") for op on device.
-    Remembered per (backend, device type, op, interpreter setting): asking the
-    dispatcher costs microseconds, and the ops are called every step."""
+    """"auto", or the forced backend ("reference", "native" or "triton") for op on device after
+    checking that it is there. "auto" is then chosen per shape class by the op (_autotune).
+    Remembered per (backend, device type, op, interpreter setting): asking the dispatcher costs
+    microseconds, and the ops are called every step."""
     if backend is None:
         backend = default_backend()
+    if backend == "auto":
+        return "auto"
     dev_type = device.type if isinstance(device, torch.device) else torch.device(device).type
-    # TRITON_INTERPRET matters only where Triton could be chosen: native kernels present and
-    # backend native/auto make the answer independent of it (and save an environment lookup)
-    key = (backend, dev_type, op)
+    key = (backend, dev_type, op, os.environ.get("TRITON_INTERPRET", "0"))
     got = _RESOLVED.get(key)
     if got is None:
-        key = (backend, dev_type, op, os.environ.get("TRITON_INTERPRET", "0"))
-        got = _RESOLVED.get(key)
-        if got is None:
-            got = _resolve_uncached(backend, dev_type, op)
-            independent = backend in ("native", "auto") and got == "native"
-            _RESOLVED[key[:3] if independent else key] = got
+        got = _resolve_uncached(backend, dev_type, op)
+        _RESOLVED[key] = got
     return got
 
 
@@ -115,12 +112,6 @@ def _resolve_uncached(backend: str, dev_type: str, op: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     dev = torch.device(dev_type)
-    if backend == "auto":
-        if native_has_kernel(op, dev.type):
-            return "native"
-        if dev.type == "cuda" and triton_available(dev):
-            return "triton"
-        return "reference"
     if backend == "native" and not native_has_kernel(op, dev.type):
         ok, _, why = _native_status()
         raise BackendUnavailable(
@@ -150,4 +141,11 @@ def describe() -> dict:
         "triton_interpreter": triton_interpreting(),
         "cuda_available": torch.cuda.is_available(),
         "mining_cpu_isa": torch.ops.cola_fast.mining_cpu_isa() if ok and hasattr(torch.ops.cola_fast, "mining_cpu_isa") else None,
+        "onednn": torch.backends.mkldnn.is_available(),
+        "auto_decisions": _autotune_decisions(),
     }
+
+
+def _autotune_decisions() -> list:
+    from . import _autotune
+    return _autotune.decisions()

@@ -4,14 +4,20 @@
                                                                             inside each video)
 
 Backends (see cola_fast.ops._backend):
-  reference  torch conv1d + ReLU with the (B,T,C) <-> (B,C,T) permutes (cola_fast.reference)
+  reference  torch conv1d + ReLU with the (B,T,C) <-> (B,C,T) permutes (cola_fast.reference):
+             torch's own path (oneDNN on a CPU, cuDNN on a GPU)
   native     the compiled op torch.ops.cola_fast.temporal_conv_embed: C++ CPU kernel
-             (float32/float64, implicit GEMM through BLAS on shifted row views) and CUDA
+             (float32/float64, Winograd F(2,3) or implicit GEMM on shifted row views, its GEMMs
+             through BLAS or oneDNN: the op's `gemm` argument) and CUDA
              kernel (WMMA implicit GEMM: bf16/fp16, tf32 for float32 when torch lets
              its cuDNN convolutions use TF32 (conv_allows_tf32 below),
              float64 exact)
   triton     kernels/temporal_conv_embed.py through the custom op
              cola_fast_triton::temporal_conv_embed (GPU, or CPU under TRITON_INTERPRET=1)
+
+"auto" chooses by measurement per shape class (cola_fast/ops/_autotune.py) among
+"reference", "native:blas", "native:onednn" (CPU, float32) / "native", "triton" (CUDA), timing
+the forward alone under no_grad and forward+backward when gradients are wanted.
 
 The backward is fused: the ReLU mask (out > 0, i.e. torch's convention of a zero gradient
 where the pre-activation is exactly 0) is applied once, then dx, dweight and dbias; the
@@ -27,7 +33,8 @@ from __future__ import annotations
 import torch
 
 from .. import reference
-from ._backend import resolve
+from . import _autotune
+from ._backend import native_has_kernel, resolve, triton_available
 
 OP = "temporal_conv_embed"
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -79,7 +86,7 @@ def _validate(x, weight, bias) -> None:
 # --------------------------------------------------------------------------------------
 # native: torch.ops.cola_fast.temporal_conv_embed (schema in csrc/ops.cpp)
 # --------------------------------------------------------------------------------------
-def _bwd_fake(grad_out, out, x, weight, output_mask):
+def _bwd_fake(grad_out, out, x, weight, output_mask, gemm=0):
     # masked-out gradients come back as distinct empty (0,) tensors (no aliasing)
     return (x.new_empty(x.shape if output_mask[0] else (0,)),
             weight.new_empty(weight.shape if output_mask[1] else (0,)),
@@ -87,9 +94,10 @@ def _bwd_fake(grad_out, out, x, weight, output_mask):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias = inputs
+    x, weight, bias = inputs[:3]
     ctx.save_for_backward(x, weight, output)
     ctx.has_bias = bias is not None
+    ctx.gemm = inputs[3] if len(inputs) > 3 else None  # the native op's GEMM library; Triton has none
 
 
 def _make_backward(bwd_op):
@@ -98,9 +106,10 @@ def _make_backward(bwd_op):
         need = ctx.needs_input_grad
         mask = [bool(need[0]), bool(need[1]), bool(ctx.has_bias and need[2])]
         if not any(mask):
-            return None, None, None
-        dx, dw, db = bwd_op(grad_out, out, x, weight, mask)
-        return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None)
+            return (None,) * len(need)
+        extra = () if ctx.gemm is None else (ctx.gemm,)
+        dx, dw, db = bwd_op(grad_out, out, x, weight, mask, *extra)
+        return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None) + (None,) * (len(need) - 3)
     return backward
 
 
@@ -115,7 +124,7 @@ def _register_native() -> bool:
         return False
 
     @torch.library.register_fake("cola_fast::temporal_conv_embed")
-    def _fwd_fake(x, weight, bias):
+    def _fwd_fake(x, weight, bias, gemm=0):
         return x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
 
     torch.library.register_fake("cola_fast::temporal_conv_embed_backward")(_bwd_fake)
@@ -186,25 +195,114 @@ def _autocast(x, weight, bias):
     return cast(x), cast(weight), cast(bias)
 
 
+GEMM_LIBRARIES = {"blas": 0, "onednn": 1}  # the native CPU op's `gemm` argument
+
+
+def candidates(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The implementations "auto" may choose from for this device and dtype."""
+    names = ["reference"]
+    if native_has_kernel(OP, device.type):
+        if device.type == "cpu":
+            names.append("native:blas")
+            if torch.backends.mkldnn.is_available() and dtype != torch.float64:
+                names.append("native:onednn")
+        else:
+            names.append("native")
+    if device.type == "cuda" and triton_available(device):
+        names.append("triton")
+    return names
+
+
+def run(x, weight, bias, impl: str) -> torch.Tensor:
+    """The op through one named implementation (a backend, or a candidate of candidates())."""
+    if impl == "reference":
+        return reference.temporal_conv_embed(x, weight, bias)
+    x, weight, bias = _autocast(x, weight, bias)
+    if impl.startswith("native"):
+        fwd = torch.ops.cola_fast.temporal_conv_embed.default
+        gemm = GEMM_LIBRARIES[impl.split(":")[1]] if ":" in impl else 0
+        if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+            dt = x.dtype
+            up = (lambda t: None if t is None else t.float())
+            return fwd(up(x), up(weight), up(bias), gemm).to(dt)
+        return fwd(x, weight, bias, gemm)
+    if impl == "triton":
+        return _triton_op()(x, weight, bias)
+    raise ValueError(f"temporal_conv_embed: unknown implementation {impl!r}")
+
+
+def _variant(x, weight, bias) -> str:
+    if not torch.is_grad_enabled():
+        return "forward"
+    if x.requires_grad:
+        return "train_dx"
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        return "train"
+    return "forward"
+
+
+def _shape_class(B: int, T: int, cin: int, cout: int, k: int, has_bias: bool) -> tuple:
+    """Training shapes are fixed, so they are their own class; single videos (evaluation,
+    inference) come in every length: T is rounded up to a power of two, its parity kept (the
+    CPU kernel's Winograd path needs an even T)."""
+    if B == 1 and T > 16:
+        t = 1 << (T - 1).bit_length()
+        T = t if T % 2 == 0 else t - 1
+    return (B, T, cin, cout, k, int(has_bias))
+
+
+_TUNE_ROWS = 512  # rows (B*T) of the inputs the candidates are timed on, at least one video
+
+
+def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
+    B, T, cin, cout, k, has_bias = shape
+    b = max(1, min(B, -(-_TUNE_ROWS // T)))
+    grads = variant != "forward"
+
+    def make_inputs(gen):
+        x = torch.randn(b, T, cin, generator=gen).to(device, dtype)
+        w = (torch.randn(cout, cin, k, generator=gen) / (cin * k) ** 0.5).to(device, dtype)
+        bias = (0.1 * torch.randn(cout, generator=gen)).to(device, dtype) if has_bias else None
+        gout = torch.randn(b, T, cout, generator=gen).to(device, dtype)
+        x.requires_grad_(variant == "train_dx")
+        for t in (w, bias):
+            if t is not None:
+                t.requires_grad_(grads)
+        return x, w, bias, gout
+
+    def runner(impl):
+        def go(inp):
+            x, w, bias, gout = inp
+            with torch.autocast(device.type, dtype=getattr(torch, autocast, None), enabled=autocast != "none"):
+                if not grads:
+                    with torch.no_grad():
+                        return (run(x, w, bias, impl),)
+                y = run(x, w, bias, impl)
+            wrt = [t for t in (x, w, bias) if t is not None and t.requires_grad]
+            return (y, *torch.autograd.grad(y, wrt, gout.to(y.dtype)))
+        return go
+
+    return _autotune.Tuning({n: runner(n) for n in candidates(device, dtype)}, make_inputs, "reference",
+                            _autotune.mismatch_tolerance(dtype, device, autocast))
+
+
+_autotune.register(OP, _tuning)
+
+
 def temporal_conv_embed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                         backend: str | None = None) -> torch.Tensor:
     """ReLU(Conv1d(x) + bias) on channels-last x (B,T,Cin) -> (B,T,Cout).
 
     weight (Cout,Cin,K) and bias (Cout,) (or None) as nn.Conv1d's; K odd, zero padding K//2
     per video. Differentiable in x, weight and bias. backend: "auto" | "reference" |
-    "native" | "triton" (default: $COLA_FAST_BACKEND, else "auto")."""
+    "native" | "triton" (default: $COLA_FAST_BACKEND, else "auto": the fastest candidate for
+    this shape class, by measurement)."""
     _validate(x, weight, bias)
     b = resolve(backend, x.device, OP)
-    if b == "reference":
-        return reference.temporal_conv_embed(x, weight, bias)
-    x, weight, bias = _autocast(x, weight, bias)
-    if b == "native":
-        fwd = torch.ops.cola_fast.temporal_conv_embed.default
-        if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
-            dt = x.dtype
-            up = (lambda t: None if t is None else t.float())
-            return fwd(up(x), up(weight), up(bias)).to(dt)
-        return fwd(x, weight, bias)
-    if b == "triton":
-        return _triton_op()(x, weight, bias)
-    raise AssertionError(b)
+    if b == "auto":
+        B, T, cin = x.shape
+        cout, _, k = weight.shape
+        dev = x.device
+        b = _autotune.choose(OP, _variant(x, weight, bias), str(dev), str(x.dtype).replace("torch.", ""),
+                             _shape_class(B, T, cin, cout, k, bias is not None), _autotune.autocast_of(dev.type))
+    return run(x, weight, bias, b)

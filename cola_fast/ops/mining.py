@@ -9,6 +9,9 @@ Backends (see cola_fast.ops._backend):
 - "triton": kernels/mine_snippets.py, one program per video (CUDA, or CPU under the Triton
   interpreter), registered as the custom op cola_fast::mine_snippets_triton.
 
+"auto" chooses among the backends available on the device by measurement, per shape class
+(cola_fast/ops/_autotune.py); Triton is a candidate on CUDA only.
+
 Every backend returns the same indices as the reference for every input (the spec's tie
 rule: value descending, equal values lower index first). The op is not differentiable: it
 returns index tensors; gradients flow through the embeddings gathered with them.
@@ -20,7 +23,10 @@ import functools
 import torch
 
 from .. import reference
-from ._backend import resolve
+from . import _autotune
+from ._backend import native_has_kernel, resolve, triton_available
+
+OP = "mine_snippets"
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _Tensor = torch.Tensor
@@ -131,24 +137,67 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     # work, up to a third of the op's time at (16,750) on a 2-core CPU (bench/mining.py
     # interleaves the backends, so it sees this).
     if (type(actionness) is _Tensor and type(keep) is _Tensor and type(k_easy) is int and type(k_hard) is int
-            and type(m) is int and type(M) is int and keep.dtype is actionness.dtype
+            and type(m) is int and type(M) is int and keep.dtype is actionness.dtype and actionness.dim() == 2
             and not (actionness.requires_grad or keep.requires_grad)):
         dev = actionness.device
-        if keep.device == dev and resolve(backend, dev, "mine_snippets") == "native":
+        if keep.device == dev and _choice(backend, actionness, k_easy, k_hard, m, M) == "native":
             try:
                 return _native_op(actionness, keep, k_easy, k_hard, m, M)
             except RuntimeError:
                 _validate(actionness, keep, k_easy, k_hard, m, M)  # raises the clear error, if any
                 raise
     a, kp, k_easy, k_hard, m, M = _validate(actionness, keep, k_easy, k_hard, m, M)
-    b = resolve(backend, a.device, "mine_snippets")
-    if b == "reference":
+    return run(a, kp, k_easy, k_hard, m, M, _choice(backend, a, k_easy, k_hard, m, M))
+
+
+def run(a, kp, k_easy, k_hard, m, M, impl: str):
+    """The op through one backend, on validated inputs."""
+    if impl == "reference":
         return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
-    if b == "native":
+    if impl == "native":
         return _native_op(a, kp, k_easy, k_hard, m, M)
-    if b == "triton":
+    if impl == "triton":
         return _mine_snippets_triton(a, kp, k_easy, k_hard, m, M)
-    raise AssertionError(b)
+    raise ValueError(f"mine_snippets: unknown implementation {impl!r}")
+
+
+def _choice(backend, a, k_easy, k_hard, m, M) -> str:
+    b = resolve(backend, a.device, OP)
+    if b != "auto":
+        return b
+    return _autotune.choose(OP, "indices", str(a.device), str(a.dtype)[6:], (*a.shape, k_easy, k_hard, m, M))
+
+
+def candidates(device: torch.device) -> list[str]:
+    names = ["reference"]
+    if native_has_kernel(OP, device.type):
+        names.append("native")
+    if device.type == "cuda" and triton_available(device):
+        names.append("triton")
+    return names
+
+
+def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
+    B, T, k_easy, k_hard, m, M = shape
+
+    def make_inputs(gen):
+        a = torch.rand(B, T, generator=gen).to(device, dtype)
+        keep = (torch.rand(B, T, generator=gen) < 0.4).to(device, dtype)
+        return a, keep
+
+    def mismatch(out, ref):
+        for name, o, r in zip(("EA", "EB", "HA", "HB"), out, ref):
+            if o.shape != r.shape or not torch.equal(o, r):
+                return f"{name} differs from the reference's indices"
+        return None
+
+    def runner(impl):
+        return lambda inp: run(inp[0], inp[1], k_easy, k_hard, m, M, impl)
+
+    return _autotune.Tuning({n: runner(n) for n in candidates(device)}, make_inputs, "reference", mismatch)
+
+
+_autotune.register(OP, _tuning)
 
 
 def mining_cpu_isa() -> str | None:

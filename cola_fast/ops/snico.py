@@ -8,6 +8,8 @@ Backends:
   (C++ CPU kernels, CUDA kernels when built); autograd and fake kernels registered here;
 - "triton": kernels/snico_loss.py, wrapped as the custom op cola_fast_triton::snico_loss_fwd
   (CUDA, or CPU under the Triton interpreter).
+"auto" chooses among the backends available on the device by measurement, per shape class
+(cola_fast/ops/_autotune.py); Triton is a candidate on CUDA only.
 The fused forward saves only the four means (B,4,D), norms, logits and log-sum-exp; the
 backward is a hand-derived fused kernel that scatters into d(emb) (see csrc/cpu/snico_loss.cpp).
 """
@@ -18,7 +20,8 @@ import math
 import torch
 
 from .. import reference
-from ._backend import _native_status, resolve
+from . import _autotune
+from ._backend import _native_status, native_has_kernel, resolve, triton_available
 
 _OP = "snico_loss_fwd"  # the name resolve() checks for a native kernel
 
@@ -161,14 +164,56 @@ def snico_loss(emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.
     _validate(emb, ea, eb, ha, hb, tau)
     tau = float(tau)
     b = resolve(backend, emb.device, _OP)
-    if b == "reference":
+    if b == "auto":
+        variant = "train" if torch.is_grad_enabled() and emb.requires_grad else "forward"
+        b = _autotune.choose("snico_loss", variant, str(emb.device), str(emb.dtype)[6:],
+                             (*emb.shape, ea.shape[1], ha.shape[1]), _autotune.autocast_of(emb.device.type))
+    return run(emb, ea, eb, ha, hb, tau, b)
+
+
+def run(emb, ea, eb, ha, hb, tau: float, impl: str) -> torch.Tensor:
+    """The loss through one backend, on validated inputs."""
+    if impl == "reference":
         return reference.snico_loss(emb, ea, eb, ha, hb, tau)
-    if b == "native":
+    if impl == "native":
         _register_native()
         return torch.ops.cola_fast.snico_loss_fwd(emb, ea, eb, ha, hb, tau)[0]
-    if b == "triton":
+    if impl == "triton":
         return _triton()[0](emb, ea, eb, ha, hb, tau)[0]
-    raise AssertionError(b)
+    raise ValueError(f"snico_loss: unknown implementation {impl!r}")
+
+
+def candidates(device: torch.device) -> list[str]:
+    names = ["reference"]
+    if native_has_kernel(_OP, device.type):
+        names.append("native")
+    if device.type == "cuda" and triton_available(device):
+        names.append("triton")
+    return names
+
+
+def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
+    B, T, D, k_easy, k_hard = shape
+    B = min(B, _autotune.TUNE_BATCH)  # the cost is linear in B: a few videos rank the candidates
+    grads = variant == "train"
+
+    def make_inputs(gen):
+        emb = torch.randn(B, T, D, generator=gen).relu_().to(device, dtype).requires_grad_(grads)
+        idx = [torch.randint(0, T, (B, k), generator=gen).to(device) for k in (k_easy, k_easy, k_hard, k_hard)]
+        return (emb, *idx)
+
+    def runner(impl):
+        def go(inp):
+            with torch.autocast(device.type, dtype=getattr(torch, autocast, None), enabled=autocast != "none"):
+                loss = run(*inp, 0.07, impl)
+            return (loss, *torch.autograd.grad(loss, inp[0])) if grads else (loss,)
+        return go
+
+    return _autotune.Tuning({n: runner(n) for n in candidates(device)}, make_inputs, "reference",
+                            _autotune.mismatch_tolerance(dtype, device, autocast))
+
+
+_autotune.register("snico_loss", _tuning)
 
 
 try:  # register at import when the extension is built, so that opcheck / compile see it

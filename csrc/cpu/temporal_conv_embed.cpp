@@ -36,18 +36,73 @@
 // dW = G^T [(A g) (x) (B^T d)] summed over pairs, again 4 GEMMs of N/2 rows (K = 9 keeps the
 // shifted GEMMs in the backward). The result differs from the direct sum by rounding only
 // (cuDNN and oneDNN offer the same algorithm); COLA_FAST_CONV_WINOGRAD=0 turns it off.
+// Non-finite values: Winograd's transforms add and subtract inputs before they multiply, and the
+// shifted GEMMs sum their taps' partial results, so an infinite or overflowing input can give
+// NaN where torch's convolution, one accumulation over all taps and channels, gives +-inf.
+// Whenever a pre-activation (forward) or a gradient (backward) is not finite, the op is
+// recomputed by torch's own convolution (at::conv1d / at::convolution_backward): the reference's
+// semantics exactly. Finite inputs never take that path.
+//
+// GEMM library (the ops' `gemm` argument): every matrix product goes through BLAS (at::mm /
+// at::bmm: MKL in torch's x86 builds) or through oneDNN (torch's mkldnn matmul primitive,
+// float32 only; float64 always takes BLAS). Which one is faster depends on the CPU: on some
+// AMD parts MKL runs at half of oneDNN's rate, on Intel parts they are close. cola_fast.ops
+// chooses by measurement (cola_fast/ops/_autotune.py).
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+namespace at {
+namespace native {
+// ATen's oneDNN matmul (aten/src/ATen/native/mkldnn/Matmul.h, exported from libtorch_cpu but not
+// installed as a header): result = beta * result + alpha * (mat1 @ mat2), 2-D or batched 3-D,
+// strided operands allowed.
+TORCH_API void mkldnn_matmul(const Tensor& mat1, const Tensor& mat2, const Tensor& result, float beta, float alpha);
+}  // namespace native
+}  // namespace at
+
 namespace cola_fast {
 namespace {
+
+enum GemmLibrary : int64_t { kBlas = 0, kOnednn = 1 };
+
+void check_gemm(int64_t gemm) {
+  TORCH_CHECK(gemm == kBlas || gemm == kOnednn, "temporal_conv_embed: gemm must be 0 (BLAS) or 1 (oneDNN), got ",
+              gemm);
+  TORCH_CHECK(gemm == kBlas || at::hasMKLDNN(), "temporal_conv_embed: gemm=1 (oneDNN) asked for, but this torch "
+              "was built without oneDNN (mkldnn)");
+}
+
+// result = a @ b, or result += a @ b when accumulate; 2-D or batched 3-D, through the chosen
+// library (oneDNN for float32 only).
+void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& result, bool accumulate, int64_t gemm) {
+  if (gemm == kOnednn && a.scalar_type() == at::kFloat) {
+    at::native::mkldnn_matmul(a, b, result, accumulate ? 1.0f : 0.0f, 1.0f);
+  } else if (a.dim() == 3) {
+    if (accumulate) {
+      result.baddbmm_(a, b);
+    } else {
+      at::Tensor r = result;
+      at::bmm_out(r, a, b);  // out= variant: under autocast, at::bmm would return bf16
+    }
+  } else {
+    if (accumulate) {
+      result.addmm_(a, b);
+    } else {
+      at::Tensor r = result;
+      at::mm_out(r, a, b);
+    }
+  }
+}
+
+bool all_finite(const at::Tensor& t) { return t.numel() == 0 || at::isfinite(t).all().item<bool>(); }
 
 // ReLU as torch computes it: a NaN pre-activation stays NaN (v > 0 alone would turn it into 0
 // and hide the bad input); the backward's mask Y > 0 gives it a zero gradient, as torch does.
@@ -134,13 +189,16 @@ at::Tensor wino_input(const at::Tensor& x) {
 
 // out (B,T,Co) from M (4, B*H', g*Co), H' = T'/2, T' = T + 3(g-1): group a of the taps
 // (w_{3a..3a+2}) gives z_a(p) = m0 + m1 + m2 (p even) or m1 - m2 - m3 (p odd) at pair p/2 of
-// its Co columns; out[t] = f(sum_a z_a(t + 3a) + bias), f = ReLU or identity.
+// its Co columns; out[t] = f(sum_a z_a(t + 3a) + bias), f = ReLU or identity. Returns false
+// when some pre-activation is not finite (the caller then takes the direct path).
 template <typename scalar_t>
-void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_t B, int64_t T, int64_t g,
+bool wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_t B, int64_t T, int64_t g,
                       int64_t Co, scalar_t* o) {
   const int64_t Hp = (T + 3 * (g - 1)) / 2, NH = B * Hp, ld = g * Co;  // M: (4, NH, ld)
+  std::atomic<bool> finite{true};
   at::parallel_for(0, B * T, std::max<int64_t>(1, 8192 / std::max<int64_t>(Co, 1)), [&](int64_t r0, int64_t r1) {
     std::vector<scalar_t> acc(Co);
+    scalar_t probe = 0;  // 0 * v is NaN exactly when v is not finite: one vectorisable test
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / T, t = r % T;
       for (int64_t c = 0; c < Co; ++c) acc[c] = bias ? bias[c] : scalar_t(0);
@@ -157,21 +215,25 @@ void wino_output_impl(const scalar_t* m, const scalar_t* bias, bool relu, int64_
         }
       }
       scalar_t* y = o + r * Co;
+      for (int64_t c = 0; c < Co; ++c) probe += scalar_t(0) * acc[c];
       if (relu) {
         for (int64_t c = 0; c < Co; ++c) y[c] = relu_keep_nan(acc[c]);
       } else {
         for (int64_t c = 0; c < Co; ++c) y[c] = acc[c];
       }
     }
+    if (probe != probe) finite = false;
   });
+  return finite;
 }
 
 // out (B,T,Co) contiguous = ReLU?(conv(x) + bias) for a kernel of K = 3g taps, the taps given
 // as Ut (4, Ci, g*Co): columns [a*Co, (a+1)*Co) hold (G w_a)^T of group a. For g > 1 the
 // groups' 3-tap convolutions run over x zero-padded by 3(g-1)/2 rows at each end of every
-// video (T' = T + 3(g-1) rows), all groups in one GEMM per point.
-void wino_conv(const at::Tensor& x, const at::Tensor& Ut, int64_t g, const at::Tensor& bias, bool relu,
-               at::Tensor& out) {
+// video (T' = T + 3(g-1) rows), all groups in one GEMM per point. Returns false when the
+// result holds a non-finite pre-activation.
+bool wino_conv(const at::Tensor& x, const at::Tensor& Ut, int64_t g, const at::Tensor& bias, bool relu,
+               at::Tensor& out, int64_t gemm) {
   const int64_t B = x.size(0), T = x.size(1), Co = Ut.size(2) / g, L = 3 * (g - 1) / 2;
   at::Tensor xp = x;
   if (L > 0) {
@@ -180,11 +242,14 @@ void wino_conv(const at::Tensor& x, const at::Tensor& Ut, int64_t g, const at::T
   }
   const at::Tensor V = wino_input(xp);
   at::Tensor M = at::empty({4, V.size(1), Ut.size(2)}, x.options());
-  at::bmm_out(M, V, Ut);  // out= variant: under autocast, at::bmm would return bf16
+  matmul(V, Ut, M, /*accumulate=*/false, gemm);
+  bool finite = true;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wino_output", [&] {
-    wino_output_impl<scalar_t>(M.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-                               relu, B, T, g, Co, out.data_ptr<scalar_t>());
+    finite = wino_output_impl<scalar_t>(M.const_data_ptr<scalar_t>(),
+                                        bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, relu, B, T, g, Co,
+                                        out.data_ptr<scalar_t>());
   });
+  return finite;
 }
 
 // A g for every pair: (4, B*H, C) = (g[2j], g[2j] + g[2j+1], g[2j] - g[2j+1], -g[2j+1]).
@@ -220,28 +285,14 @@ at::Tensor wino_filter(const at::Tensor& w0, const at::Tensor& w1, const at::Ten
   return at::stack({w0, (s + w1) * 0.5, (s - w1) * 0.5, w2});
 }
 
-}  // namespace
-
-at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
-                                   const std::optional<at::Tensor>& bias_in) {
-  check_inputs(x_in, weight, bias_in, "temporal_conv_embed");
-  const at::Tensor x = x_in.contiguous();
-  const int64_t B = x.size(0), T = x.size(1), Cin = x.size(2);
-  const int64_t Cout = weight.size(0), K = weight.size(2), P = K / 2;
-  const int64_t N = B * T;
-  if (N > 0 && Cout > 0 && Cin > 0 && winograd_forward_applies(T, K)) {
-    const bool has_bias = bias_in.has_value() && bias_in->defined();
-    const int64_t g = K / 3;
-    std::vector<at::Tensor> groups;  // (4, Cout, Cin) per group of 3 taps
-    for (int64_t a = 0; a < g; ++a)
-      groups.push_back(wino_filter(weight.select(2, 3 * a), weight.select(2, 3 * a + 1), weight.select(2, 3 * a + 2)));
-    const at::Tensor Ut = at::cat(groups, 1).transpose(1, 2);  // (4, Cin, g*Cout)
-    at::Tensor out = at::empty({B, T, Cout}, x.options());
-    wino_conv(x, Ut, g, has_bias ? bias_in->contiguous() : at::Tensor(), /*relu=*/true, out);
-    return out;
-  }
-  at::Tensor out = at::empty({B, T, Cout}, x.options());
-  if (N == 0 || Cout == 0) return out;
+// Direct path, out (B,T,Cout) = ReLU(conv(x) + bias) with x contiguous: one flat GEMM per tap
+// over shifted row views (see the header), then bias + ReLU in one pass. Returns false when a
+// pre-activation is not finite.
+bool direct_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t gemm,
+                    at::Tensor& out) {
+  const int64_t T = x.size(1), Cin = x.size(2);
+  const int64_t Cout = weight.size(0), K = weight.size(2), P = K / 2, N = x.size(0) * T;
+  if (N == 0 || Cout == 0) return true;
   if (Cin == 0) {
     out.zero_();
   } else {
@@ -249,70 +300,74 @@ at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& wei
     const at::Tensor Wt = weight.permute({2, 0, 1}).contiguous();
     const at::Tensor x2 = x.view({N, Cin});
     at::Tensor o2 = out.view({N, Cout});
-    at::mm_out(o2, x2, Wt[P].t());  // centre tap: no shift, no leak
+    matmul(x2, Wt[P].t(), o2, false, gemm);  // centre tap: no shift, no leak
     at::Tensor saved;
     for (int64_t s = 1; s <= P && s < T; ++s) {
       // shift +s: rows (b, T-s..T-1) would read the next video; they get nothing from
       // this tap, so save and restore them around the flat GEMM.
       at::Tensor leak = video_rows(out, T - s, s);
       saved = leak.clone();
-      o2.narrow(0, 0, N - s).addmm_(x2.narrow(0, s, N - s), Wt[P + s].t());
+      matmul(x2.narrow(0, s, N - s), Wt[P + s].t(), o2.narrow(0, 0, N - s), true, gemm);
       leak.copy_(saved);
       // shift -s: rows (b, 0..s-1) would read the previous video's last rows.
       leak = video_rows(out, 0, s);
       saved = leak.clone();
-      o2.narrow(0, s, N - s).addmm_(x2.narrow(0, 0, N - s), Wt[P - s].t());
+      matmul(x2.narrow(0, 0, N - s), Wt[P - s].t(), o2.narrow(0, s, N - s), true, gemm);
       leak.copy_(saved);
     }
   }
   // Epilogue: bias + ReLU in one pass.
-  const bool has_bias = bias_in.has_value() && bias_in->defined();
-  const at::Tensor bias = has_bias ? bias_in->contiguous() : at::Tensor();
+  std::atomic<bool> finite{true};
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "temporal_conv_embed_epilogue", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
-    const scalar_t* bp = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(Cout, 1)), [&](int64_t r0, int64_t r1) {
+      scalar_t probe = 0;  // 0 * v is NaN exactly when v is not finite
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* row = o + r * Cout;
         if (bp) {
-          for (int64_t c = 0; c < Cout; ++c) {
-            row[c] = relu_keep_nan(row[c] + bp[c]);
-          }
-        } else {
-          for (int64_t c = 0; c < Cout; ++c) row[c] = relu_keep_nan(row[c]);
+          for (int64_t c = 0; c < Cout; ++c) row[c] += bp[c];
         }
+        for (int64_t c = 0; c < Cout; ++c) probe += scalar_t(0) * row[c];
+        for (int64_t c = 0; c < Cout; ++c) row[c] = relu_keep_nan(row[c]);
       }
+      if (probe != probe) finite = false;
     });
   });
-  return out;
+  return finite;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
-    const at::Tensor& grad_out_in, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& weight,
-    c10::List<bool> output_mask) {
-  check_inputs(x_in, weight, std::nullopt, "temporal_conv_embed_backward");
-  const int64_t B = x_in.size(0), T = x_in.size(1), Cin = x_in.size(2);
-  const int64_t Cout = weight.size(0), K = weight.size(2), P = K / 2;
-  const int64_t N = B * T;
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == T &&
-                  grad_out_in.size(2) == Cout,
-              "temporal_conv_embed_backward: grad_out must be (B,T,Cout)=(", B, ",", T, ",", Cout, "), got ",
-              grad_out_in.sizes());
-  TORCH_CHECK(out_in.sizes() == grad_out_in.sizes(), "temporal_conv_embed_backward: out ", out_in.sizes(),
-              " and grad_out ", grad_out_in.sizes(), " differ");
-  TORCH_CHECK(grad_out_in.scalar_type() == x_in.scalar_type() && out_in.scalar_type() == x_in.scalar_type(),
-              "temporal_conv_embed_backward: grad_out/out/x dtypes differ");
-  const bool need_dx = output_mask[0], need_dw = output_mask[1], need_db = output_mask[2];
-  const auto opts = x_in.options();
-  at::Tensor dx = need_dx ? at::empty({B, T, Cin}, opts) : at::empty({0}, opts);
-  at::Tensor dw = need_dw ? at::empty({Cout, Cin, K}, opts) : at::empty({0}, opts);
-  at::Tensor db = need_db ? at::empty({Cout}, opts) : at::empty({0}, opts);
-  if (!need_dx && !need_dw && !need_db) return {dx, dw, db};
+// torch's own convolution, for results with non-finite values (see the header).
+at::Tensor torch_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const at::Tensor y = at::conv1d(x.transpose(1, 2), weight, bias, {1}, {weight.size(2) / 2});
+  return at::relu(y).transpose(1, 2).contiguous();
+}
 
-  const at::Tensor go = grad_out_in.contiguous();
-  const at::Tensor y = out_in.contiguous();
-  // g = dY * (Y > 0), computed once; db (column sums of g) in the same pass, with
-  // per-chunk partial sums in double (or the type itself for double) then combined.
+void torch_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& weight, bool need_dx, bool need_dw,
+                    at::Tensor& dx, at::Tensor& dw) {
+  auto grads = at::convolution_backward(g.transpose(1, 2), x.transpose(1, 2), weight, std::nullopt, {1},
+                                        {weight.size(2) / 2}, {1}, false, {0}, 1, {need_dx, need_dw, false});
+  if (need_dx) dx.copy_(std::get<0>(grads).transpose(1, 2));
+  if (need_dw) dw.copy_(std::get<1>(grads));
+}
+
+// Winograd path (K = 3g, T even): fills out and returns true, or returns false when a
+// pre-activation is not finite.
+bool winograd_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t gemm,
+                      at::Tensor& out) {
+  const int64_t g = weight.size(2) / 3;
+  std::vector<at::Tensor> groups;  // (4, Cout, Cin) per group of 3 taps
+  for (int64_t a = 0; a < g; ++a)
+    groups.push_back(wino_filter(weight.select(2, 3 * a), weight.select(2, 3 * a + 1), weight.select(2, 3 * a + 2)));
+  const at::Tensor Ut = at::cat(groups, 1).transpose(1, 2);  // (4, Cin, g*Cout)
+  return wino_conv(x, Ut, g, bias, /*relu=*/true, out, gemm);
+}
+
+// g = dY * (Y > 0) (B,T,Cout), computed once; db (column sums of g) in the same pass when
+// need_db, with per-chunk partial sums in double then combined.
+at::Tensor relu_grad(const at::Tensor& go, const at::Tensor& y, bool need_db, at::Tensor& db) {
+  const int64_t B = go.size(0), T = go.size(1), Cout = go.size(2), N = B * T;
+  const auto opts = go.options();
   at::Tensor g = at::empty({B, T, Cout}, opts);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "temporal_conv_embed_relu_mask", [&] {
     const scalar_t* gp = go.data_ptr<scalar_t>();
@@ -343,30 +398,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
       }
     }
   });
-  if (!need_dx && !need_dw) return {dx, dw, db};
-  if (N == 0 || Cin == 0 || Cout == 0) {
-    if (need_dx) dx.zero_();
-    if (need_dw) dw.zero_();
-    return {dx, dw, db};
-  }
+  return g;
+}
 
-  const at::Tensor x = x_in.contiguous();
-  if (winograd_backward_applies(T, K)) {
-    if (need_dx) {
-      // dX[u] = g[u-1] W_2 + g[u] W_1 + g[u+1] W_0: the same convolution, taps (W_2, W_1, W_0)
-      const at::Tensor U = wino_filter(weight.select(2, 2), weight.select(2, 1), weight.select(2, 0));  // (4,Cout,Cin)
-      wino_conv(g, U, 1, at::Tensor(), /*relu=*/false, dx);  // straight into dx (fresh, contiguous)
-    }
-    if (need_dw) {
-      at::Tensor Z = at::empty({4, Cout, Cin}, opts);  // out= variant: not recast by autocast
-      at::bmm_out(Z, wino_grad_pairs(g).transpose(1, 2), wino_input(x));
-      const at::Tensor h = (Z[1] + Z[2]) * 0.5;
-      dw.select(2, 0).copy_(Z[0] + h);
-      dw.select(2, 1).copy_((Z[1] - Z[2]) * 0.5);
-      dw.select(2, 2).copy_(h + Z[3]);
-    }
-    return {dx, dw, db};
-  }
+// dX and dW by the shifted GEMMs of the direct path; g is modified and restored.
+void direct_backward(at::Tensor& g, const at::Tensor& x, const at::Tensor& weight, bool need_dx, bool need_dw,
+                     int64_t gemm, at::Tensor& dx, at::Tensor& dw) {
+  const int64_t B = x.size(0), T = x.size(1), Cin = x.size(2);
+  const int64_t Cout = weight.size(0), K = weight.size(2), P = K / 2, N = B * T;
+  const auto opts = x.options();
   const at::Tensor x2 = x.view({N, Cin});
   const at::Tensor g2 = g.view({N, Cout});
   const at::Tensor Wt = need_dx ? weight.permute({2, 0, 1}).contiguous() : at::Tensor();  // (K,Cout,Cin)
@@ -374,11 +414,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
   at::Tensor dx2 = need_dx ? dx.view({N, Cin}) : at::Tensor();
 
   // Centre tap.
-  if (need_dx) at::mm_out(dx2, g2, Wt[P]);
-  if (need_dw) {
-    at::Tensor d = dwt[P];
-    at::mm_out(d, g2.t(), x2);
-  }
+  if (need_dx) matmul(g2, Wt[P], dx2, false, gemm);
+  if (need_dw) matmul(g2.t(), x2, dwt[P], false, gemm);
   if (P > 0) {
     const int64_t pm = std::min(P, T);
     // Positive shifts: forward tap P+s used x[b,t+s] for out[b,t]; the rows of g whose
@@ -390,28 +427,103 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
         continue;
       }
       video_rows(g, T - s, 1).zero_();
-      if (need_dx) dx2.narrow(0, s, N - s).addmm_(g2.narrow(0, 0, N - s), Wt[P + s]);
-      if (need_dw) {
-        at::Tensor d = dwt[P + s];
-        at::mm_out(d, g2.narrow(0, 0, N - s).t(), x2.narrow(0, s, N - s));
-      }
+      if (need_dx) matmul(g2.narrow(0, 0, N - s), Wt[P + s], dx2.narrow(0, s, N - s), true, gemm);
+      if (need_dw) matmul(g2.narrow(0, 0, N - s).t(), x2.narrow(0, s, N - s), dwt[P + s], false, gemm);
     }
     video_rows(g, T - pm, pm).copy_(tail_saved);
     // Negative shifts: partner t-s lies before the video start for the first s rows.
+    const at::Tensor head_saved = video_rows(g, 0, pm).clone();
     for (int64_t s = 1; s <= P; ++s) {
       if (s >= T) {
         if (need_dw) dwt[P - s].zero_();
         continue;
       }
       video_rows(g, s - 1, 1).zero_();
-      if (need_dx) dx2.narrow(0, 0, N - s).addmm_(g2.narrow(0, s, N - s), Wt[P - s]);
-      if (need_dw) {
-        at::Tensor d = dwt[P - s];
-        at::mm_out(d, g2.narrow(0, s, N - s).t(), x2.narrow(0, 0, N - s));
-      }
+      if (need_dx) matmul(g2.narrow(0, s, N - s), Wt[P - s], dx2.narrow(0, 0, N - s), true, gemm);
+      if (need_dw) matmul(g2.narrow(0, s, N - s).t(), x2.narrow(0, 0, N - s), dwt[P - s], false, gemm);
     }
+    video_rows(g, 0, pm).copy_(head_saved);
   }
   if (need_dw) dw.copy_(dwt.permute({1, 2, 0}));
+}
+
+// Winograd backward (K = 3, T even): dX is the same convolution of g with the taps reversed and
+// transposed, dW = G^T [(A g) (x) (B^T d)] summed over pairs. Returns false when dX or dW holds a
+// non-finite value.
+bool winograd_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& weight, bool need_dx,
+                       bool need_dw, int64_t gemm, at::Tensor& dx, at::Tensor& dw) {
+  bool finite = true;
+  if (need_dx) {
+    // dX[u] = g[u-1] W_2 + g[u] W_1 + g[u+1] W_0: the same convolution, taps (W_2, W_1, W_0)
+    const at::Tensor U = wino_filter(weight.select(2, 2), weight.select(2, 1), weight.select(2, 0));  // (4,Cout,Cin)
+    finite = wino_conv(g, U, 1, at::Tensor(), /*relu=*/false, dx, gemm);  // straight into dx (fresh, contiguous)
+  }
+  if (need_dw && finite) {
+    at::Tensor Z = at::empty({4, weight.size(0), weight.size(1)}, x.options());
+    matmul(wino_grad_pairs(g).transpose(1, 2), wino_input(x), Z, false, gemm);
+    const at::Tensor h = (Z[1] + Z[2]) * 0.5;
+    dw.select(2, 0).copy_(Z[0] + h);
+    dw.select(2, 1).copy_((Z[1] - Z[2]) * 0.5);
+    dw.select(2, 2).copy_(h + Z[3]);
+    finite = all_finite(dw);
+  }
+  return finite;
+}
+
+}  // namespace
+
+at::Tensor temporal_conv_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias_in, int64_t gemm) {
+  check_inputs(x_in, weight, bias_in, "temporal_conv_embed");
+  check_gemm(gemm);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor bias = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : at::Tensor();
+  const int64_t T = x.size(1), K = weight.size(2);
+  at::Tensor out = at::empty({x.size(0), T, weight.size(0)}, x.options());
+  const bool finite = x.numel() > 0 && weight.numel() > 0 && winograd_forward_applies(T, K)
+                          ? winograd_forward(x, weight, bias, gemm, out)
+                          : direct_forward(x, weight, bias, gemm, out);
+  return finite ? out : torch_forward(x, weight, bias);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
+    const at::Tensor& grad_out_in, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& weight,
+    c10::List<bool> output_mask, int64_t gemm) {
+  check_inputs(x_in, weight, std::nullopt, "temporal_conv_embed_backward");
+  check_gemm(gemm);
+  const int64_t B = x_in.size(0), T = x_in.size(1), Cin = x_in.size(2);
+  const int64_t Cout = weight.size(0), K = weight.size(2);
+  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == T &&
+                  grad_out_in.size(2) == Cout,
+              "temporal_conv_embed_backward: grad_out must be (B,T,Cout)=(", B, ",", T, ",", Cout, "), got ",
+              grad_out_in.sizes());
+  TORCH_CHECK(out_in.sizes() == grad_out_in.sizes(), "temporal_conv_embed_backward: out ", out_in.sizes(),
+              " and grad_out ", grad_out_in.sizes(), " differ");
+  TORCH_CHECK(grad_out_in.scalar_type() == x_in.scalar_type() && out_in.scalar_type() == x_in.scalar_type(),
+              "temporal_conv_embed_backward: grad_out/out/x dtypes differ");
+  const bool need_dx = output_mask[0], need_dw = output_mask[1], need_db = output_mask[2];
+  const auto opts = x_in.options();
+  at::Tensor dx = need_dx ? at::empty({B, T, Cin}, opts) : at::empty({0}, opts);
+  at::Tensor dw = need_dw ? at::empty({Cout, Cin, K}, opts) : at::empty({0}, opts);
+  at::Tensor db = need_db ? at::empty({Cout}, opts) : at::empty({0}, opts);
+  if (!need_dx && !need_dw && !need_db) return {dx, dw, db};
+
+  at::Tensor g = relu_grad(grad_out_in.contiguous(), out_in.contiguous(), need_db, db);
+  if (!need_dx && !need_dw) return {dx, dw, db};
+  if (B * T == 0 || Cin == 0 || Cout == 0) {
+    if (need_dx) dx.zero_();
+    if (need_dw) dw.zero_();
+    return {dx, dw, db};
+  }
+  const at::Tensor x = x_in.contiguous();
+  bool finite;
+  if (winograd_backward_applies(T, K)) {
+    finite = winograd_backward(g, x, weight, need_dx, need_dw, gemm, dx, dw);
+  } else {
+    direct_backward(g, x, weight, need_dx, need_dw, gemm, dx, dw);
+    finite = (!need_dx || all_finite(dx)) && (!need_dw || all_finite(dw));
+  }
+  if (!finite) torch_backward(g, x, weight, need_dx, need_dw, dx, dw);
   return {dx, dw, db};
 }
 

@@ -331,8 +331,9 @@ inline unsigned cdiv(int64_t a, int64_t b) { return static_cast<unsigned>((a + b
 
 }  // namespace
 
+// gemm (the CPU kernel's GEMM library, see csrc/ops.cpp) has no meaning here and is ignored.
 at::Tensor temporal_conv_embed_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
-                                    const std::optional<at::Tensor>& bias_in) {
+                                    const std::optional<at::Tensor>& bias_in, int64_t /*gemm*/) {
   check_inputs(x_in, weight_in, "temporal_conv_embed");
   const bool has_bias = bias_in.has_value() && bias_in->defined();
   if (has_bias) {
@@ -366,7 +367,7 @@ at::Tensor temporal_conv_embed_cuda(const at::Tensor& x_in, const at::Tensor& we
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cuda(
     const at::Tensor& grad_out_in, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& weight,
-    c10::List<bool> output_mask) {
+    c10::List<bool> output_mask, int64_t /*gemm*/) {
   check_inputs(x_in, weight, "temporal_conv_embed_backward");
   const int64_t B = x_in.size(0), T = x_in.size(1), Cin = x_in.size(2);
   const int64_t Cout = weight.size(0), K = weight.size(2);

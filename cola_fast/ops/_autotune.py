@@ -1,0 +1,339 @@
+"""backend="auto" by measurement: for each shape class of an op, the fastest correct candidate.
+
+Where an op has more than one correct implementation on a device (torch's own composition,
+which runs on oneDNN/MKL or cuDNN/cuBLAS; the native C++/CUDA kernels; the Triton kernels), the
+first call of a *shape class* times them, as torch.backends.cudnn.benchmark and Triton's
+autotuner do:
+
+  1. the candidates run on random inputs of the class's shape (drawn from a private generator;
+     torch's own random state is saved and restored around the whole measurement);
+  2. a candidate whose result does not match the reference's on those inputs is not eligible;
+  3. the eligible ones are timed, a few calls each within a time budget; the fastest is chosen.
+
+The decision is kept in memory, in an on-disk cache ($COLA_FAST_CACHE or ~/.cache/cola_fast,
+file autotune.json) keyed by op, device name, dtype, shape class, threads and torch version, and in
+this process's list of decisions (`decisions()`), which a training run records in its folder;
+`pin()` makes a resumed run take exactly the recorded choices again. The choice is a constant
+for torch.compile (`choose` is evaluated once at trace time).
+
+Each op registers a *tuning factory* with `register(op, factory)`: factory(variant, device,
+dtype, shape, autocast) returns a Tuning (candidates, inputs, reference, comparison).
+COLA_FAST_AUTOTUNE=off skips measurement (the first available of native, triton, reference is
+taken, as before measurement existed); =refresh ignores the on-disk cache.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+CACHE_FORMAT = "cola_fast-autotune"
+CACHE_VERSION = 1
+ROUNDS = 3             # timed calls per candidate at most (at least one)
+BUDGET_S = 0.5         # no further round once the timed calls of one decision have taken this long
+TUNE_BATCH = 4         # ops whose cost grows with the batch are timed on at most this many videos
+
+
+@dataclass
+class Tuning:
+    """What an op gives the tuner for one shape class."""
+    candidates: dict[str, Callable[[tuple], Any]]    # name -> run(inputs) (forward, or forward+backward)
+    make_inputs: Callable[[torch.Generator], tuple]  # random inputs of the class's shape
+    reference: str                                   # the candidate whose result is the oracle
+    mismatch: Callable[[Any, Any], str | None]       # (result, reference result) -> why not equal, or None
+
+
+@dataclass
+class Decision:
+    key: str
+    choice: str
+    source: str                                           # "measured" | "disk cache" | "pinned" | "only candidate" | "off"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    ineligible: dict[str, str] = field(default_factory=dict)
+
+
+_FACTORIES: dict[str, Callable[..., Tuning]] = {}
+_DECISIONS: dict[str, Decision] = {}   # this process, by key
+_PINNED: dict[str, str] = {}           # key -> choice (from a run folder)
+_FAST: dict[tuple, str] = {}           # the same choices by the call's own tuple (no string building)
+
+
+def register(op: str, factory: Callable[..., Tuning]) -> None:
+    _FACTORIES[op] = factory
+
+
+# --------------------------------------------------------------------------------------
+# keys
+# --------------------------------------------------------------------------------------
+def _cpu_name() -> str:
+    model, family, flags = platform.processor() or platform.machine(), "?", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        model, family, flags = info.get("model name", model), info.get("cpu family", "?"), info.get("flags", "")
+    except OSError:
+        pass
+    isa = "avx512" if "avx512f" in flags.split() else ("avx2" if "avx2" in flags.split() else platform.machine())
+    return f"{model} (family {family}, {isa})"
+
+
+_DEVICE_NAMES: dict[str, str] = {}
+
+
+def device_name(device: torch.device) -> str:
+    """The device as the cache keys name it: CPU model, family and ISA with the thread count, or the GPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_name(idx)
+    key = "cpu"
+    if key not in _DEVICE_NAMES:
+        _DEVICE_NAMES[key] = _cpu_name()
+    return f"{_DEVICE_NAMES[key]}, {torch.get_num_threads()} threads"
+
+
+def make_key(op: str, variant: str, device: str, dtype: str, shape: tuple, autocast: str) -> str:
+    dev = device_name(torch.device(device))
+    shape_s = "x".join(str(v) for v in shape)
+    return f"{op}/{variant}|{dev}|{dtype}|{shape_s}|autocast={autocast}|torch {torch.__version__}"
+
+
+# --------------------------------------------------------------------------------------
+# the on-disk cache
+# --------------------------------------------------------------------------------------
+def cache_path() -> Path:
+    return Path(os.environ.get("COLA_FAST_CACHE", Path.home() / ".cache" / "cola_fast")) / "autotune.json"
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    """The decisions in path; a missing, corrupt or foreign file reads as empty (with a warning)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        warnings.warn(f"cola_fast: ignoring the autotune cache {path}: unreadable ({e}); it will be rewritten",
+                      stacklevel=3)
+        return {}
+    if not (isinstance(data, dict) and data.get("format") == CACHE_FORMAT and data.get("version") == CACHE_VERSION
+            and isinstance(data.get("decisions"), dict)):
+        warnings.warn(f"cola_fast: ignoring the autotune cache {path}: not a version-{CACHE_VERSION} "
+                      f"{CACHE_FORMAT} file; it will be rewritten", stacklevel=3)
+        return {}
+    return {k: v for k, v in data["decisions"].items()
+            if isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("choice"), str)}
+
+
+def _write_cache(path: Path, key: str, d: Decision) -> None:
+    """Add one decision to the cache file (read, merge, atomic replace); an unwritable cache is
+    only a lost speed-up, never an error."""
+    try:
+        entries = _read_cache(path)
+        entries[key] = {"choice": d.choice, "timings_ms": d.timings_ms, "ineligible": d.ineligible}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"format": CACHE_FORMAT, "version": CACHE_VERSION, "decisions": entries}, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:
+        warnings.warn(f"cola_fast: could not write the autotune cache {path} ({e})", stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(key: str, tuning: Tuning, device: torch.device) -> Decision:
+    """Run every candidate once (eligibility against the reference), then time the eligible ones."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        inputs = tuning.make_inputs(gen)
+        ref = tuning.candidates[tuning.reference](inputs)
+        _sync(device)
+        times: dict[str, list[float]] = {tuning.reference: []}
+        ineligible: dict[str, str] = {}
+        for name, run in tuning.candidates.items():
+            if name == tuning.reference:
+                continue
+            try:
+                why = tuning.mismatch(run(inputs), ref)
+            except Exception as e:  # noqa: BLE001 - a candidate that fails is not eligible, and says why
+                why = f"{type(e).__name__}: {e}"
+            if why is None:
+                times[name] = []
+            else:
+                ineligible[name] = why[:200]
+        _sync(device)
+        t_start = time.perf_counter()
+        for _ in range(ROUNDS):
+            for name in times:
+                t0 = time.perf_counter()
+                tuning.candidates[name](inputs)
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+            if time.perf_counter() - t_start > BUDGET_S:
+                break
+    best = {name: min(ts) for name, ts in times.items()}
+    choice = min(best, key=best.get)
+    return Decision(key, choice, "measured", {n: round(t * 1e3, 3) for n, t in best.items()}, ineligible)
+
+
+def mismatch_tolerance(dtype: torch.dtype, device: torch.device, autocast: str = "none"):
+    """A comparison of result tuples: every tensor within tol * max|reference| of the reference's
+    (tol 1e-9 in float64, 1e-4 in float32, 3e-2 in 16-bit formats, autocast or TF32 on CUDA)."""
+    low = autocast != "none" or dtype in (torch.float16, torch.bfloat16) or (
+        device.type == "cuda" and dtype == torch.float32)
+    tol = 3e-2 if low else (1e-9 if dtype == torch.float64 else 1e-4)
+
+    def mismatch(out, ref) -> str | None:
+        for i, (a, r) in enumerate(zip(out, ref)):
+            if a.shape != r.shape:
+                return f"result {i}: shape {tuple(a.shape)}, reference {tuple(r.shape)}"
+            if r.numel() == 0:
+                continue
+            a, r = a.detach().double(), r.detach().double()
+            scale = r.abs().max().item()
+            err = (a - r).abs().max().item()
+            if not err <= tol * max(scale, 1e-6):
+                return f"result {i}: max error {err:.3g} > {tol:g} x max |reference| {scale:.3g}"
+        return None
+    return mismatch
+
+
+def _static_choice(candidates: list[str]) -> str:
+    for pref in ("native", "triton"):
+        for name in candidates:
+            if name.split(":")[0] == pref:
+                return name
+    return candidates[0]
+
+
+# --------------------------------------------------------------------------------------
+# the choice
+# --------------------------------------------------------------------------------------
+def _decide(op: str, variant: str, device: str, dtype: str, shape: tuple, autocast: str) -> Decision:
+    key = make_key(op, variant, device, dtype, shape, autocast)
+    if key in _DECISIONS:
+        return _DECISIONS[key]
+    dev = torch.device(device)
+    tuning = _FACTORIES[op](variant, dev, getattr(torch, dtype), shape, autocast)
+    names = list(tuning.candidates)
+    mode = os.environ.get("COLA_FAST_AUTOTUNE", "on")
+    if key in _PINNED and _PINNED[key] in names:
+        d = Decision(key, _PINNED[key], "pinned")
+    elif len(names) == 1:
+        d = Decision(key, names[0], "only candidate")
+    elif mode == "off":
+        d = Decision(key, _static_choice(names), "off")
+    else:
+        cached = None if mode == "refresh" else _read_cache(cache_path()).get(key)
+        if cached is not None and cached["choice"] in names:
+            d = Decision(key, cached["choice"], "disk cache", cached.get("timings_ms", {}), cached.get("ineligible", {}))
+        else:
+            d = measure(key, tuning, dev)
+            _write_cache(cache_path(), key, d)
+    _DECISIONS[key] = d
+    return d
+
+
+@torch.compiler.assume_constant_result  # evaluated once while torch.compile traces: a constant in the graph
+def choose(op: str, variant: str, device: str, dtype: str, shape: tuple, autocast: str = "none") -> str:
+    """The candidate to run for this call (see the module docstring). All arguments are plain
+    constants: the op's name, a variant ("forward", "train", ...), the device ("cpu", "cuda:0"),
+    the dtype's name, the shape class and the autocast dtype ("none" outside autocast)."""
+    fast = (op, variant, device, dtype, shape, autocast, torch.get_num_threads())
+    got = _FAST.get(fast)
+    if got is None:
+        got = _decide(op, variant, device, dtype, shape, autocast).choice
+        _FAST[fast] = got
+    return got
+
+
+def autocast_of(device_type: str) -> str:
+    if torch.is_autocast_enabled(device_type):
+        return str(torch.get_autocast_dtype(device_type)).replace("torch.", "")
+    return "none"
+
+
+# --------------------------------------------------------------------------------------
+# what a run records, and what a resumed run pins
+# --------------------------------------------------------------------------------------
+def decisions() -> list[dict]:
+    """This process's decisions so far, oldest first (for a run folder, describe(), logs)."""
+    return [asdict(d) for d in _DECISIONS.values()]
+
+
+def pin(recorded: list[dict] | dict) -> int:
+    """Take these choices (a run folder's record: decisions() or {key: choice}) for their keys,
+    ahead of the disk cache and of measurement. Returns how many were pinned."""
+    items = recorded.items() if isinstance(recorded, dict) else ((d["key"], d["choice"]) for d in recorded)
+    n = 0
+    for key, choice in items:
+        if isinstance(key, str) and isinstance(choice, str):
+            _PINNED[key] = choice
+            if key in _DECISIONS and _DECISIONS[key].choice != choice:
+                del _DECISIONS[key]
+            n += 1
+    _FAST.clear()
+    return n
+
+
+def reset() -> None:
+    """Forget every decision and pin of this process (tests; a changed thread count is keyed anyway)."""
+    _DECISIONS.clear()
+    _PINNED.clear()
+    _FAST.clear()
+
+
+def format_decisions(items: list[dict] | None = None) -> str:
+    """One line per decision: key, choice, how it was made, the timings."""
+    lines = []
+    for d in decisions() if items is None else items:
+        t = ", ".join(f"{n} {ms:.2f} ms" for n, ms in sorted(d["timings_ms"].items(), key=lambda kv: kv[1]))
+        bad = "".join(f"; {n} not eligible ({why})" for n, why in d["ineligible"].items())
+        lines.append(f"{d['key']}\n    -> {d['choice']} ({d['source']}{': ' + t if t else ''}{bad})")
+    return "\n".join(lines) if lines else "(no decision yet: the ops choose on first use)"
+
+
+RUN_RECORD = "autotune.json"  # in a training run's folder
+
+
+def write_run_record(run_dir: str | os.PathLike) -> Path:
+    """Record this process's decisions in a run folder (atomic), for --resume to pin."""
+    path = Path(run_dir) / RUN_RECORD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": CACHE_FORMAT + "-run", "version": CACHE_VERSION,
+                               "decisions": decisions()}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def pin_run_record(run_dir: str | os.PathLike) -> int:
+    """Pin the decisions recorded in a run folder; returns how many (0 when there is no record).
+    A record that cannot be read is an error: the resumed run could not promise the same kernels."""
+    path = Path(run_dir) / RUN_RECORD
+    if not path.exists():
+        return 0
+    try:
+        data = json.loads(path.read_text())
+        recorded = data["decisions"]
+        if data.get("format") != CACHE_FORMAT + "-run" or not isinstance(recorded, list):
+            raise ValueError("not a cola_fast run record")
+        return pin([d for d in recorded if isinstance(d, dict) and "key" in d and "choice" in d])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: cannot read the recorded backend choices ({e}); delete the file to "
+                         "let the resumed run choose again (it may then not be bit-identical)") from e

@@ -1,0 +1,67 @@
+"""classifier_1x1: the THUMOS'14 classifier, a bias-free Conv1d(E -> C, kernel 1), on (B,T,E).
+
+Two correct ways to compute it with torch's own kernels:
+  conv1d  the published layer: F.conv1d on h.transpose(1, 2), transposed back (oneDNN / cuDNN);
+  linear  the same map as F.linear(h, W[:, :, 0]) on the channels-last embeddings (a GEMM,
+          no transposes).
+backend "reference" is the published conv1d; "native" and "triton" (no kernel of their own)
+take linear; "auto" chooses by measurement per shape class (cola_fast/ops/_autotune.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _autotune
+from ._backend import default_backend
+
+OP = "classifier_1x1"
+
+
+def run(h: torch.Tensor, weight: torch.Tensor, impl: str) -> torch.Tensor:
+    """(B,T,E) @ (C,E,1) -> (B,T,C) through "conv1d" or "linear"."""
+    if impl == "conv1d":
+        return F.conv1d(h.transpose(1, 2), weight).transpose(1, 2)
+    if impl == "linear":
+        return F.linear(h, weight.squeeze(-1))
+    raise ValueError(f"classifier_1x1: unknown implementation {impl!r}")
+
+
+def classifier_1x1(h: torch.Tensor, weight: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """h (B,T,E), weight (C,E,1) as nn.Conv1d's -> (B,T,C), no bias."""
+    if h.dim() != 3 or weight.dim() != 3 or weight.shape[2] != 1 or weight.shape[1] != h.shape[2]:
+        raise ValueError(f"classifier_1x1: need h (B,T,E) and weight (C,E,1), got {tuple(h.shape)} "
+                         f"and {tuple(weight.shape)}")
+    b = default_backend() if backend is None else backend
+    if b == "reference":
+        return run(h, weight, "conv1d")
+    if b != "auto":
+        return run(h, weight, "linear")
+    variant = "train" if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad) else "forward"
+    impl = _autotune.choose(OP, variant, str(h.device), str(h.dtype)[6:], (*h.shape, weight.shape[0]),
+                            _autotune.autocast_of(h.device.type))
+    return run(h, weight, impl)
+
+
+def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
+    B, T, E, C = shape
+    grads = variant == "train"
+
+    def make_inputs(gen):
+        h = torch.randn(B, T, E, generator=gen).to(device, dtype).requires_grad_(grads)
+        w = (torch.randn(C, E, 1, generator=gen) / E ** 0.5).to(device, dtype).requires_grad_(grads)
+        return h, w, torch.randn(B, T, C, generator=gen).to(device, dtype)
+
+    def runner(impl):
+        def go(inp):
+            h, w, gout = inp
+            with torch.autocast(device.type, dtype=getattr(torch, autocast, None), enabled=autocast != "none"):
+                y = run(h, w, impl)
+            return (y, *torch.autograd.grad(y, (h, w), gout.to(y.dtype))) if grads else (y,)
+        return go
+
+    return _autotune.Tuning({n: runner(n) for n in ("conv1d", "linear")}, make_inputs, "conv1d",
+                            _autotune.mismatch_tolerance(dtype, device, autocast))
+
+
+_autotune.register(OP, _tuning)
