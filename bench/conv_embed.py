@@ -7,9 +7,12 @@
 Shapes: the paper's embedding layers, THUMOS'14 (16,750,2048->2048,k=3) and ActivityNet 1.2
 (256,50,2048->2048,k=9). The baseline is exactly reference.temporal_conv_embed:
 F.relu(F.conv1d(x.transpose(1,2), w, b, padding=K//2)).transpose(1,2).contiguous().
-Passes: forward; backward (dx, dweight, dbias: x requires grad); forward+backward.
-FLOPs: forward 2*B*T*Cin*Cout*K; backward counts dx and dweight: 2x forward.
-Implementations are timed interleaved (one call of each in turn per repeat), medians reported.
+Passes: forward (no grad); forward+backward of the weights only (training: the features need no
+gradient); forward+backward with d(x) too. FLOPs: forward 2*B*T*Cin*Cout*K; each backward GEMM
+(dx, dweight) as much again.
+Implementations: `torch` (the baseline), `auto` (what backend="auto" runs: its choice per pass is
+listed above the table) and, on the CPU, every candidate auto chooses from. They are timed
+interleaved (one call of each in turn per repeat), medians reported.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cola_fast import reference  # noqa: E402
-from cola_fast.ops import temporal_conv_embed  # noqa: E402
+from cola_fast.ops import conv_embed, temporal_conv_embed  # noqa: E402
 from cola_fast.ops.conv_embed import conv_allows_tf32  # noqa: E402
+from machine import auto_lines, machine_lines  # noqa: E402
 
 SHAPES = [(16, 750, 2048, 2048, 3), (256, 50, 2048, 2048, 9)]
 
@@ -48,52 +52,43 @@ def _timer(dev, fn, cpu_times=None):
 
 
 def make_passes(impl, x, w, b):
-    """{pass name: callable} for one implementation."""
+    """{pass name: (FLOP multiple of the forward, callable)} for one implementation."""
+    xg = x.detach().clone().requires_grad_(True)
+
     def fwd():
         with torch.no_grad():
             impl(x, w, b)
 
-    state = {}
-
-    def prep_bwd():
+    def train():
         y = impl(x, w, b)
-        state["y"] = y
-        state["g"] = torch.ones_like(y)
+        torch.autograd.grad(y, (w, b), torch.ones_like(y))
 
-    def bwd():
-        torch.autograd.grad(state["y"], (x, w, b), state["g"], retain_graph=True)
+    def train_dx():
+        y = impl(xg, w, b)
+        torch.autograd.grad(y, (xg, w, b), torch.ones_like(y))
 
-    def fwdbwd():
-        y = impl(x, w, b)
-        torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
-
-    return {"forward": (None, fwd), "backward": (prep_bwd, bwd), "forward+backward": (None, fwdbwd)}
+    return {"forward": (1, fwd), "fwd+bwd, weights": (2, train), "fwd+bwd, weights and dx": (3, train_dx)}
 
 
 def bench_shape(dev, dtype, shape, impls, repeats, warmup):
     B, T, Cin, Cout, K = shape
     g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(B, T, Cin, generator=g).to(dev, dtype).requires_grad_(True)
+    x = torch.randn(B, T, Cin, generator=g).to(dev, dtype)
     w = (torch.randn(Cout, Cin, K, generator=g) / (Cin * K) ** 0.5).to(dev, dtype).requires_grad_(True)
     b = (0.1 * torch.randn(Cout, generator=g)).to(dev, dtype).requires_grad_(True)
     flop_fwd = 2.0 * B * T * Cin * Cout * K
     rows = []
     passes = {name: make_passes(fn, x, w, b) for name, fn in impls.items()}
-    for pname, mult in (("forward", 1), ("backward", 2), ("forward+backward", 3)):
+    for pname in passes["torch"]:
+        mult = passes["torch"][pname][0]
         times = {name: [] for name in impls}
         cpu_times = {name: [] for name in impls}
         for name in impls:
-            prep, fn = passes[name][pname]
             for _ in range(warmup):
-                if prep:
-                    prep()
-                fn()
+                passes[name][pname][1]()
         for _ in range(repeats):
             for name in impls:
-                prep, fn = passes[name][pname]
-                if prep:
-                    prep()
-                times[name].append(_timer(dev, fn, cpu_times[name]))
+                times[name].append(_timer(dev, passes[name][pname][1], cpu_times[name]))
         base = statistics.median(times["torch"])
         cbase = statistics.median(cpu_times["torch"])
         for name in impls:
@@ -116,16 +111,6 @@ def gemm_rate(dev, dtype, shape, repeats):
     return 2.0 * B * T * Cin * Cout * K / statistics.median(ts) / 1e12
 
 
-def commit():
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        h = subprocess.check_output(["git", "-C", root, "rev-parse", "--short", "HEAD"], text=True).strip()
-        dirty = subprocess.call(["git", "-C", root, "diff", "--quiet", "HEAD"]) != 0
-        return h + ("+dirty" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -134,7 +119,7 @@ def main():
     ap.add_argument("--shapes", default="all", help="'all', 'thumos' or 'anet'")
     ap.add_argument("--out", default=None, help="markdown output (default bench/results/conv_embed_<device>.md)")
     ap.add_argument("--backends", default=None,
-                    help="comma list among native,triton (default: native on cpu; native,triton on cuda)")
+                    help="comma list of implementations besides torch and auto (default: every candidate of auto)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -142,21 +127,20 @@ def main():
     repeats = args.repeats or (3 if dev.type == "cpu" else 20)
     warmup = args.warmup if args.warmup is not None else (1 if dev.type == "cpu" else 5)
     shapes = {"all": SHAPES, "thumos": SHAPES[:1], "anet": SHAPES[1:]}[args.shapes]
-    backends = (args.backends or ("native" if dev.type == "cpu" else "native,triton")).split(",")
     dtypes = [torch.float32] if dev.type == "cpu" else [torch.float32, torch.bfloat16]
-
-    impls = {"torch": reference.temporal_conv_embed}
-    for bk in backends:
-        impls[bk] = (lambda bk: (lambda x, w, b: temporal_conv_embed(x, w, b, backend=bk)))(bk)
+    impls = {"torch": reference.temporal_conv_embed, "auto": temporal_conv_embed}
+    names = args.backends.split(",") if args.backends else [
+        n for n in conv_embed.candidates(dev, torch.float32) if n != "reference"]
+    for bk in names:
+        impls[bk] = (lambda bk: (lambda x, w, b: conv_embed.run(x, w, b, bk)))(bk)
 
     lines = []
     head = (f"# temporal_conv_embed benchmark ({dev.type})\n\n"
-            f"commit {commit()}, torch {torch.__version__}, "
-            + (f"{torch.get_num_threads()} threads" if dev.type == "cpu" else torch.cuda.get_device_name())
-            + f", medians of {repeats} interleaved repeats after {warmup} warm-up.\n"
+            + "\n".join(machine_lines(dev))
+            + f"\n- medians of {repeats} interleaved repeats after {warmup} warm-up.\n\n"
             "Baseline `torch` = F.conv1d on x.transpose(1,2) + F.relu + transpose back "
-            "(cola_fast.reference). TFLOP/s: forward 2*B*T*Cin*Cout*K, backward 2x that (dx + dW), "
-            "forward+backward 3x. These are direct-convolution FLOP counts: on the CPU, kernel size 3 with an even T "
+            "(cola_fast.reference). TFLOP/s: forward 2*B*T*Cin*Cout*K, each backward GEMM (dW; dx) as much "
+            "again. These are direct-convolution FLOP counts: on the CPU, kernel size 3 with an even T "
             "takes the Winograd F(2,3) path, which does 2/3 of those multiply-adds, so its TFLOP/s are "
             "direct-equivalent rates (set COLA_FAST_CONV_WINOGRAD=0 for the shifted-GEMM path).\n")
     if dev.type == "cuda":
@@ -204,7 +188,7 @@ def main():
                 lines.append(line)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-            _write(args, dev, lines)
+            _write(args, dev, lines + ["", "What `auto` chose (timed on its tuning inputs):", *auto_lines()])
 
 
 def _write(args, dev, lines):

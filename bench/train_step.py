@@ -1,23 +1,23 @@
-"""One CoLA training step (forward, loss, backward, Adam) at the paper's shape, three ways,
-side by side in one run on the same inputs:
+"""One CoLA training step (forward, loss, backward, Adam) at the paper's shapes, three ways,
+side by side in one run on the same inputs (interleaved: one step of each in turn per repeat):
 
-  published  the published code's step: permutes around nn.Conv1d + ReLU, easy mining by
-             full sorts, hard mining on the host (numpy median, scipy erosion/dilation; see
-             bench/mining.py:published), SniCo on gathered (B,k,D) copies (the reference).
+  published  the published code's step as it computes it: nn.Conv1d + ReLU between permutes,
+             nn.Dropout, the classifier as nn.Conv1d, easy mining by full sorts, hard mining on
+             the host (numpy median, scipy erosion/dilation; see bench/mining.py:published),
+             SniCo on gathered (B,k,D) copies (the reference).
   reference  the cola_fast model with backend="reference" (pure PyTorch, device-side mining).
-  fast       the cola_fast model with the fused ops (backend "auto": native kernels).
-  floor      the conv embedding alone, forward + backward (the fused op): the step's
-             arithmetic floor.
+  fast       the cola_fast model as a user runs it (backend "auto": chosen by measurement).
+  floor      the conv embedding alone, forward + backward of the weights (the features need no
+             gradient), by the fastest implementation on this machine, whoever wrote it (torch's
+             conv1d, or the native kernel with either GEMM library): the step's arithmetic floor.
 
-    python bench/train_step.py [--device cpu|cuda] [--repeats R] [--shape B,T,D,E]
-Writes bench/results/train_step_<device>.md.
+    python bench/train_step.py [--device cpu|cuda] [--repeats R] [--shape thumos|anet|B,T,D,E[,K]]
+Writes bench/results/train_step_<device>_<shape>.md.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -29,9 +29,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from cola_fast import ops, reference  # noqa: E402
+from cola_fast import reference  # noqa: E402
 from cola_fast.model import CoLA, CoLALoss, ModelConfig, mining_counts  # noqa: E402
+from cola_fast.ops import conv_embed  # noqa: E402
+from machine import auto_lines, machine_lines  # noqa: E402
 from mining import published as published_mining  # noqa: E402
+
+SHAPES = {"thumos": ((16, 750, 2048, 2048, 3), "thumos"), "anet": ((256, 50, 2048, 2048, 9), "anet")}
 
 
 def published_step(model: CoLA, opt, x, y, cfg: ModelConfig, lam=0.01):
@@ -40,6 +44,8 @@ def published_step(model: CoLA, opt, x, y, cfg: ModelConfig, lam=0.01):
     emb = F.relu(F.conv1d(x.permute(0, 2, 1), model.embed_weight, model.embed_bias,
                           padding=cfg.embed_kernel // 2))                      # (B,E,T)
     h = model.classifier(model.dropout(emb))
+    if model.depthwise is not None:
+        h = model.depthwise(h)
     cas = F.relu(h).permute(0, 2, 1)
     emb = emb.permute(0, 2, 1)
     actionness = cas.sum(2)
@@ -59,76 +65,93 @@ def model_step(model: CoLA, loss_fn, opt, x, y):
     opt.step()
 
 
-def timeit(fn, device, repeats, warmup):
+def interleaved(fns: dict, device, repeats, warmup) -> dict:
+    """Median seconds of each callable, one call of each in turn per repeat."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     sync()
-    out = []
+    out = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return float(np.median(out))
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            out[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(ts)) for name, ts in out.items()}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--shape", default="16,750,2048,2048", help="B,T,D,E")
+    p.add_argument("--shape", default="thumos", help="thumos (16,750,2048,2048,k3), anet (256,50,2048,2048,k9) "
+                   "or B,T,D,E[,K]")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    B, T, D, E = (int(v) for v in args.shape.split(","))
+    if args.shape in SHAPES:
+        (B, T, D, E, K), classifier = SHAPES[args.shape]
+        label = args.shape
+    else:
+        B, T, D, E, *rest = (int(v) for v in args.shape.split(","))
+        K = rest[0] if rest else 3
+        classifier, label = "thumos", args.shape.replace(",", "x")
     repeats = args.repeats or (3 if device.type == "cpu" else 30)
     warmup = 1 if device.type == "cpu" else 5
     torch.manual_seed(0)
-    cfg = ModelConfig(feature_dim=D, num_classes=20, embed_dim=E)
+    cfg = ModelConfig(feature_dim=D, num_classes=20, embed_dim=E, embed_kernel=K, classifier=classifier)
     x = torch.randn(B, T, D, device=device)
     y = (torch.rand(B, 20, device=device) < 0.1).float()
     y[:, 0] = 1.0
+    lam = 0.005 if classifier == "anet" else 0.01
 
     def fresh(backend):
         m = CoLA(cfg, backend=backend).to(device).train()
-        return m, CoLALoss(backend=backend), torch.optim.Adam(m.parameters(), lr=1e-4, weight_decay=5e-4)
+        return m, CoLALoss(lambda_snico=lam, backend=backend), torch.optim.Adam(m.parameters(), lr=1e-4,
+                                                                                 weight_decay=5e-4)
 
-    rows = []
-    m, lf, opt = fresh("reference")
-    rows.append(("published (host mining, gathered SniCo)",
-                 timeit(lambda: published_step(m, opt, x, y, cfg), device, repeats, warmup)))
-    rows.append(("reference (pure PyTorch)", timeit(lambda: model_step(m, lf, opt, x, y), device, repeats, warmup)))
-    m, lf, opt = fresh(None)
-    rows.append(("fast (fused ops, backend auto)", timeit(lambda: model_step(m, lf, opt, x, y), device, repeats, warmup)))
-    w = m.embed_weight.detach().clone().requires_grad_(True)
-    b = m.embed_bias.detach().clone().requires_grad_(True)
-    xg = x.clone()
+    mp, _, op_ = fresh("reference")
+    mr, lr_, or_ = fresh("reference")
+    mf, lf, of = fresh(None)
+    t0 = time.perf_counter()
+    model_step(mf, lf, of, x, y)  # the first step makes auto's decisions (timed here, apart)
+    first = time.perf_counter() - t0
+    w = mf.embed_weight.detach().clone().requires_grad_(True)
+    b = mf.embed_bias.detach().clone().requires_grad_(True)
 
-    def floor():
-        out = ops.temporal_conv_embed(xg, w, b)
-        out.backward(torch.ones_like(out))
-    rows.append(("floor: conv embedding fwd+bwd alone", timeit(floor, device, repeats, warmup)))
+    def floor_of(impl):
+        def f():
+            out = conv_embed.run(x, w, b, impl)
+            out.backward(torch.ones_like(out))
+        return f
+    fns = {"published (host mining, gathered SniCo)": lambda: published_step(mp, op_, x, y, cfg, lam),
+           "reference (pure PyTorch)": lambda: model_step(mr, lr_, or_, x, y),
+           "fast (backend auto)": lambda: model_step(mf, lf, of, x, y)}
+    floors = {f"floor: conv embedding fwd+bwd, {impl}": floor_of(impl)
+              for impl in conv_embed.candidates(device, x.dtype)}
+    times = interleaved({**fns, **floors}, device, repeats, warmup)
 
-    fast, fl, pub = rows[2][1], rows[3][1], rows[0][1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=HERE).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    lines = [f"## Training step, (B,T,D,E) = ({B},{T},{D},{E}), {device.type} ({name}, {torch.get_num_threads()} threads)",
-             "", f"commit {commit}, torch {torch.__version__}, median of {repeats} steps after {warmup} warm-up", "",
+    pub, fast = times[next(iter(fns))], times["fast (backend auto)"]
+    floor_name = min(floors, key=times.get)
+    fl = times[floor_name]
+    lines = [f"## Training step, (B,T,D,E,K) = ({B},{T},{D},{E},{K}), {classifier} classifier, {device.type}", "",
+             *machine_lines(device),
+             f"- median of {repeats} steps after {warmup} warm-up, the rows interleaved; the fast model's first step "
+             f"(auto's measurements included) took {first:.2f} s",
+             *auto_lines(), "",
              "| step | median time | vs published | vs floor |", "|---|---|---|---|"]
-    for label, t in rows:
-        lines.append(f"| {label} | {t * 1e3:.1f} ms | {pub / t:.2f}x | {t / fl:.2f}x floor |")
-    lines += ["", f"fast step / floor = {fast / fl:.3f}; published / fast = {pub / fast:.2f}x"]
+    for name, t in times.items():
+        lines.append(f"| {name} | {t * 1e3:.1f} ms | {pub / t:.2f}x | {t / fl:.2f}x floor |")
+    lines += ["", f"published / fast = **{pub / fast:.2f}x**; fast step / floor = {fast / fl:.3f} "
+              f"(floor = {floor_name.split(', ')[-1]})"]
     text = "\n".join(lines)
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", f"train_step_{device.type}.md"), "w") as f:
+    with open(os.path.join(HERE, "results", f"train_step_{device.type}_{label}.md"), "w") as f:
         f.write(text + "\n")
 
 
