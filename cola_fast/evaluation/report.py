@@ -82,9 +82,11 @@ def hbar_chart(labels, series, colors, width=560, row=16, vmax=None, signed=Fals
             x = x0 + min(0.0, v) * scale
             body.append(f'<rect x="{x:.1f}" y="{y + k * bh:.1f}" width="{abs(v) * scale:.1f}" '
                         f'height="{bh:.1f}" fill="{colors[k]}"><title>{_e(lab)}: {fmt(s[i])}</title></rect>')
-            tx = x0 + v * scale + (4 if v >= 0 else -4)
-            body.append(_text(tx, y + k * bh + bh * 0.8, fmt(s[i]), "start" if v >= 0 else "end",
-                              size=9, color="#444"))
+            if signed:  # the value on the other side of the axis, clear of the labels
+                tx, anchor = (x0 - 4, "end") if v >= 0 else (x0 + 4, "start")
+            else:
+                tx, anchor = x0 + v * scale + 4, "start"
+            body.append(_text(tx, y + k * bh + bh * 0.8, fmt(s[i]), anchor, size=9, color="#444"))
     return _svg(width, h, body)
 
 
@@ -281,18 +283,19 @@ def _errors_section(runs, labels) -> str:
            "of instances. The gain is the mAP (points) the evaluation would report if the predictions "
            "of that category were removed from the ranked lists.</p>",
            _legend(CAT_COLORS, CATEGORIES)]
+    out.append('<div class="grid">')
     for r, lab in zip(runs, labels):
-        if len(runs) == 2:
-            out.append(f"<h3>{_e(lab)}</h3>")
+        out.append("<div>" + (f"<h3>{_e(lab)}</h3>" if len(runs) == 2 else ""))
         tot = r.profile.sum(axis=1, keepdims=True)
         frac = np.where(tot > 0, r.profile / np.maximum(tot, 1), 0.0)
         groups = [f"{k + 1}G" for k in range(len(frac))]
-        out.append('<div class="grid">' + stacked_bars(groups, frac) + "</div>")
+        out.append(stacked_bars(groups, frac))
         head = "".join(f"<th>{g}</th>" for g in groups)
         body = "".join(f'<tr><td class="l">{_e(CATEGORIES[k])}</td>'
                        + "".join(f"<td>{100 * f:.1f}</td>" for f in frac[:, k]) + "</tr>"
                        for k in range(len(CATEGORIES)))
-        out.append(f'<table><tr><th class="l">% of band</th>{head}</tr>{body}</table>')
+        out.append(f'<table><tr><th class="l">% of band</th>{head}</tr>{body}</table></div>')
+    out.append("</div>")
     out.append("<h3>mAP gained by removing each error type</h3>")
     out.append(vbar_chart(list(ERROR_TYPES), [r.gain_at_error_tiou for r in runs], RUN_COLORS,
                           fmt=lambda x: f"{100 * x:.2f}"))
