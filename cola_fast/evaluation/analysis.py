@@ -93,10 +93,6 @@ class Analysis:
     length_mAP: np.ndarray             # (3, n_thr) mAP per ground-truth length bucket
     worst_videos: list = field(default_factory=list)   # dicts, see _worst_videos
 
-    def per_class_ap(self) -> dict:
-        """{class name: [AP at each tIoU threshold]} (Python floats)."""
-        return {n: [float(a) for a in self.ap[:, i]] for i, n in enumerate(self.class_names)}
-
 
 def _best_overlap(n_vid, g_vid, g_s, g_e, g_cls, v, s, e):
     """For predictions (v, s, e): the highest tIoU with any ground-truth instance of their

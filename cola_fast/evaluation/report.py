@@ -212,7 +212,8 @@ def _map_table(runs, labels) -> str:
                     + f"<td><b>{_pct(a.average_mAP)}</b></td></tr>")
     if len(runs) == 2:
         d = runs[1].mAP - runs[0].mAP
-        rows.append('<tr><td class="l">difference (B - A)</td>' + "".join(f"<td>{_signed(x)}</td>" for x in d)
+        rows.append('<tr><td class="l">difference (B - A)</td>'
+                    + "".join(f"<td>{_signed(x)}</td>" for x in d)
                     + f"<td>{_signed(runs[1].average_mAP - runs[0].average_mAP)}</td></tr>")
     return f'<table><tr><th class="l">mAP (%) at tIoU</th>{head}</tr>{"".join(rows)}</table>'
 
@@ -307,13 +308,16 @@ def _errors_section(runs, labels) -> str:
     for r, lab in zip(runs, labels):
         for k, name in enumerate(ERROR_TYPES):
             who = f"{_e(lab)}: " if len(runs) == 2 else ""
-            rows.append(f'<tr><td class="l">{who}{_e(name)}</td><td>{100 * r.category_counts[k + 1] / max(r.category_counts.sum(), 1):.1f}</td>'
+            share = r.category_counts[k + 1] / max(r.category_counts.sum(), 1)
+            rows.append(f'<tr><td class="l">{who}{_e(name)}</td><td>{100 * share:.1f}</td>'
                         + "".join(f"<td>{100 * g:+.2f}</td>" for g in r.gain[k])
                         + f"<td><b>{100 * r.gain[k].mean():+.2f}</b></td></tr>")
-    out.append(f'<table><tr><th class="l">error type</th><th>% of all predictions</th>{head}'
+    out.append(f'<table><tr><th class="l">error type</th><th>% of all predictions at '
+               f"{a.error_tiou:g}</th>{head}"
                f"<th>Avg</th></tr>{''.join(rows)}</table>")
-    out.append('<p class="note">The table gives the mAP gain (points) at every tIoU threshold of the '
-               f"evaluation, the category taken at that threshold; the chart, at tIoU {a.error_tiou:g}.</p>")
+    out.append('<p class="note">The table gives the mAP gain (points) at every tIoU threshold of '
+               "the evaluation, the category taken at that threshold; the chart, at tIoU "
+               f"{a.error_tiou:g}.</p>")
     return "".join(out)
 
 
@@ -336,12 +340,12 @@ def _length_section(runs, labels) -> str:
         legend += [f"{pre}all detections", f"{pre}top detections"]
     colors = ["#757575", "#90caf9", "#1e88e5", "#ffcc80", "#fb8c00"][:len(shares)]
     plain = [n.replace("&ge;", ">=") for n in names]
-    out.append('<div class="grid">' + vbar_chart(plain, shares, colors, width=560,
-                                                 fmt=lambda x: f"{100 * x:.0f}%")
-               + vbar_chart(plain, [r.length_mAP.mean(axis=1) for r in runs], RUN_COLORS, width=420) + "</div>")
-    out.append(_legend(colors, legend) + _legend(RUN_COLORS[:len(runs)],
-                                                 [f"average mAP per bucket{': ' + lab if len(runs) == 2 else ''}"
-                                                  for lab in labels]))
+    bucket_map = [r.length_mAP.mean(axis=1) for r in runs]
+    out.append('<div class="grid">'
+               + vbar_chart(plain, shares, colors, width=560, fmt=lambda x: f"{100 * x:.0f}%")
+               + vbar_chart(plain, bucket_map, RUN_COLORS, width=420) + "</div>")
+    map_names = [f"average mAP per bucket{': ' + lab if len(runs) == 2 else ''}" for lab in labels]
+    out.append(_legend(colors, legend) + _legend(RUN_COLORS[:len(runs)], map_names))
     thr = a.tiou_thresholds
     head = "".join(f"<th>{t:.2f}</th>" for t in thr)
     rows = []
@@ -387,7 +391,8 @@ def render_html(analysis: Analysis, other: Analysis | None = None, labels=("A", 
              f"<table>{meta_rows}</table>" if meta_rows else "",
              "<h2>mAP</h2>", _map_table(runs, labels),
              _per_class_section(runs, labels), _pr_section(runs), _errors_section(runs, labels),
-             _length_section(runs, labels), _worst_section(analysis, labels[0] if other is not None else "")]
+             _length_section(runs, labels),
+             _worst_section(analysis, labels[0] if other is not None else "")]
     if other is not None:
         parts.append(_worst_section(other, labels[1]))
     parts.append(f'<p class="note">Written by cola_fast on {time.strftime("%Y-%m-%d %H:%M:%S")}. '
