@@ -48,6 +48,7 @@ class TrainConfig:
     tiou: list = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     eval_impl: str = "fast"               # fast | reference evaluation pipeline
     plot_videos: int = 0                  # at each evaluation, plot this many test videos (out/plots/)
+    report: bool = True                   # at the end, out/report/index.html for the best checkpoint
     # execution
     backend: str = "auto"                 # auto | reference | native | triton
     amp: str = "none"                     # none | bf16: forward under torch.autocast(bfloat16)

@@ -2,9 +2,14 @@
 
     python -m cola_fast.evaluate RESULTS.json --gt GT.json [--subset test]
         [--tiou 0.1:0.7:0.1] [--json] [--impl fast|reference]
+        [--report DIR [--compare OTHER_RESULTS.json]]
 
 Prints a table (tIoU thresholds as columns, mAP in percent, plus the average), or with
---json one JSON object {"tiou_thresholds", "mAP" (fractions), "average_mAP"}.
+--json one JSON object {"tiou_thresholds", "mAP" (fractions), "average_mAP",
+"per_class_AP": {class: [AP at each threshold]}}. --report DIR also writes DIR/index.html,
+a self-contained page with per-class AP, precision-recall curves, a DETAD-style
+false-positive breakdown, length buckets and the worst videos (evaluation/analysis.py);
+--compare puts a second results file beside the first on that page.
 Exit status 2 for usage errors (missing or malformed files, unknown subset, bad --tiou).
 """
 from __future__ import annotations
@@ -28,7 +33,37 @@ def _parser():
     p.add_argument("--per-class", action="store_true", help="also print / include per-class AP")
     p.add_argument("--impl", choices=("fast", "reference"), default="fast",
                    help="vectorised evaluator (default) or the loop-style reference")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html: per-class AP, PR curves, error breakdown, "
+                        "length buckets, worst videos (one offline page)")
+    p.add_argument("--compare", metavar="OTHER_RESULTS",
+                   help="with --report: a second results file shown beside the first")
     return p
+
+
+def _labels(a: str, b: str | None):
+    """Short names for the two runs on the page: file names, or paths if those agree."""
+    import os
+    if b is None:
+        return (os.path.basename(a),)
+    na, nb = os.path.basename(a), os.path.basename(b)
+    return (na, nb) if na != nb else (a, b)
+
+
+def _write_report(args, gt, results, thr) -> str:
+    from cola_fast.evaluation import load_results
+    from cola_fast.evaluation.report import report_for_results
+    other = load_results(args.compare) if args.compare else None
+    n_det = sum(len(d) for d in results["results"].values())
+    meta = {"results": args.results, "ground truth": args.gt, "subset": args.subset,
+            "detections": f"{n_det:,}"}
+    if args.compare:
+        meta["compared with (B)"] = args.compare
+    path, _, _, seconds = report_for_results(args.report, results, gt, subset=args.subset,
+                                             tiou_thresholds=thr, other=other,
+                                             labels=_labels(args.results, args.compare), meta=meta)
+    print(f"report: {path} (analysis {seconds:.2f} s)", file=sys.stderr)
+    return path
 
 
 def main(argv=None) -> int:
@@ -40,16 +75,24 @@ def main(argv=None) -> int:
         thr = parse_tiou(args.tiou)
     except ValueError as e:
         parser.error(f"--tiou: {e}")
+    if args.compare and not args.report:
+        parser.error("--compare needs --report DIR (the comparison is drawn on the report page)")
     try:
         gt = load_gt(args.gt)
         results = load_results(args.results)
         res = evaluate_detection(gt, results, subset=args.subset, tiou_thresholds=thr,
                                  impl=args.impl)
+        if args.report:
+            _write_report(args, gt, results, thr)
     except (EvaluationInputError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: cannot write the report to {args.report}: {e}", file=sys.stderr)
+        return 2
     if args.json:
         out = {k: res[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
+        out["per_class_AP"] = res["ap_per_class"]
         if args.per_class:
             out["ap_per_class"] = res["ap_per_class"]
         print(json.dumps(out))

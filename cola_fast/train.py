@@ -430,6 +430,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             say(format_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
                                   "average_mAP": best["average_mAP"]}))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        if cfg.report and best["step"] >= 0:  # out/report/index.html (evaluation/report.py)
+            from .evaluation.report import report_for_run
+            report_for_run(out, test_gt, cfg.tiou, say)
     return summary
 
 

@@ -64,11 +64,10 @@ def _interp_ap(prec, rec):
     return np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx])
 
 
-def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr):
-    """Returns (tp (n_thr, N) bool in (class, rank) row order, class offsets (n_cls+1))."""
-    thr = np.asarray(thr, dtype=np.float64)
-    n_thr = len(thr)
-    # rank predictions per class exactly as the reference does
+def ranked_rows(n_cls, p_cls, p_sc):
+    """The predictions grouped by class and ranked by score inside each class exactly as
+    the reference does: (rows (N,) prediction indices, class offsets (n_cls + 1)); the
+    predictions of class c are rows[offs[c]:offs[c + 1]], best first."""
     cls_order = np.argsort(p_cls, kind="stable")
     counts = np.bincount(p_cls, minlength=n_cls)
     offs = np.zeros(n_cls + 1, dtype=np.int64)
@@ -77,10 +76,22 @@ def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, th
     for c in range(n_cls):
         idx = cls_order[offs[c]:offs[c + 1]]
         rows[offs[c]:offs[c + 1]] = idx[p_sc[idx].argsort()[::-1]]
+    return rows, offs
+
+
+def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr,
+          return_matched=False):
+    """Returns (tp (n_thr, N) bool in (class, rank) row order (see ranked_rows), class
+    offsets (n_cls+1)); with return_matched also the index of the ground-truth instance
+    each true positive took ((n_thr, N) int, -1 for false positives)."""
+    thr = np.asarray(thr, dtype=np.float64)
+    n_thr = len(thr)
+    rows, offs = ranked_rows(n_cls, p_cls, p_sc)
     N = len(rows)
     tp = np.zeros((n_thr, N), dtype=bool)
+    matched = np.full((n_thr, N), -1, dtype=np.int64) if return_matched else None
     if N == 0 or len(g_vid) == 0 or n_thr == 0:
-        return tp, offs
+        return (tp, offs, matched) if return_matched else (tp, offs)
     rc, rv, rs, re = p_cls[rows], p_vid[rows], p_s[rows], p_e[rows]
     rank = np.arange(N) - offs[rc]
 
@@ -154,8 +165,10 @@ def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, th
         win = first & clear
         tp[it[active[win]], ir[active[win]]] = True
         taken[choice[win]] = True
+        if return_matched:
+            matched[it[active[win]], ir[active[win]]] = pref_gt[p[win]]
         active = active[~(win | (~first & ~more))]
-    return tp, offs
+    return (tp, offs, matched) if return_matched else (tp, offs)
 
 
 def evaluate_arrays(names, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr):
@@ -167,15 +180,28 @@ def evaluate_arrays(names, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls
     for c in range(n_cls):
         if offs[c + 1] == offs[c]:
             continue
-        tp = tp_all[:, offs[c]:offs[c + 1]].astype(np.float64)
-        fp = 1.0 - tp
-        tp_cum = np.cumsum(tp, axis=1).astype(float)
-        fp_cum = np.cumsum(fp, axis=1).astype(float)
-        rec = tp_cum / float(npos_all[c])
-        prec = tp_cum / (tp_cum + fp_cum)
+        prec, rec = precision_recall(tp_all[:, offs[c]:offs[c + 1]], npos_all[c])
         for t in range(len(thr)):
             ap[t, c] = _interp_ap(prec[t, :], rec[t, :])
     return ap
+
+
+def precision_recall(tp, npos):
+    """Precision and recall after each ranked prediction of one class, from its true
+    positive flags tp (..., n) bool and its number of ground-truth instances (the
+    reference's arithmetic)."""
+    tp = np.asarray(tp).astype(np.float64)
+    fp = 1.0 - tp
+    tp_cum = np.cumsum(tp, axis=-1).astype(float)
+    fp_cum = np.cumsum(fp, axis=-1).astype(float)
+    rec = tp_cum / float(npos)
+    prec = tp_cum / (tp_cum + fp_cum)
+    return prec, rec
+
+
+def interpolated_ap(prec, rec):
+    """The VOC-2011 interpolated area under one precision-recall curve (as the reference)."""
+    return _interp_ap(prec, rec)
 
 
 def evaluate_detection_fast(gt: dict, results, subset: str, tiou_thresholds):
