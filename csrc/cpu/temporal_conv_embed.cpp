@@ -279,10 +279,59 @@ at::Tensor wino_grad_pairs(const at::Tensor& g) {
   return A;
 }
 
-// (G w) for the 3 taps w_k (each (R,S)): (4, R, S) = (w0, (w0+w1+w2)/2, (w0-w1+w2)/2, w2).
-at::Tensor wino_filter(const at::Tensor& w0, const at::Tensor& w1, const at::Tensor& w2) {
-  const at::Tensor s = w0 + w2;
-  return at::stack({w0, (s + w1) * 0.5, (s - w1) * 0.5, w2});
+// U = G w for every group a of 3 taps of weight (Cout,Cin,3g), in one pass over the weight:
+// U (4, g*Cout, Cin) with rows a*Cout + o holding (w0, (w0+w1+w2)/2, (w0-w1+w2)/2, w2) for the taps
+// (w0, w1, w2) = (w[.,.,3a], w[.,.,3a+1], w[.,.,3a+2]), or (w[.,.,2], w[.,.,1], w[.,.,0]) when
+// reversed (K = 3 only: the backward's dX convolution).
+at::Tensor wino_filter(const at::Tensor& weight_in, bool reversed) {
+  const at::Tensor w = weight_in.contiguous();
+  const int64_t Cout = w.size(0), Cin = w.size(1), K = w.size(2), g = K / 3;
+  at::Tensor U = at::empty({4, g * Cout, Cin}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "wino_filter", [&] {
+    const scalar_t* wp = w.const_data_ptr<scalar_t>();
+    scalar_t* u = U.data_ptr<scalar_t>();
+    const int64_t plane = g * Cout * Cin;
+    at::parallel_for(0, g * Cout, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {  // r = a * Cout + o
+        const int64_t a = r / Cout, o = r % Cout;
+        const scalar_t* src = wp + o * Cin * K + 3 * a;
+        const int64_t k0 = reversed ? 2 : 0, k2 = reversed ? 0 : 2;
+        scalar_t* u0 = u + r * Cin;
+        for (int64_t i = 0; i < Cin; ++i) {
+          const scalar_t w0 = src[i * K + k0], w1 = src[i * K + 1], w2 = src[i * K + k2];
+          const scalar_t s = w0 + w2;
+          u0[i] = w0;
+          u0[plane + i] = (s + w1) * scalar_t(0.5);
+          u0[2 * plane + i] = (s - w1) * scalar_t(0.5);
+          u0[3 * plane + i] = w2;
+        }
+      }
+    });
+  });
+  return U;
+}
+
+// dW (Cout,Cin,3) = G^T Z from Z (4, Cout, Cin) in one pass: (z0 + h, (z1 - z2)/2, h + z3), h =
+// (z1 + z2)/2. Returns false when some value is not finite.
+bool wino_filter_grad(const at::Tensor& Z, at::Tensor& dw) {
+  const int64_t n = Z.size(1) * Z.size(2);
+  std::atomic<bool> finite{true};
+  AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "wino_filter_grad", [&] {
+    const scalar_t* z = Z.const_data_ptr<scalar_t>();
+    scalar_t* d = dw.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 4096, [&](int64_t e0, int64_t e1) {
+      scalar_t probe = 0;  // 0 * v is NaN exactly when v is not finite
+      for (int64_t e = e0; e < e1; ++e) {
+        const scalar_t h = (z[n + e] + z[2 * n + e]) * scalar_t(0.5);
+        d[3 * e] = z[e] + h;
+        d[3 * e + 1] = (z[n + e] - z[2 * n + e]) * scalar_t(0.5);
+        d[3 * e + 2] = h + z[3 * n + e];
+        probe += scalar_t(0) * (d[3 * e] + d[3 * e + 1] + d[3 * e + 2]);
+      }
+      if (probe != probe) finite = false;
+    });
+  });
+  return finite;
 }
 
 // Direct path, out (B,T,Cout) = ReLU(conv(x) + bias) with x contiguous: one flat GEMM per tap
@@ -355,12 +404,8 @@ void torch_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& 
 // pre-activation is not finite.
 bool winograd_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t gemm,
                       at::Tensor& out) {
-  const int64_t g = weight.size(2) / 3;
-  std::vector<at::Tensor> groups;  // (4, Cout, Cin) per group of 3 taps
-  for (int64_t a = 0; a < g; ++a)
-    groups.push_back(wino_filter(weight.select(2, 3 * a), weight.select(2, 3 * a + 1), weight.select(2, 3 * a + 2)));
-  const at::Tensor Ut = at::cat(groups, 1).transpose(1, 2);  // (4, Cin, g*Cout)
-  return wino_conv(x, Ut, g, bias, /*relu=*/true, out, gemm);
+  const at::Tensor Ut = wino_filter(weight, /*reversed=*/false).transpose(1, 2);  // (4, Cin, g*Cout)
+  return wino_conv(x, Ut, weight.size(2) / 3, bias, /*relu=*/true, out, gemm);
 }
 
 // g = dY * (Y > 0) (B,T,Cout), computed once; db (column sums of g) in the same pass when
@@ -455,17 +500,13 @@ bool winograd_backward(const at::Tensor& g, const at::Tensor& x, const at::Tenso
   bool finite = true;
   if (need_dx) {
     // dX[u] = g[u-1] W_2 + g[u] W_1 + g[u+1] W_0: the same convolution, taps (W_2, W_1, W_0)
-    const at::Tensor U = wino_filter(weight.select(2, 2), weight.select(2, 1), weight.select(2, 0));  // (4,Cout,Cin)
+    const at::Tensor U = wino_filter(weight, /*reversed=*/true);  // (4,Cout,Cin)
     finite = wino_conv(g, U, 1, at::Tensor(), /*relu=*/false, dx, gemm);  // straight into dx (fresh, contiguous)
   }
   if (need_dw && finite) {
     at::Tensor Z = at::empty({4, weight.size(0), weight.size(1)}, x.options());
     matmul(wino_grad_pairs(g).transpose(1, 2), wino_input(x), Z, false, gemm);
-    const at::Tensor h = (Z[1] + Z[2]) * 0.5;
-    dw.select(2, 0).copy_(Z[0] + h);
-    dw.select(2, 1).copy_((Z[1] - Z[2]) * 0.5);
-    dw.select(2, 2).copy_(h + Z[3]);
-    finite = all_finite(dw);
+    finite = wino_filter_grad(Z, dw);
   }
   return finite;
 }
