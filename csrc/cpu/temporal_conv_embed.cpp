@@ -328,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cpu(
           const scalar_t* gr = gp + r * Cout;
           const scalar_t* yr = yp + r * Cout;
           scalar_t* orow = o + r * Cout;
-          for (int64_t c = 0; c < Cout; ++c) orow[c] = yr[c] > scalar_t(0) ? gr[c] : scalar_t(0);
+          for (int64_t c = 0; c < Cout; ++c) orow[c] = yr[c] <= scalar_t(0) ? scalar_t(0) : gr[c];  // NaN passes, as threshold_backward
           if (acc)
             for (int64_t c = 0; c < Cout; ++c) acc[c] += static_cast<double>(orow[c]);
         }
