@@ -6,6 +6,9 @@ import torch
 # before any kernel module is imported (triton.jit reads it at decoration time).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# On a GPU, one Triton autotune config per kernel under pytest (the benchmarks tune for real):
+# tuning compiles every config for every shape, minutes of compiling over the suite.
+os.environ.setdefault("COLA_FAST_TRITON_AUTOTUNE", "0")
 
 
 import time  # noqa: E402
