@@ -17,6 +17,18 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_deterministic_mode():
+    """torch.use_deterministic_algorithms is process-wide: a test that leaves it on changes
+    every later test of its worker (on CUDA, ops without a deterministic kernel raise). Fail
+    the test that leaks it, and reset it for the next one."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    leaked = torch.are_deterministic_algorithms_enabled() != before
+    torch.use_deterministic_algorithms(before)
+    assert not leaked, "this test left torch.use_deterministic_algorithms switched"
+
+
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory):
     """A private cache for the synthetic datasets of this test session."""
