@@ -123,12 +123,23 @@ def _gather(emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(emb, 1, idx[:, :, None].expand(-1, -1, emb.shape[2]))
 
 
+def normalize(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+    """F.normalize(x, dim=dim, eps=eps), x / max(|x|, eps), with a norm that does not overflow:
+    |x| is computed on x divided by its largest magnitude along dim (the scaled norm), so that
+    float32 vectors of scale 1e20 and beyond (whose squares overflow) are normalised exactly
+    rather than to 0. The scale is a constant for autograd (the value does not depend on it)."""
+    s = x.detach().abs().amax(dim=dim, keepdim=True)
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    xs = x / s
+    return xs / torch.maximum(torch.linalg.vector_norm(xs, dim=dim, keepdim=True), eps / s)
+
+
 def info_nce(q: torch.Tensor, k: torch.Tensor, neg: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
     """q, k (B,D), neg (B,N,D): cross-entropy of [q.k, q.neg_1..N]/tau against target 0,
-    every vector L2-normalised first; mean over B."""
-    q = F.normalize(q, dim=1)
-    k = F.normalize(k, dim=1)
-    neg = F.normalize(neg, dim=2)
+    every vector L2-normalised first (normalize above); mean over B."""
+    q = normalize(q, dim=1)
+    k = normalize(k, dim=1)
+    neg = normalize(neg, dim=2)
     l_pos = (q * k).sum(dim=1, keepdim=True)
     l_neg = torch.einsum("bd,bnd->bn", q, neg)
     logits = torch.cat([l_pos, l_neg], dim=1) / tau
@@ -154,8 +165,25 @@ def temporal_conv_embed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     K = weight.shape[2]
     if K % 2 != 1:
         raise ValueError(f"kernel size must be odd, got {K}")
+    B, T, Cin = x.shape
+    Cout = weight.shape[0]
+    if B * T == 0 or Cin == 0 or Cout == 0:
+        return _conv_embed_empty(x, weight, bias)
     y = F.conv1d(x.transpose(1, 2), weight, bias, padding=K // 2)
     return F.relu(y).transpose(1, 2).contiguous()
+
+
+def _conv_embed_empty(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The conv with an empty dimension, by its definition (torch's conv1d refuses T < K//2+1
+    and Cout = 0, and returns a (B,0,T) result for Cin = 0): (B,T,Cout), every output the
+    ReLU of the bias (a sum over no channels or taps), zero gradients for x and weight."""
+    B, T, _ = x.shape
+    # 0 * sums keep x and weight in the graph, so that their gradients are zeros, not None
+    zero = (x.sum() + weight.sum()) * 0
+    pre = zero.expand(B, T, weight.shape[0])
+    if bias is not None:
+        pre = pre + bias
+    return F.relu(pre).contiguous()
 
 
 # --------------------------------------------------------------------------------------

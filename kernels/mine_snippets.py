@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_device
+
 MAX_T = 8192
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -139,6 +141,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
         return ea, eb, ha, hb
     BLOCK = max(16, triton.next_power_of_2(T))
     num_warps = 4 if BLOCK <= 1024 else (8 if BLOCK <= 4096 else 16)
-    _mine_kernel[(B,)](a, kp, ea, eb, ha, hb, T, k_easy, k_hard, m, M, m // 2, M // 2, min(M, T - 1),
-                       BLOCK=BLOCK, num_warps=num_warps)
+    with on_device(a):
+        _mine_kernel[(B,)](a, kp, ea, eb, ha, hb, T, k_easy, k_hard, m, M, m // 2, M // 2, min(M, T - 1),
+                           BLOCK=BLOCK, num_warps=num_warps)
     return ea, eb, ha, hb

@@ -1,14 +1,24 @@
 """Triton kernels of snico_loss (COLA_SPEC 3): the algorithm of csrc/cpu/snico_loss.cpp (read
 the derivation of the backward there), in the launches of csrc/cuda/snico_loss.cu:
 
-    forward   _means (B, D/BLOCK_D) -> _dots (2 + 2 k_easy, B) -> _loss (B,) -> sum / B
+    forward   _means (B, D/BLOCK_D) -> _dots (B * (2 + 2 k_easy/K_TILE),) -> _loss (B,) -> sum / B
     backward  _scalars (B,) -> _scatter (B, D/BLOCK_D)
 
+Index sets are read K_TILE indices at a time, and the rows they point to as one
+[K_TILE, BLOCK_D] block, so that a program waits for one index load and one row load per
+K_TILE rows, not for two loads in series per row. Norms and dots do not overflow for large
+embeddings (the scaled norm when the plain sums overflow, as the native kernels).
+
 fp32 accumulation; fp32 / bf16 / fp16 embeddings on CUDA (fp32 only under the interpreter).
-The scatter accumulates into an fp32 buffer with atomic adds (one program owns a block of
-channels of one video, so the order of its adds is fixed: deterministic) and returns it in
-emb's dtype. Saved tensors as the native op: means (B,4,D), mean_norms (B,4), neg_norms
-(B,2,k_easy), logits (B,2,1+k_easy), lse (B,2), all float32.
+The scatter accumulates into an fp32 buffer with atomic adds, row by row: one program owns a
+block of channels of one video, and its adds to a channel all come from the same thread, in
+a fixed order (deterministic; a [K_TILE, BLOCK_D] atomic would spread one channel's adds
+over several threads). The rows were just loaded as a block, so these reloads hit the cache.
+Returns the gradient in emb's dtype. Saved tensors as the native op: means (B,4,D),
+mean_norms (B,4), neg_norms (B,2,k_easy), logits (B,2,1+k_easy), lse (B,2), all float32.
+
+The wrappers check what the CUDA kernel asserts (indices in [0, T), one host sync) and
+launch on emb's device. Every grid axis but the first stays small (no 65535 limit on B).
 """
 from __future__ import annotations
 
@@ -16,8 +26,11 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_device
+
 EPS = 1e-12
 BLOCK_D = 128
+K_TILE = 16
 
 
 @triton.jit
@@ -27,75 +40,124 @@ def _clamp_eps(n):
 
 
 @triton.jit
-def _means(E, HA, EA, HB, EB, M, T, D, kE, kH, BLOCK: tl.constexpr):
+def _set_mean(Eb, I, k, D, offs, mask, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
+    # mean over the rows I[0..k) of the video at Eb, channels offs: K_TILE rows per block
+    ark = tl.arange(0, K_TILE)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i0 in range(0, k, K_TILE):
+        ok = i0 + ark < k
+        rows = tl.load(I + i0 + ark, mask=ok, other=0)
+        v = tl.load(Eb + rows[:, None] * D + offs[None, :], mask=ok[:, None] & mask[None, :], other=0.0)
+        acc += tl.sum(v.to(tl.float32), axis=0)
+    return acc / k
+
+
+@triton.jit
+def _means(E, HA, EA, HB, EB, M, T, D, kE, kH, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < D
-    base = E + b * T * D + offs
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(kH):
-        acc += tl.load(base + tl.load(HA + b * kH + i) * D, mask=mask, other=0.0).to(tl.float32)
-    tl.store(M + (b * 4 + 0) * D + offs, acc / kH, mask=mask)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(kE):
-        acc += tl.load(base + tl.load(EA + b * kE + i) * D, mask=mask, other=0.0).to(tl.float32)
-    tl.store(M + (b * 4 + 1) * D + offs, acc / kE, mask=mask)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(kH):
-        acc += tl.load(base + tl.load(HB + b * kH + i) * D, mask=mask, other=0.0).to(tl.float32)
-    tl.store(M + (b * 4 + 2) * D + offs, acc / kH, mask=mask)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(kE):
-        acc += tl.load(base + tl.load(EB + b * kE + i) * D, mask=mask, other=0.0).to(tl.float32)
-    tl.store(M + (b * 4 + 3) * D + offs, acc / kE, mask=mask)
+    Eb = E + b * T * D
+    tl.store(M + (b * 4 + 0) * D + offs, _set_mean(Eb, HA + b * kH, kH, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    tl.store(M + (b * 4 + 1) * D + offs, _set_mean(Eb, EA + b * kE, kE, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    tl.store(M + (b * 4 + 2) * D + offs, _set_mean(Eb, HB + b * kH, kH, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    tl.store(M + (b * 4 + 3) * D + offs, _set_mean(Eb, EB + b * kE, kE, D, offs, mask, BLOCK, K_TILE), mask=mask)
 
 
 @triton.jit
-def _dots(E, EA, EB, M, MN, NN, QK, QE, T, D, kE, BLOCK: tl.constexpr):
-    # grid (2 + 2 kE, B): the long axis first (a GPU grid's second axis stops at 65535)
-    r = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+def _overflowed(x):
+    return tl.abs(x) == float("inf")
+
+
+@triton.jit
+def _rows_dot_over_norm(q, Er, ok, D, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
+    # For the K_TILE rows at the pointers Er (masked by ok) and the float32 vector q:
+    # (q.e / max(|e|, eps), |e|) per row, as dot_over_norm in csrc/cpu/snico_loss.cpp: the
+    # plain sums, recomputed on q and e divided by their largest magnitudes (the scaled norm)
+    # when they overflow (embeddings of scale 1e20).
     ar = tl.arange(0, BLOCK)
+    dot = tl.zeros([K_TILE, BLOCK], dtype=tl.float32)
+    sq = tl.zeros([K_TILE, BLOCK], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK):
+        offs = d0 + ar
+        dm = offs < D
+        a = tl.load(q + offs, mask=dm, other=0.0)
+        v = tl.load(Er[:, None] + offs[None, :], mask=ok[:, None] & dm[None, :], other=0.0).to(tl.float32)
+        dot += a[None, :] * v
+        sq += v * v
+    dot_r = tl.sum(dot, axis=1)
+    sq_r = tl.sum(sq, axis=1)
+    ne = tl.sqrt(sq_r)
+    res = dot_r / _clamp_eps(ne)
+    over = _overflowed(dot_r) | _overflowed(sq_r)
+    if tl.sum(over.to(tl.int32), axis=0) > 0:
+        mq = tl.zeros([BLOCK], dtype=tl.float32)
+        me = tl.zeros([K_TILE, BLOCK], dtype=tl.float32)
+        for d0 in range(0, D, BLOCK):
+            offs = d0 + ar
+            dm = offs < D
+            mq = tl.maximum(mq, tl.abs(tl.load(q + offs, mask=dm, other=0.0)))
+            v = tl.load(Er[:, None] + offs[None, :], mask=ok[:, None] & dm[None, :], other=0.0).to(tl.float32)
+            me = tl.maximum(me, tl.abs(v))
+        mq_s = tl.max(mq, axis=0)
+        me_r = tl.max(me, axis=1)
+        iq = tl.where(mq_s > 0, 1.0 / mq_s, 1.0)
+        ie = tl.where(me_r > 0, 1.0 / me_r, 1.0)
+        ds = tl.zeros([K_TILE, BLOCK], dtype=tl.float32)
+        ss = tl.zeros([K_TILE, BLOCK], dtype=tl.float32)
+        for d0 in range(0, D, BLOCK):
+            offs = d0 + ar
+            dm = offs < D
+            a = tl.load(q + offs, mask=dm, other=0.0) * iq
+            v = tl.load(Er[:, None] + offs[None, :], mask=ok[:, None] & dm[None, :], other=0.0).to(tl.float32)
+            v = v * ie[:, None]
+            ds += a[None, :] * v
+            ss += v * v
+        ne_s = me_r * tl.sqrt(tl.sum(ss, axis=1))
+        res_s = tl.sum(ds, axis=1) * mq_s / (_clamp_eps(ne_s) * ie)
+        ne = tl.where(over, ne_s, ne)
+        res = tl.where(over, res_s, res)
+    return res, ne
+
+
+@triton.jit
+def _dots(E, EA, EB, M, MN, NN, QK, QE, T, D, kE, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
+    # grid (B * R,), R = 2 + 2 * cdiv(kE, K_TILE) programs per video (one grid axis: no 65535
+    # limit on B). r < 2: term r's mean norms and q.k / nk; then for each term, tiles of K_TILE
+    # negatives: q.e_j / n_j and n_j. The loss kernel divides by nq (no product of two norms).
+    R = 2 + 2 * tl.cdiv(kE, K_TILE)
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // R
+    r = pid % R
+    ark = tl.arange(0, K_TILE)
     if r < 2:
         q = M + (b * 4 + 2 * r) * D
-        k = q + D
-        qq = tl.zeros([BLOCK], dtype=tl.float32)
-        kk = tl.zeros([BLOCK], dtype=tl.float32)
-        qk = tl.zeros([BLOCK], dtype=tl.float32)
-        for d0 in range(0, D, BLOCK):
-            offs = d0 + ar
-            mask = offs < D
-            a = tl.load(q + offs, mask=mask, other=0.0)
-            c = tl.load(k + offs, mask=mask, other=0.0)
-            qq += a * a
-            kk += c * c
-            qk += a * c
-        tl.store(MN + b * 4 + 2 * r, tl.sqrt(tl.sum(qq, axis=0)))
-        tl.store(MN + b * 4 + 2 * r + 1, tl.sqrt(tl.sum(kk, axis=0)))
-        tl.store(QK + b * 2 + r, tl.sum(qk, axis=0))
+        # row 0 of the tile: q itself, row 1: k (the two rows, one pass)
+        Er = q + tl.where(ark == 1, D, 0).to(tl.int64)
+        res, n = _rows_dot_over_norm(q, Er, ark < 2, D, BLOCK, K_TILE)
+        nq = tl.sum(tl.where(ark == 0, n, 0.0), axis=0)
+        nk = tl.sum(tl.where(ark == 1, n, 0.0), axis=0)
+        qk_over_nk = tl.sum(tl.where(ark == 1, res, 0.0), axis=0)
+        tl.store(MN + b * 4 + 2 * r, nq)
+        tl.store(MN + b * 4 + 2 * r + 1, nk)
+        tl.store(QK + b * 2 + r, qk_over_nk)
     else:
-        t = (r - 2) // kE
-        j = (r - 2) % kE
+        nt = tl.cdiv(kE, K_TILE)
+        t = (r - 2) // nt
+        j = ((r - 2) % nt) * K_TILE + ark
+        ok = j < kE
         q = M + (b * 4 + 2 * t) * D
         if t == 0:
-            row = tl.load(EB + b * kE + j)
+            rows = tl.load(EB + b * kE + j, mask=ok, other=0)
         else:
-            row = tl.load(EA + b * kE + j)
-        e = E + (b * T + row) * D
-        dot = tl.zeros([BLOCK], dtype=tl.float32)
-        sq = tl.zeros([BLOCK], dtype=tl.float32)
-        for d0 in range(0, D, BLOCK):
-            offs = d0 + ar
-            mask = offs < D
-            v = tl.load(e + offs, mask=mask, other=0.0).to(tl.float32)
-            dot += tl.load(q + offs, mask=mask, other=0.0) * v
-            sq += v * v
-        tl.store(QE + (b * 2 + t) * kE + j, tl.sum(dot, axis=0))
-        tl.store(NN + (b * 2 + t) * kE + j, tl.sqrt(tl.sum(sq, axis=0)))
+            rows = tl.load(EA + b * kE + j, mask=ok, other=0)
+        res, n = _rows_dot_over_norm(q, E + (b * T + rows) * D, ok, D, BLOCK, K_TILE)
+        tl.store(QE + (b * 2 + t) * kE + j, res, mask=ok)
+        tl.store(NN + (b * 2 + t) * kE + j, n, mask=ok)
 
 
 @triton.jit
-def _loss(MN, NN, QK, QE, L, LSE, PV, kE, inv_tau, BLOCK_K: tl.constexpr):
+def _loss(MN, QK, QE, L, LSE, PV, kE, inv_tau, BLOCK_K: tl.constexpr):
     # per video: logits of both terms, log-sum-exp, lse - l_0 summed into PV[b]
     b = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_K)          # j = 0: the positive, j >= 1: negative j - 1
@@ -104,12 +166,9 @@ def _loss(MN, NN, QK, QE, L, LSE, PV, kE, inv_tau, BLOCK_K: tl.constexpr):
     total = 0.0
     for t in tl.static_range(2):
         nq = _clamp_eps(tl.load(MN + b * 4 + 2 * t))
-        nk = _clamp_eps(tl.load(MN + b * 4 + 2 * t + 1))
-        qk = tl.load(QK + b * 2 + t)
+        l0 = tl.load(QK + b * 2 + t) / nq * inv_tau
         qe = tl.load(QE + (b * 2 + t) * kE + (j - 1), mask=neg, other=0.0)
-        nj = _clamp_eps(tl.load(NN + (b * 2 + t) * kE + (j - 1), mask=neg, other=1.0))
-        l0 = qk / (nq * nk) * inv_tau
-        lv = tl.where(j == 0, l0, qe / (nq * nj) * inv_tau)
+        lv = tl.where(j == 0, l0, qe / nq * inv_tau)
         lm = tl.where(valid, lv, float("-inf"))
         mx = tl.max(lm, axis=0)
         s = tl.sum(tl.where(valid, tl.exp(lm - mx), 0.0), axis=0)
@@ -122,6 +181,8 @@ def _loss(MN, NN, QK, QE, L, LSE, PV, kE, inv_tau, BLOCK_K: tl.constexpr):
 
 @triton.jit
 def _scalars(G, MN, NN, L, LSE, W, BETA, SC, B, kE, tau, BLOCK_K: tl.constexpr):
+    # w_j = a_j / n_j, beta_j = [|e_j| >= eps] c_j / n_j (de_j = w_j (qn - beta_j e_j): no n_j^2,
+    # which overflows for large embeddings), per term sc = {a_0, gq, gk, nq, nk}
     b = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_K)
     m = j < kE
@@ -136,7 +197,7 @@ def _scalars(G, MN, NN, L, LSE, W, BETA, SC, B, kE, tau, BLOCK_K: tl.constexpr):
         nj = _clamp_eps(raw)
         tl.store(W + (b * 2 + t) * kE + j, aj / nj, mask=m)
         big = ~(raw < 1e-12)
-        tl.store(BETA + (b * 2 + t) * kE + j, tl.where(big, aj * cj / (nj * nj), 0.0), mask=m)
+        tl.store(BETA + (b * 2 + t) * kE + j, tl.where(big, cj / nj, 0.0), mask=m)
         a0 = gt * (tl.exp(l0 - lse) - 1.0)
         c0 = tau * l0
         gamma = a0 * c0 + tl.sum(aj * cj, axis=0)
@@ -151,12 +212,30 @@ def _scalars(G, MN, NN, L, LSE, W, BETA, SC, B, kE, tau, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.constexpr):
+def _pick(x, ar, u):
+    # element u of the 1-D tile x (ar = its arange): a register read, no memory access
+    return tl.sum(tl.where(ar == u, x, tl.zeros_like(x)), axis=0)
+
+
+@triton.jit
+def _add_to_rows(Ob, I, k, D, offs, mask, val, K_TILE: tl.constexpr):
+    # Ob[I[i]] += val for i < k: one load per K_TILE indices, then the adds row by row
+    ark = tl.arange(0, K_TILE)
+    for i0 in range(0, k, K_TILE):
+        rows = tl.load(I + i0 + ark, mask=i0 + ark < k, other=0)
+        for u in tl.static_range(K_TILE):
+            row = _pick(rows, ark, u)
+            tl.atomic_add(Ob + row * D + offs, val, mask=mask & (i0 + u < k), sem="relaxed")
+
+
+@triton.jit
+def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < D
-    Eb = E + b * T * D + offs
-    Ob = O + b * T * D + offs
+    Eb = E + b * T * D
+    Ob = O + b * T * D
+    ark = tl.arange(0, K_TILE)
     for t in tl.static_range(2):
         sc = SC + (b * 2 + t) * 5
         a0 = tl.load(sc)
@@ -166,40 +245,65 @@ def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.const
         nk = tl.load(sc + 4)
         qn = tl.load(M + (b * 4 + 2 * t) * D + offs, mask=mask, other=0.0) / nq
         kn = tl.load(M + (b * 4 + 2 * t + 1) * D + offs, mask=mask, other=0.0) / nk
+        if t == 0:
+            NEG = EB + b * kE
+        else:
+            NEG = EA + b * kE
+        Wt = W + (b * 2 + t) * kE
+        Bt = BETA + (b * 2 + t) * kE
         S = tl.zeros([BLOCK], dtype=tl.float32)
-        for j in range(kE):
-            if t == 0:
-                row = tl.load(EB + b * kE + j)
-            else:
-                row = tl.load(EA + b * kE + j)
-            wj = tl.load(W + (b * 2 + t) * kE + j)
-            bj = tl.load(BETA + (b * 2 + t) * kE + j)
-            v = tl.load(Eb + row * D, mask=mask, other=0.0).to(tl.float32)
-            S += wj * v
-            tl.atomic_add(Ob + row * D, wj * qn - bj * v, mask=mask, sem="relaxed")
+        for j0 in range(0, kE, K_TILE):
+            ok = j0 + ark < kE
+            rows = tl.load(NEG + j0 + ark, mask=ok, other=0)
+            wj = tl.load(Wt + j0 + ark, mask=ok, other=0.0)
+            v = tl.load(Eb + rows[:, None] * D + offs[None, :], mask=ok[:, None] & mask[None, :],
+                        other=0.0).to(tl.float32)                      # [K_TILE, BLOCK]
+            S += tl.sum(wj[:, None] * v, axis=0)
+            bj = tl.load(Bt + j0 + ark, mask=ok, other=0.0)
+            for u in tl.static_range(K_TILE):
+                mu = mask & (j0 + u < kE)
+                row = _pick(rows, ark, u)
+                vu = tl.load(Eb + row * D + offs, mask=mu, other=0.0).to(tl.float32)  # a cache hit
+                du = _pick(wj, ark, u) * (qn - _pick(bj, ark, u) * vu)
+                tl.atomic_add(Ob + row * D + offs, du, mask=mu, sem="relaxed")
         dq = (a0 * kn + S - gq * qn) / (nq * kH)
         dk = (a0 * qn - gk * kn) / (nk * kE)
-        for i in range(kH):
-            if t == 0:
-                row = tl.load(HA + b * kH + i)
-            else:
-                row = tl.load(HB + b * kH + i)
-            tl.atomic_add(Ob + row * D, dq, mask=mask, sem="relaxed")
-        for i in range(kE):
-            if t == 0:
-                row = tl.load(EA + b * kE + i)
-            else:
-                row = tl.load(EB + b * kE + i)
-            tl.atomic_add(Ob + row * D, dk, mask=mask, sem="relaxed")
+        if t == 0:
+            _add_to_rows(Ob, HA + b * kH, kH, D, offs, mask, dq, K_TILE)
+            _add_to_rows(Ob, EA + b * kE, kE, D, offs, mask, dk, K_TILE)
+        else:
+            _add_to_rows(Ob, HB + b * kH, kH, D, offs, mask, dq, K_TILE)
+            _add_to_rows(Ob, EB + b * kE, kE, D, offs, mask, dk, K_TILE)
+
+
+def _check(emb, ea, eb, ha, hb):
+    """What the CUDA kernel asserts, as the ValueErrors of cola_fast.ops.snico_loss: a
+    non-empty batch and indices in [0, T) (out-of-range ones would corrupt memory through
+    the scatter's atomics). One host sync on CUDA."""
+    if emb.dtype == torch.float64:
+        raise TypeError("snico_loss (triton): float64 is not supported; use backend='native' or 'reference'")
+    B, T, D = emb.shape
+    if B == 0 or T == 0 or D == 0:
+        raise ValueError(f"snico_loss: emb is empty, shape {tuple(emb.shape)}")
+    if ea.shape[1] == 0 or ha.shape[1] == 0:
+        raise ValueError(f"snico_loss: empty index sets, k_easy={ea.shape[1]} k_hard={ha.shape[1]}")
+    lo, hi = torch.aminmax(torch.cat([x.reshape(-1) for x in (ea, eb, ha, hb)]))
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= T:
+        raise ValueError(f"snico_loss: indices in [{lo}, {hi}], outside [0, T={T})")
 
 
 def _prep(emb, ea, eb, ha, hb):
-    if emb.dtype == torch.float64:
-        raise TypeError("snico_loss (triton): float64 is not supported; use backend='native' or 'reference'")
     return emb.contiguous(), ea.contiguous(), eb.contiguous(), ha.contiguous(), hb.contiguous()
 
 
+def dots_programs(B: int, kE: int) -> int:
+    """Programs of the _dots launch: 2 + 2 cdiv(kE, K_TILE) per video, on the grid's one axis."""
+    return B * (2 + 2 * triton.cdiv(kE, K_TILE))
+
+
 def snico_fwd(emb, ea, eb, ha, hb, tau):
+    _check(emb, ea, eb, ha, hb)
     emb, ea, eb, ha, hb = _prep(emb, ea, eb, ha, hb)
     B, T, D = emb.shape
     kE, kH = ea.shape[1], ha.shape[1]
@@ -212,11 +316,13 @@ def snico_fwd(emb, ea, eb, ha, hb, tau):
     qk = torch.empty((B, 2), **f32)
     qe = torch.empty((B, 2, kE), **f32)
     per_video = torch.empty((B,), **f32)
-    _means[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, T, D, kE, kH, BLOCK=BLOCK_D)
-    _dots[(2 + 2 * kE, B)](emb, ea, eb, means, mean_norms, neg_norms, qk, qe, T, D, kE, BLOCK=BLOCK_D)
-    _loss[(B,)](mean_norms, neg_norms, qk, qe, logits, lse, per_video, kE, 1.0 / tau,
-                BLOCK_K=max(16, triton.next_power_of_2(kE + 1)))
-    loss = (per_video.sum() / B).to(emb.dtype)
+    with on_device(emb):
+        _means[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, T, D, kE, kH, BLOCK=BLOCK_D, K_TILE=K_TILE)
+        _dots[(dots_programs(B, kE),)](emb, ea, eb, means, mean_norms, neg_norms, qk, qe, T, D, kE,
+                                       BLOCK=BLOCK_D, K_TILE=K_TILE)
+        _loss[(B,)](mean_norms, qk, qe, logits, lse, per_video, kE, 1.0 / tau,
+                    BLOCK_K=max(16, triton.next_power_of_2(kE + 1)))
+        loss = (per_video.sum() / B).to(emb.dtype)
     return loss, means, mean_norms, neg_norms, logits, lse
 
 
@@ -232,8 +338,9 @@ def snico_bwd(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, l
     BETA = torch.empty((B, 2, kE), **f32)
     SC = torch.empty((B, 2, 5), **f32)
     out = torch.zeros((B, T, D), **f32)
-    _scalars[(B,)](g, mean_norms, neg_norms, logits, lse, W, BETA, SC, B, kE, tau,
-                   BLOCK_K=max(16, triton.next_power_of_2(kE)))
-    _scatter[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, W, BETA, SC, out, T, D, kE, kH,
-                                           BLOCK=BLOCK_D)
+    with on_device(emb):
+        _scalars[(B,)](g, mean_norms, neg_norms, logits, lse, W, BETA, SC, B, kE, tau,
+                       BLOCK_K=max(16, triton.next_power_of_2(kE)))
+        _scatter[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, W, BETA, SC, out, T, D, kE, kH,
+                                               BLOCK=BLOCK_D, K_TILE=K_TILE)
     return out if emb.dtype == torch.float32 else out.to(emb.dtype)

@@ -10,12 +10,15 @@ conv_allows_tf32; torch's default), "ieee" otherwise and always under the interp
   forward  y[r, co]      = relu(bias[co] + sum_k sum_ci x[r+s_k, ci] W[co, ci, k])
   dx       dx[r, ci]     = sum_k sum_co g[r-s_k, co] W[co, ci, k]
   dW, db   dW[co, ci, k] = sum_r g[r, co] x[r+s_k, ci];   db[co] = sum_r g[r, co]
-with g = dy * (y > 0) recomputed on the fly from dy and the saved y in every kernel that
+with g = (0 where y <= 0, else dy) recomputed on the fly from dy and the saved y in every kernel that
 reads it (the ReLU mask is never materialised).
 
 Weights are used as Wk (K, Cin, Cout), a small permuted copy per call.
-On the GPU the kernels are autotuned over several block shapes; under the interpreter
-(TRITON_INTERPRET=1) a single small configuration is used.
+On the GPU the kernels are autotuned over several block shapes, keyed on the channels, K and
+the power-of-2 bucket of the row count N = B*T (ROWS_BUCKET), so that videos of every length
+do not each start a new autotuning; under the interpreter (TRITON_INTERPRET=1), and when
+COLA_FAST_TRITON_AUTOTUNE=0 (set by the tests: compile time stays bounded), a single
+configuration is used. Launches run on x's device (on_device).
 """
 from __future__ import annotations
 
@@ -25,12 +28,23 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_device
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_ONE_CONFIG = os.environ.get("COLA_FAST_TRITON_AUTOTUNE", "1") == "0"
+_KEY = ["Cin", "Cout", "K", "ROWS_BUCKET"]
+
+
+def rows_bucket(n: int) -> int:
+    """The autotuning key of a row count: the next power of 2 (a new tuning per doubling)."""
+    return triton.next_power_of_2(max(int(n), 1))
 
 
 def _configs(kind: str):
     if _INTERPRET:
         return [triton.Config({"BM": 16, "BN": 16, "BK": 16}, num_warps=1, num_stages=1)]
+    if _ONE_CONFIG:  # fits every dtype's shared memory on sm_80 and sm_90 (fp64 included)
+        return [triton.Config({"BM": 64, "BN": 64, "BK": 32}, num_warps=4, num_stages=2)]
     cfgs = []
     for bm, bn, bk, w, s in [(128, 128, 32, 8, 3), (128, 128, 32, 4, 4), (128, 64, 32, 4, 4),
                              (64, 128, 32, 4, 4), (128, 256, 32, 8, 3), (64, 64, 64, 4, 3),
@@ -39,9 +53,9 @@ def _configs(kind: str):
     return cfgs
 
 
-@triton.autotune(configs=_configs("fwd"), key=["Cin", "Cout", "K", "T"])
+@triton.autotune(configs=_configs("fwd"), key=_KEY)
 @triton.jit
-def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout,
+def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout, ROWS_BUCKET,
                 K: tl.constexpr, HAS_BIAS: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -73,9 +87,9 @@ def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout,
              mask=row_ok[:, None] & col_ok[None, :])
 
 
-@triton.autotune(configs=_configs("dx"), key=["Cin", "Cout", "K", "T"])
+@triton.autotune(configs=_configs("dx"), key=_KEY)
 @triton.jit
-def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout,
+def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout, ROWS_BUCKET,
                K: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     # dx[r, ci] = sum_k sum_co g[r - s_k, co] * W[co, ci, k]
@@ -100,7 +114,7 @@ def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout,
             off = src[:, None] * Cout + co[None, :]
             dy = tl.load(dy_ptr + off, mask=m, other=0.0)
             yv = tl.load(y_ptr + off, mask=m, other=0.0)
-            g = tl.where(yv > 0, dy, tl.zeros_like(dy))
+            g = tl.where(yv <= 0, tl.zeros_like(dy), dy)
             # W[co, ci, k] from the (K, Cin, Cout) copy: tile (BK co, BN ci)
             w = tl.load(w_ptr + (k * Cin + ci[None, :]).to(tl.int64) * Cout + co[:, None],
                         mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
@@ -109,9 +123,9 @@ def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout,
              mask=row_ok[:, None] & ci_ok[None, :])
 
 
-@triton.autotune(configs=_configs("dw"), key=["Cin", "Cout", "K", "T"])
+@triton.autotune(configs=_configs("dw"), key=_KEY)
 @triton.jit
-def _dw_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, N, T, Cin, Cout,
+def _dw_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, N, T, Cin, Cout, ROWS_BUCKET,
                K: tl.constexpr, HAS_DB: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     # dW[co, ci, k] = sum_r g[r, co] * x[r + s_k, ci]; grid (co blocks, ci blocks, K).
@@ -137,7 +151,7 @@ def _dw_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, N, T, Cin, Cout,
         off = r64[:, None] * Cout + co[None, :]
         dy = tl.load(dy_ptr + off, mask=m, other=0.0)
         yv = tl.load(y_ptr + off, mask=m, other=0.0)
-        g = tl.where(yv > 0, dy, tl.zeros_like(dy))              # (BK rows, BM co)
+        g = tl.where(yv <= 0, tl.zeros_like(dy), dy)              # (BK rows, BM co)
         xv = tl.load(x_ptr + (r64 + s)[:, None] * Cin + ci[None, :], mask=ok[:, None] & ci_ok[None, :],
                      other=0.0)                                  # (BK rows, BN ci)
         acc += tl.dot(tl.trans(g), xv, input_precision=PREC, out_dtype=acc_t)
@@ -173,8 +187,9 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     wk = _wk(weight)
     b = bias.contiguous() if bias is not None else wk  # dummy pointer when no bias
     grid = lambda meta: (triton.cdiv(N, meta["BM"]), triton.cdiv(Cout, meta["BN"]))  # noqa: E731
-    _fwd_kernel[grid](x, wk, b, y, N, T, Cin, Cout, K=K, HAS_BIAS=bias is not None,
-                      PREC=_precision(x.dtype, x.device), ACC_F64=x.dtype == torch.float64)
+    with on_device(x):
+        _fwd_kernel[grid](x, wk, b, y, N, T, Cin, Cout, rows_bucket(N), K=K, HAS_BIAS=bias is not None,
+                          PREC=_precision(x.dtype, x.device), ACC_F64=x.dtype == torch.float64)
     return y
 
 
@@ -187,24 +202,27 @@ def backward(grad_out: torch.Tensor, out: torch.Tensor, x: torch.Tensor, weight:
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else x.new_empty(0)
     dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_dw else weight.new_empty(0)
     db = weight.new_empty(Cout if need_db else 0)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     if N == 0 or Cin == 0 or Cout == 0:
-        for t, need in ((dx, need_dx), (dw, need_dw), (db, need_db)):
+        for t, need in ((dx, need_dx), (dw, need_dw)):
             if need:
                 t.zero_()
+        if need_db:  # Cin = 0: the forward was ReLU(bias), db is the masked sum of dy
+            db.copy_(grad_out.masked_fill(out <= 0, 0).sum(dim=(0, 1), dtype=acc))
         return dx, dw, db
     dy = grad_out.contiguous()
     y = out.contiguous()
     prec = _precision(x.dtype, x.device)
     f64 = x.dtype == torch.float64
-    if need_dx:
-        wk = _wk(weight)
-        grid = lambda meta: (triton.cdiv(N, meta["BM"]), triton.cdiv(Cin, meta["BN"]))  # noqa: E731
-        _dx_kernel[grid](dy, y, wk, dx, N, T, Cin, Cout, K=K, PREC=prec, ACC_F64=f64)
-    if need_dw:
-        grid = lambda meta: (triton.cdiv(Cout, meta["BM"]), triton.cdiv(Cin, meta["BN"]), K)  # noqa: E731
-        _dw_kernel[grid](dy, y, x.contiguous(), dw, db if need_db else dw, N, T, Cin, Cout,
-                         K=K, HAS_DB=need_db, PREC=prec, ACC_F64=f64)
-    elif need_db:  # bias alone needs a gradient (rare): not worth a kernel of its own
-        db.copy_(torch.where(y > 0, dy, torch.zeros_like(dy)).sum(dim=(0, 1), dtype=torch.float32
-                                                                    if not f64 else torch.float64))
+    with on_device(x):
+        if need_dx:
+            wk = _wk(weight)
+            grid = lambda meta: (triton.cdiv(N, meta["BM"]), triton.cdiv(Cin, meta["BN"]))  # noqa: E731
+            _dx_kernel[grid](dy, y, wk, dx, N, T, Cin, Cout, rows_bucket(N), K=K, PREC=prec, ACC_F64=f64)
+        if need_dw:
+            grid = lambda meta: (triton.cdiv(Cout, meta["BM"]), triton.cdiv(Cin, meta["BN"]), K)  # noqa: E731
+            _dw_kernel[grid](dy, y, x.contiguous(), dw, db if need_db else dw, N, T, Cin, Cout, rows_bucket(N),
+                             K=K, HAS_DB=need_db, PREC=prec, ACC_F64=f64)
+        elif need_db:  # bias alone needs a gradient (rare): not worth a kernel of its own
+            db.copy_(dy.masked_fill(y <= 0, 0).sum(dim=(0, 1), dtype=acc))
     return dx, dw, db

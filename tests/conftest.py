@@ -6,12 +6,27 @@ import torch
 # before any kernel module is imported (triton.jit reads it at decoration time).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# On a GPU, one Triton autotune config per kernel under pytest (the benchmarks tune for real):
+# tuning compiles every config for every shape, minutes of compiling over the suite.
+os.environ.setdefault("COLA_FAST_TRITON_AUTOTUNE", "0")
 
 
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_deterministic_mode():
+    """torch.use_deterministic_algorithms is process-wide: a test that leaves it on changes
+    every later test of its worker (on CUDA, ops without a deterministic kernel raise). Fail
+    the test that leaks it, and reset it for the next one."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    leaked = torch.are_deterministic_algorithms_enabled() != before
+    torch.use_deterministic_algorithms(before)
+    assert not leaked, "this test left torch.use_deterministic_algorithms switched"
 
 
 @pytest.fixture(scope="session")

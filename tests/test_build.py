@@ -71,3 +71,29 @@ def test_triton_kernels_compile_for_nvidia_gpus(tmp_path):
                        text=True, timeout=900)
     assert r.returncode == 0 and r.stdout.rstrip().endswith("0 failed"), r.stdout[-6000:] + r.stderr[-3000:]
     assert r.stdout.count(" ok (") >= 2 * 28, r.stdout  # 28 compiles per arch: nothing silently left out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU machine the check itself runs")
+def test_gpu_check_dry_run(tmp_path):
+    """bench/gpu_check.sh with GPU_CHECK_DRY=1 goes through the script's whole logic on the CPU
+    (the pip build refused and the fallback taken, both test phases, the end-to-end run, every
+    benchmark's --help, the summary), so that a typo cannot waste the one GPU call."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), PYTHON=sys.executable,
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True,
+                       text=True, timeout=900)
+    summary = (tmp_path / "gpu_check_summary.md").read_text()
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "build: setup.py build_ext --inplace (pip refused)" in summary
+    assert "tests gpu_tests (rc=0" in summary and "tests other_tests (rc=0" in summary
+    assert "end-to-end run rc=0: training steps/s" in summary
+    for b in ("mining", "snico", "conv_embed", "train_step"):
+        assert f"bench {b} rc=0" in summary, b
+    for f in ("gpu_tests.log", "gpu_tests.xml", "other_tests.xml", "e2e.log", "gpu_build.log"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    assert " PASSED" in (tmp_path / "gpu_tests.log").read_text()  # per-test lines, not dots

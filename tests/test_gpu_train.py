@@ -1,5 +1,11 @@
 """GPU-only checks of the training step (skipped without CUDA): the steady-state step of
-the fast path never synchronises with the host."""
+the fast path never synchronises with the host; torchrun over two GPUs (NCCL)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,3 +46,23 @@ def test_fast_step_has_no_host_sync(cache):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(run).item()
+
+
+needs_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+
+
+@needs_two_gpus
+def test_torchrun_two_processes_nccl(cache, tmp_path):
+    """The GPU twin of test_train.py's gloo test: one process per GPU (cuda:<local_rank>), NCCL."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, COLA_FAST_CACHE=str(cache),
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("WORLD_SIZE", None)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+           "-m", "cola_fast.train", "--preset", "tiny", "--steps", "20", "--eval-every", "20",
+           "--out", str(out), "--quiet", "--device", "cuda"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["processes"] == 2 and s["steps"] == 20 and s["best"]["step"] == 20

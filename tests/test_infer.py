@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cola_fast.infer import main
+from cola_fast.train import resolve_device
 
 
 def _dataset_root(cache) -> Path:
@@ -31,10 +32,13 @@ def feats_dir(tiny_run, cache, tmp_path_factory):
 
 
 def test_infer_reproduces_trainer_detections(tiny_run, feats_dir, tmp_path):
+    """At 1e-9, so on the device the trainer evaluated on (its config's device, "auto": CUDA
+    on a GPU machine), with the same kernels; CPU and CUDA results differ by float rounding."""
     run, _, _ = tiny_run
     d, vids, _ = feats_dir
     out = tmp_path / "dets.json"
-    assert main([str(run / "best.pt"), str(d), "--out", str(out)]) == 0
+    device = str(resolve_device(json.loads((run / "config.json").read_text())["device"]))
+    assert main([str(run / "best.pt"), str(d), "--out", str(out), "--device", device]) == 0
     got = json.loads(out.read_text())["results"]
     want = json.loads((run / "best_results.json").read_text())["results"]
     assert sorted(got) == sorted(vids)

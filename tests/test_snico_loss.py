@@ -250,7 +250,8 @@ needs_triton = pytest.mark.skipif(not triton_available(TRITON_DEV),
 
 
 @needs_triton
-@pytest.mark.parametrize("shape", [(1, 6, 16, 3, 1), (2, 4, 37, 5, 2), (2, 9, 70, 1, 1), (2, 5, 200, 3, 2)])
+@pytest.mark.parametrize("shape", [(1, 6, 16, 3, 1), (2, 4, 37, 5, 2), (2, 9, 70, 1, 1), (2, 5, 200, 3, 2),
+                                   (2, 40, 50, 35, 17)])  # index sets of several K_TILE tiles
 def test_triton_matches_reference(shape):
     emb, idx = make(*shape, dtype=torch.float32, device=TRITON_DEV, seed=sum(shape))
     l_ref, g_ref = loss_and_grad(ref, emb, idx)
@@ -346,3 +347,54 @@ def test_opcheck_native_cuda():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_triton_cuda_low_precision(dtype):
     _lowp_check("triton", dtype, "cuda", shape=(8, 200, 512, 40, 10))
+
+
+# ---- non-finite values, overflow and empty batches: one semantics, the reference's ----------
+ALL_BACKENDS = [
+    pytest.param("reference", "cpu"),
+    pytest.param("native", "cpu", marks=needs_native),
+    pytest.param("triton", TRITON_DEV, marks=needs_triton),
+    pytest.param("native", "cuda", marks=needs_native_cuda),
+]
+
+
+@pytest.mark.parametrize("backend,device", ALL_BACKENDS)
+@pytest.mark.parametrize("scale", [1e20, 1e30])
+def test_large_embeddings_normalise_without_overflow(backend, device, scale):
+    """float32 embeddings of scale 1e20 and beyond: their squares overflow, but the loss is
+    scale-free (every vector is normalised) and the gradient scales by 1/scale. Every backend,
+    the reference included, must give the float64 result of the unscaled embeddings."""
+    emb, idx = make(2, 30, 40, 20, 5, dtype=torch.float64, seed=11)
+    want_l, want_g = loss_and_grad(ref, emb, idx)
+    big = (emb * scale).to(torch.float32).to(device)
+    l, g = loss_and_grad(fast(backend), big, [i.to(device) for i in idx])
+    assert torch.isfinite(l) and torch.isfinite(g).all()
+    torch.testing.assert_close(l.double().cpu(), want_l, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(g.double().cpu() * scale, want_g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend,device", ALL_BACKENDS)
+def test_empty_batch_is_refused_the_same_everywhere(backend, device):
+    emb = torch.zeros(0, 5, 8, device=device)
+    idx = [torch.zeros(0, k, dtype=torch.int64, device=device) for k in (2, 2, 1, 1)]
+    with pytest.raises(ValueError, match="emb is empty"):
+        snico_loss(emb, *idx, backend=backend)
+
+
+@needs_triton
+def test_triton_wrapper_checks_indices_and_empty_batches_itself():
+    """On CUDA the op's own range check is skipped (a host sync), so the Triton wrapper checks:
+    an out-of-range index would otherwise corrupt memory through the scatter's atomics."""
+    from cola_fast.ops._triton import kernels_module
+
+    km = kernels_module("snico_loss")
+    emb, idx = make(2, 6, 8, 3, 2, dtype=torch.float32, device=TRITON_DEV)
+    for bad in (6, -1):
+        for i in range(4):
+            wrong = [t.clone() for t in idx]
+            wrong[i][1, 0] = bad
+            with pytest.raises(ValueError, match=r"outside \[0, T=6\)"):
+                km.snico_fwd(emb, *wrong, 0.07)
+    with pytest.raises(ValueError, match="emb is empty"):
+        km.snico_fwd(emb[:0], *[t[:0] for t in idx], 0.07)
+

@@ -476,3 +476,112 @@ def test_native_gemm_argument_is_checked():
     x, w = torch.randn(1, 4, 3), torch.randn(2, 3, 3)
     with pytest.raises(RuntimeError, match="gemm must be 0"):
         torch.ops.cola_fast.temporal_conv_embed(x, w, None, 7)
+
+
+# ------------------------------------------------------------------------------------------
+# non-finite values and empty dimensions: one semantics, the reference's (torch's)
+# ------------------------------------------------------------------------------------------
+ALL_BACKENDS_HERE = [
+    pytest.param("reference", "cpu"),
+    pytest.param("native", "cpu", marks=needs_native),
+    pytest.param("triton", "cpu", marks=needs_triton_cpu),
+    pytest.param("native", "cuda", marks=needs_cuda),
+    pytest.param("triton", "cuda", marks=needs_cuda),
+]
+
+
+def test_torch_relu_backward_passes_the_gradient_where_the_output_is_nan():
+    """The measurement the backends follow: torch's relu backward (threshold_backward) zeroes
+    the gradient where out <= 0 and passes it everywhere else, a NaN output included."""
+    x = torch.tensor([float("nan"), 0.0, -1.0, 2.0, float("inf"), -float("inf")], requires_grad=True)
+    torch.nn.functional.relu(x).backward(torch.full((6,), 3.0))
+    assert x.grad.tolist() == [3.0, 0.0, 0.0, 3.0, 3.0, 0.0]
+
+
+@pytest.mark.parametrize("backend,device", ALL_BACKENDS_HERE[1:])
+def test_relu_backward_at_nan_outputs_matches_torch(backend, device):
+    """A NaN bias makes a whole output channel NaN: torch passes dy through it, so db, dx and
+    dW get finite contributions from that channel. Every backend must give the same values."""
+    if device == "cpu" and backend == "triton" and HAS_CUDA:
+        pytest.skip("Triton runs on the GPU here")
+    dt = torch.float64 if not (backend == "triton" and device == "cpu") else torch.float32
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 4, generator=g, dtype=dt)
+    w = torch.randn(3, 4, 3, generator=g, dtype=dt)
+    b = torch.randn(3, generator=g, dtype=dt)
+    b[1] = float("nan")
+    dy = torch.randn(2, 6, 3, generator=g, dtype=dt)
+    ins = [t.clone().to(device).requires_grad_() for t in (x, w, b)]
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = temporal_conv_embed(*ins, backend=backend)
+    want = reference.temporal_conv_embed(*ref)
+    assert torch.isnan(want[:, :, 1]).all()
+    got.backward(dy.to(device))
+    want.backward(dy)
+    assert torch.isfinite(ref[2].grad).all()  # passed through the NaN channel:
+    torch.testing.assert_close(ref[2].grad[1], dy[:, :, 1].sum())
+    tol = dict(atol=1e-10, rtol=1e-8) if dt == torch.float64 else dict(atol=1e-4, rtol=1e-4)
+    for name, a, r in zip(("dx", "dweight", "dbias"), ins, ref):
+        torch.testing.assert_close(a.grad.cpu(), r.grad, equal_nan=True, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("backend,device", ALL_BACKENDS_HERE)
+@pytest.mark.parametrize("B,T,Cin,Cout,K,bias", [
+    (2, 5, 0, 3, 3, True),    # Cin = 0: ReLU(bias) everywhere, db = the masked sum of dy
+    (2, 5, 0, 3, 3, False),   # ... zeros without bias
+    (2, 0, 4, 3, 3, True),    # T = 0 (torch's conv1d refuses it)
+    (2, 5, 4, 0, 3, True),    # Cout = 0 (torch's conv1d refuses it)
+    (0, 5, 4, 3, 5, True),    # B = 0
+])
+def test_empty_dimensions_behave_the_same_everywhere(backend, device, B, T, Cin, Cout, K, bias):
+    if device == "cpu" and backend == "triton" and HAS_CUDA:
+        pytest.skip("Triton runs on the GPU here")
+    dt = torch.float32 if backend == "triton" else torch.float64
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(B, T, Cin, generator=g, dtype=dt)
+    w = torch.randn(Cout, Cin, K, generator=g, dtype=dt)
+    b = torch.linspace(-0.5, 1.0, Cout, dtype=dt) if bias else None  # channel 0 closed by the ReLU
+    dy = torch.randn(B, T, Cout, generator=g, dtype=dt)
+    ins = [t.clone().to(device).requires_grad_() for t in (x, w, b) if t is not None]
+    y = temporal_conv_embed(ins[0], ins[1], ins[2] if bias else None, backend=backend)
+    assert y.shape == (B, T, Cout) and y.dtype == dt
+    want = torch.relu(b).expand(B, T, Cout) if bias else torch.zeros(B, T, Cout, dtype=dt)
+    torch.testing.assert_close(y.cpu(), want)
+    y.backward(dy.to(device))
+    assert ins[0].grad.shape == x.shape and (ins[0].grad == 0).all()
+    assert ins[1].grad.shape == w.shape and (ins[1].grad == 0).all()
+    if bias:
+        want_db = torch.where(want <= 0, 0.0, dy).sum(dim=(0, 1))
+        assert B * T == 0 or Cout == 0 or (want_db != 0).any()  # the case checks something
+        torch.testing.assert_close(ins[2].grad.cpu(), want_db)
+
+
+@needs_triton_cpu
+def test_triton_autotune_key_buckets_the_video_length(monkeypatch):
+    """The Triton conv's autotuning is keyed on the channels, K and the power-of-2 bucket of
+    B*T, not on T: test videos of every length (B=1, T from a few hundred to thousands) must
+    not each start a new autotuning (compiling and timing every config) on the GPU."""
+    from triton.runtime.autotuner import Autotuner
+
+    from cola_fast.ops._triton import kernels_module
+
+    kc = kernels_module("temporal_conv_embed")
+    keys = []
+
+    def record(self, *args, **kwargs):
+        values = dict(zip(self.arg_names, args)) | kwargs
+        keys.append((self.fn.__name__, tuple(values[k] for k in self.keys)))
+
+    monkeypatch.setattr(Autotuner, "run", record)
+    w = torch.zeros(8, 4, 3)
+    for T in (600, 700, 1000):  # one bucket (1024)
+        x = torch.zeros(1, T, 4)
+        kc.forward(x, w, None)
+        y = torch.ones(1, T, 8)
+        kc.backward(y, y, x, w, (True, True, True))
+    by_kernel = {}
+    for name, key in keys:
+        by_kernel.setdefault(name, set()).add(key)
+    assert set(by_kernel) == {"_fwd_kernel", "_dx_kernel", "_dw_kernel"}
+    assert all(len(k) == 1 for k in by_kernel.values()), by_kernel
+    assert kc.rows_bucket(1025) == 2048 and kc.rows_bucket(1) == 1

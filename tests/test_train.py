@@ -47,7 +47,13 @@ def test_tiny_trains_learns_and_writes_everything(tiny_run):
 
 def test_killed_run_resumes_to_the_same_model(tiny_run, cache, tmp_path):
     """Start the tiny preset in a subprocess, kill -9 it once its first checkpoint is on
-    disk, resume it, and compare with the uninterrupted run: same final weights."""
+    disk, resume it, and compare with the uninterrupted run: same final weights, bit for bit.
+
+    Both runs use the default device: CUDA on a GPU machine, where this holds too because every
+    kernel of the step is run-to-run deterministic (the CUDA conv has no atomics, SniCo's
+    scatter adds a channel's contributions from one thread in a fixed order, mining's
+    atomicMax is order-free, cuBLAS is bit-reproducible on one GPU) and the step's randomness
+    (batches, keep masks, dropout) is a function of (seed, step), re-seeded at every step."""
     ref_out, _, _ = tiny_run
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "cola_fast.train", "--preset", "tiny", "--out", str(out), "--quiet"]
@@ -66,22 +72,29 @@ def test_killed_run_resumes_to_the_same_model(tiny_run, cache, tmp_path):
     a = torch.load(out / "last.pt", weights_only=True)
     b = torch.load(ref_out / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == get_preset("tiny").steps
+    want = "cuda" if torch.cuda.is_available() else "cpu"  # what device "auto" resolves to
+    assert {t.device.type for t in (*a["model"].values(), *b["model"].values())} == {want}
     for k in b["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["best"]["average_mAP"] == b["best"]["average_mAP"]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("on_device", ["no", "yes"])
-def test_deterministic_repeat_is_bit_identical(cache, tmp_path, on_device):
-    """Repeated --deterministic CPU runs give bit-identical weights, with the host data
-    path and with the device feature bank (vectorised sampling)."""
-    cfg = get_preset("tiny").replace(steps=20, eval_every=20, data_on_device=on_device)
-    train(cfg, tmp_path / "a", quiet=True, deterministic=True)
-    train(cfg, tmp_path / "b", quiet=True, deterministic=True)
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+def test_deterministic_repeat_is_bit_identical(cache, tmp_path, on_device, device):
+    """Repeated --deterministic runs on one device give bit-identical weights, with the host
+    data path and with the device feature bank (vectorised sampling). The global switch that
+    train() turns on is reset whatever happens (conftest checks that no test leaks it)."""
+    cfg = get_preset("tiny").replace(steps=20, eval_every=20, data_on_device=on_device, device=device)
+    try:
+        train(cfg, tmp_path / "a", quiet=True, deterministic=True)
+        train(cfg, tmp_path / "b", quiet=True, deterministic=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True, map_location="cpu")["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True, map_location="cpu")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    torch.use_deterministic_algorithms(False)
 
 
 def test_seeds_table(cache, tmp_path, capsys):
@@ -97,9 +110,11 @@ def test_seeds_table(cache, tmp_path, capsys):
 
 def test_torchrun_two_processes_gloo(cache, tmp_path):
     out = tmp_path / "ddp"
+    # pinned to the CPU: under torchrun the trainer would pick cuda:<local_rank> and NCCL, and
+    # rank 1 fails on a one-GPU machine (the GPU variant: tests/test_gpu_train.py, >= 2 GPUs)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
            "-m", "cola_fast.train", "--preset", "tiny", "--steps", "20", "--eval-every", "20",
-           "--out", str(out), "--quiet", "--threads", "1"]
+           "--out", str(out), "--quiet", "--threads", "1", "--device", "cpu"]
     r = subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())

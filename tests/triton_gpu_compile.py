@@ -105,6 +105,12 @@ def grid_cases():
     emb = torch.zeros(1, T, 1)
     ea, ha = torch.zeros(1, kE, dtype=torch.int64), torch.zeros(1, 8, dtype=torch.int64)
     yield f"snico_loss fwd k_easy={kE}", partial(ks.snico_fwd, emb, ea, ea, ha, ha, 0.07)
+    B = 70000  # more videos than a grid's y axis holds: B must stay on the x axis
+    emb = torch.zeros(B, 4, 1)
+    ea, ha = torch.zeros(B, 2, dtype=torch.int64), torch.zeros(B, 1, dtype=torch.int64)
+    yield f"snico_loss fwd B={B}", partial(ks.snico_fwd, emb, ea, ea, ha, ha, 0.07)
+    saved = (torch.empty(B, 4, 1), torch.empty(B, 4), torch.empty(B, 2, 2), torch.empty(B, 2, 3), torch.empty(B, 2))
+    yield f"snico_loss bwd B={B}", partial(ks.snico_bwd, torch.ones(()), emb, ea, ea, ha, ha, *saved, 0.07)
 
 
 def cases():

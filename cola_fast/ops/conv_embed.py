@@ -19,9 +19,15 @@ Backends (see cola_fast.ops._backend):
 "reference", "native:blas", "native:onednn" (CPU, float32) / "native", "triton" (CUDA), timing
 the forward alone under no_grad and forward+backward when gradients are wanted.
 
-The backward is fused: the ReLU mask (out > 0, i.e. torch's convention of a zero gradient
-where the pre-activation is exactly 0) is applied once, then dx, dweight and dbias; the
-gradients that autograd does not ask for are not computed.
+The backward is fused: the ReLU mask is applied once, then dx, dweight and dbias; the
+gradients that autograd does not ask for are not computed. The mask is torch's
+threshold_backward: zero gradient where out <= 0 (a pre-activation of exactly 0 included),
+the gradient passes everywhere else, a NaN output included (every backend, tested against
+torch in tests/test_temporal_conv_embed.py).
+
+Empty dimensions (every backend, the reference included): B=0 or T=0 gives an empty
+(B,T,Cout) output and zero gradients; Cout=0 an empty (B,T,0) output; Cin=0 a conv over no
+channels, i.e. ReLU(bias) at every step (zeros without bias), with db the masked sum of dy.
 
 Autocast: on CUDA the inputs are cast to the autocast dtype (bf16 / fp16) and the kernels
 accumulate in fp32. On the CPU the native kernel computes in float32 only: under CPU

@@ -56,7 +56,8 @@ def _validate(emb, ea, eb, ha, hb, tau):
     if not (tau > 0 and math.isfinite(tau)):
         raise ValueError(f"snico_loss: tau must be a positive finite number, got {tau}")
     # Range check on CPU only (on CUDA it would cost a host sync) and not while torch.compile
-    # traces (data-dependent); the C++ CPU op checks the range itself as well.
+    # traces (data-dependent); the C++ CPU op checks the range itself as well, the CUDA kernel
+    # asserts, and the Triton wrapper checks it itself (one host sync, on CUDA too).
     if emb.device.type == "cpu" and not torch.compiler.is_compiling():
         for name, x in (("ea", ea), ("eb", eb), ("ha", ha), ("hb", hb)):
             lo, hi = int(x.min()), int(x.max())

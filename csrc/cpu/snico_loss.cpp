@@ -4,7 +4,9 @@
 //
 // Term t has a query mean q, a key mean k and negative rows e_j (j < k_easy):
 //   nq = max(|q|, eps), nk = max(|k|, eps), n_j = max(|e_j|, eps)           (eps = 1e-12)
-//   l_0 = q.k / (nq nk tau),  l_j = q.e_j / (nq n_j tau),  loss_b = lse(l) - l_0.
+//   l_0 = q.k / (nq nk tau),  l_j = q.e_j / (nq n_j tau),  loss_b = lse(l) - l_0,
+// computed as (q.k / nk) / nq and (q.e_j / n_j) / nq, with norms and dots that do not overflow
+// for large embeddings (dot_over_norm: the scaled norm when the plain sums overflow).
 //
 // Forward, three parallel phases (no gathered (B,k,D) copy is ever made):
 //   1. over (video, channel block): the four index-set means            -> means (B,4,D)
@@ -17,7 +19,7 @@
 // a_j = g p_j / tau and the cosines c_0 = tau l_0, c_j = tau l_j, qn = q / nq, kn = k / nk:
 //   dq   = ( a_0 kn + sum_j (a_j / n_j) e_j - [|q| >= eps] (a_0 c_0 + sum_j a_j c_j) qn ) / nq
 //   dk   = ( a_0 qn - [|k| >= eps] a_0 c_0 kn ) / nk
-//   de_j = (a_j / n_j) qn - [|e_j| >= eps] (a_j c_j / n_j^2) e_j
+//   de_j = (a_j / n_j) qn - [|e_j| >= eps] (a_j c_j / n_j^2) e_j = (a_j / n_j) (qn - [..] (c_j / n_j) e_j)
 // (F.normalize divides by clamp_min(|x|, eps): below eps the projection term vanishes.)
 // d(emb) rows of HA / EA / HB / EB get dq1/k_hard, dk1/k_easy, dq2/k_hard, dk2/k_easy, and the
 // negative rows (EB for term 1, EA for term 2) get de_j. Every term is per channel once the
@@ -71,6 +73,36 @@ inline void dot_and_sq(const acc_t* q, const scalar_t* e, int64_t D, acc_t& dot,
   }
   dot = a;
   sq = b;
+}
+
+// q.e / max(|e|, eps) and |e| without overflow. The plain sums (fast path) overflow once the
+// entries pass ~1e19 in float (e.g. embeddings of scale 1e20): then both are recomputed on q
+// and e divided by their largest magnitudes (the scaled norm), which stays finite whenever |e|
+// and the result are representable. NaN (or inf) entries give NaN, as the reference does.
+template <typename scalar_t, typename acc_t>
+inline void dot_over_norm(const acc_t* q, const scalar_t* e, int64_t D, acc_t& dot_over_ne, acc_t& ne) {
+  acc_t dot, sq;
+  dot_and_sq<scalar_t, acc_t>(q, e, D, dot, sq);
+  if (!std::isinf(dot) && !std::isinf(sq)) {
+    ne = std::sqrt(sq);
+    dot_over_ne = dot / clamp_eps(ne);
+    return;
+  }
+  acc_t sq_max = 0, se_max = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    sq_max = std::max(sq_max, std::abs(q[d]));
+    se_max = std::max(se_max, std::abs(static_cast<acc_t>(e[d])));
+  }
+  const acc_t iq = sq_max > 0 ? acc_t(1) / sq_max : acc_t(1), ie = se_max > 0 ? acc_t(1) / se_max : acc_t(1);
+  acc_t ds = 0, ss = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const acc_t a = q[d] * iq, v = static_cast<acc_t>(e[d]) * ie;
+    ds += a * v;
+    ss += v * v;
+  }
+  // |e| = se_max sqrt(ss); q.e / max(|e|, eps) = ds sq_max / (max(|e|, eps) / se_max)
+  ne = se_max * std::sqrt(ss);
+  dot_over_ne = ds * sq_max / (clamp_eps(ne) * ie);
 }
 
 void check_inputs(const at::Tensor& emb, const at::Tensor& ea, const at::Tensor& eb, const at::Tensor& ha,
@@ -166,8 +198,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       }
     });
 
-    // 2. dot products over D, over (video, row). Rows 0, 1: the two terms' mean norms and q.k;
-    // rows 2..2+kE: term 1 negatives (EB) against q1 = mean HA; the next kE: term 2 (EA) against q2.
+    // 2. dot products over D, over (video, row). Rows 0, 1: the two terms' mean norms and
+    // q.k / nk; rows 2..2+kE: term 1 negatives (EB) against q1 = mean HA (q.e_j / n_j); the next
+    // kE: term 2 (EA) against q2. Each dot is divided by one norm here and by nq in phase 3,
+    // so that no product of two norms is formed (it overflows for embeddings of scale 1e20).
     std::vector<acc_t> qk(B * 2), qe(B * 2 * kE);
     const int64_t rows = 2 + 2 * kE;
     at::parallel_for(0, B * rows, 16, [&](int64_t begin, int64_t end) {
@@ -176,20 +210,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         if (r < 2) {
           const acc_t* q = M + (b * 4 + 2 * r) * D;
           const acc_t* k = q + D;
-          acc_t dqk, sqq, dkk, skk;
-          dot_and_sq<acc_t, acc_t>(k, q, D, dqk, sqq);  // k.q and |q|^2
-          dot_and_sq<acc_t, acc_t>(k, k, D, dkk, skk);  // |k|^2
-          MN[b * 4 + 2 * r] = std::sqrt(sqq);
-          MN[b * 4 + 2 * r + 1] = std::sqrt(skk);
-          qk[b * 2 + r] = dqk;
+          acc_t qq_over_nq, nq, qk_over_nk, nk;
+          dot_over_norm<acc_t, acc_t>(q, q, D, qq_over_nq, nq);
+          dot_over_norm<acc_t, acc_t>(q, k, D, qk_over_nk, nk);
+          MN[b * 4 + 2 * r] = nq;
+          MN[b * 4 + 2 * r + 1] = nk;
+          qk[b * 2 + r] = qk_over_nk;
         } else {
           const int64_t t = (r - 2) / kE, j = (r - 2) % kE;
           const acc_t* q = M + (b * 4 + 2 * t) * D;
           const int64_t row = (t == 0 ? sets[3] : sets[1])[b * kE + j];
-          acc_t dot, sq;
-          dot_and_sq<scalar_t, acc_t>(q, E + (b * T + row) * D, D, dot, sq);
-          qe[(b * 2 + t) * kE + j] = dot;
-          NN[(b * 2 + t) * kE + j] = std::sqrt(sq);
+          acc_t dot_over_nj, nj;
+          dot_over_norm<scalar_t, acc_t>(q, E + (b * T + row) * D, D, dot_over_nj, nj);
+          qe[(b * 2 + t) * kE + j] = dot_over_nj;
+          NN[(b * 2 + t) * kE + j] = nj;
         }
       }
     });
@@ -201,13 +235,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       for (int64_t b = begin; b < end; ++b) {
         double lb = 0;
         for (int t = 0; t < 2; ++t) {
-          const acc_t nq = clamp_eps(MN[b * 4 + 2 * t]), nk = clamp_eps(MN[b * 4 + 2 * t + 1]);
+          const acc_t nq = clamp_eps(MN[b * 4 + 2 * t]);
           acc_t* l = L + (b * 2 + t) * (1 + kE);
-          l[0] = qk[b * 2 + t] / (nq * nk) * inv_tau;
+          l[0] = qk[b * 2 + t] / nq * inv_tau;
           acc_t mx = l[0];
           for (int64_t j = 0; j < kE; ++j) {
-            const acc_t nj = clamp_eps(NN[(b * 2 + t) * kE + j]);
-            l[1 + j] = qe[(b * 2 + t) * kE + j] / (nq * nj) * inv_tau;
+            l[1 + j] = qe[(b * 2 + t) * kE + j] / nq * inv_tau;
             mx = std::max(mx, l[1 + j]);
           }
           acc_t s = 0;
@@ -267,7 +300,8 @@ at::Tensor snico_loss_bwd_cpu(const at::Tensor& grad, const at::Tensor& emb_in, 
     acc_t* O = out.data_ptr<acc_t>();
     const acc_t eps = acc_t(kEps);
 
-    // A. per-video scalars: w_j = a_j / n_j, beta_j = [|e_j|>=eps] a_j c_j / n_j^2, and per term
+    // A. per-video scalars: w_j = a_j / n_j, beta_j = [|e_j|>=eps] c_j / n_j (de_j = w_j (qn - beta_j
+    // e_j): no n_j^2, which overflows for embeddings of scale 1e20), and per term
     // sc = {a_0, gq, gk, nq, nk} (gq, gk: the projection coefficients of dq and dk).
     std::vector<acc_t> W(B * 2 * kE), BETA(B * 2 * kE), SC(B * 2 * 5);
     at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
@@ -285,7 +319,7 @@ at::Tensor snico_loss_bwd_cpu(const at::Tensor& grad, const at::Tensor& emb_in, 
             const acc_t raw = NN[(b * 2 + t) * kE + j];
             const acc_t nj = clamp_eps(raw);
             W[(b * 2 + t) * kE + j] = aj / nj;
-            BETA[(b * 2 + t) * kE + j] = (raw >= eps || std::isnan(raw)) ? aj * cj / (nj * nj) : acc_t(0);
+            BETA[(b * 2 + t) * kE + j] = (raw >= eps || std::isnan(raw)) ? cj / nj : acc_t(0);
             gamma += aj * cj;
           }
           const acc_t rq = MN[b * 4 + 2 * t], rk = MN[b * 4 + 2 * t + 1];
@@ -334,7 +368,7 @@ at::Tensor snico_loss_bwd_cpu(const at::Tensor& grad, const at::Tensor& emb_in, 
             for (int64_t d = 0; d < w; ++d) {
               const acc_t v = static_cast<acc_t>(e[d]);
               S[t][d] += wj * v;
-              o[d] += wj * qn[t][d] - bj * v;
+              o[d] += wj * (qn[t][d] - bj * v);
             }
           }
         }

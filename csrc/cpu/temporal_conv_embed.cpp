@@ -13,8 +13,9 @@
 //   the GEMM and put them back after it: exact zero padding, no padded copy of x.
 //   Bias and ReLU are applied in one pass at the end.
 //
-//   Backward: g = dY * (Y > 0) once (torch's convention: zero gradient where the
-//   pre-activation is exactly 0; Y = ReLU(pre) > 0 iff pre > 0), db = column sums of g.
+//   Backward: g = dY where Y > 0 or Y is NaN, 0 where Y <= 0, once (torch's threshold_backward:
+//   a zero gradient where the pre-activation is exactly 0, the gradient passing through a NaN
+//   output), db = column sums of g.
 //   g is our own buffer, so for tap k we zero (progressively) the rows of g whose partner
 //   row lies outside the video; then both
 //     dX[rows+s] += g[rows] @ W_k           and       dW_k = g[rows]^T @ x[rows+s]
@@ -105,7 +106,7 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& result, 
 bool all_finite(const at::Tensor& t) { return t.numel() == 0 || at::isfinite(t).all().item<bool>(); }
 
 // ReLU as torch computes it: a NaN pre-activation stays NaN (v > 0 alone would turn it into 0
-// and hide the bad input); the backward's mask Y > 0 gives it a zero gradient, as torch does.
+// and hide the bad input); the backward passes the gradient through it, as torch does.
 template <typename scalar_t>
 inline scalar_t relu_keep_nan(scalar_t v) {
   return (v > scalar_t(0) || v != v) ? v : scalar_t(0);
@@ -408,7 +409,7 @@ bool winograd_forward(const at::Tensor& x, const at::Tensor& weight, const at::T
   return wino_conv(x, Ut, weight.size(2) / 3, bias, /*relu=*/true, out, gemm);
 }
 
-// g = dY * (Y > 0) (B,T,Cout), computed once; db (column sums of g) in the same pass when
+// g = dY masked where Y <= 0 (B,T,Cout), computed once; db (column sums of g) in the same pass when
 // need_db, with per-chunk partial sums in double then combined.
 at::Tensor relu_grad(const at::Tensor& go, const at::Tensor& y, bool need_db, at::Tensor& db) {
   const int64_t B = go.size(0), T = go.size(1), Cout = go.size(2), N = B * T;
@@ -428,7 +429,7 @@ at::Tensor relu_grad(const at::Tensor& go, const at::Tensor& y, bool need_db, at
           const scalar_t* gr = gp + r * Cout;
           const scalar_t* yr = yp + r * Cout;
           scalar_t* orow = o + r * Cout;
-          for (int64_t c = 0; c < Cout; ++c) orow[c] = yr[c] > scalar_t(0) ? gr[c] : scalar_t(0);
+          for (int64_t c = 0; c < Cout; ++c) orow[c] = yr[c] <= scalar_t(0) ? scalar_t(0) : gr[c];  // NaN passes, as threshold_backward
           if (acc)
             for (int64_t c = 0; c < Cout; ++c) acc[c] += static_cast<double>(orow[c]);
         }

@@ -77,6 +77,66 @@ __device__ __forceinline__ void block_sum2(T& a, T& b) {
   __syncthreads();
 }
 
+template <typename T>
+__device__ __forceinline__ T warp_absmax(T v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// max over the block of two non-negative values; result valid in every thread
+template <typename T>
+__device__ __forceinline__ void block_max2(T& a, T& b) {
+  __shared__ T sa[32], sb[32];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  a = warp_absmax(a);
+  b = warp_absmax(b);
+  if (lane == 0) {
+    sa[wid] = a;
+    sb[wid] = b;
+  }
+  __syncthreads();
+  a = warp_absmax(lane < nw ? sa[lane] : T(0));
+  b = warp_absmax(lane < nw ? sb[lane] : T(0));
+  __syncthreads();
+}
+
+// q.e / max(|e|, eps) and |e| over the block (valid in every thread), as dot_over_norm in
+// csrc/cpu/snico_loss.cpp: the plain sums, recomputed on q and e divided by their largest
+// magnitudes (the scaled norm) when they overflow (embeddings of scale 1e20 in float).
+// Every thread sees the same sums, so the branch is uniform over the block.
+template <typename qT, typename eT, typename acc_t>
+__device__ void block_dot_over_norm(const qT* __restrict__ q, const eT* __restrict__ e, int64_t D,
+                                    acc_t& dot_over_ne, acc_t& ne) {
+  acc_t dot = 0, sq = 0;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const acc_t a = static_cast<acc_t>(q[d]), v = static_cast<acc_t>(e[d]);
+    dot += a * v;
+    sq += v * v;
+  }
+  block_sum2(dot, sq);
+  if (!isinf(dot) && !isinf(sq)) {
+    ne = sqrt(sq);
+    dot_over_ne = dot / clamp_eps(ne);
+    return;
+  }
+  acc_t mq = 0, me = 0;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    mq = fmax(mq, fabs(static_cast<acc_t>(q[d])));
+    me = fmax(me, fabs(static_cast<acc_t>(e[d])));
+  }
+  block_max2(mq, me);
+  const acc_t iq = mq > 0 ? acc_t(1) / mq : acc_t(1), ie = me > 0 ? acc_t(1) / me : acc_t(1);
+  acc_t ds = 0, ss = 0;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const acc_t a = static_cast<acc_t>(q[d]) * iq, v = static_cast<acc_t>(e[d]) * ie;
+    ds += a * v;
+    ss += v * v;
+  }
+  block_sum2(ds, ss);
+  ne = me * sqrt(ss);
+  dot_over_ne = ds * mq / (clamp_eps(ne) * ie);
+}
+
 // ---- forward ------------------------------------------------------------------------------
 template <typename scalar_t, typename acc_t>
 __global__ void means_kernel(const scalar_t* __restrict__ E, const int64_t* __restrict__ HA,
@@ -109,39 +169,28 @@ __global__ void dots_kernel(const scalar_t* __restrict__ E, const int64_t* __res
                             acc_t* __restrict__ NN, acc_t* __restrict__ QK, acc_t* __restrict__ QE, int64_t T,
                             int64_t D, int64_t kE) {
   const int64_t b = blockIdx.y, r = blockIdx.x;
+  // QK = q.k / nk and QE = q.e_j / n_j: the loss kernel divides by nq (no product of norms)
   if (r < 2) {
     const acc_t* q = M + (b * 4 + 2 * r) * D;
     const acc_t* k = q + D;
-    acc_t qq = 0, kk = 0, qk = 0;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const acc_t a = q[d], c = k[d];
-      qq += a * a;
-      kk += c * c;
-      qk += a * c;
-    }
-    block_sum2(qq, kk);
-    acc_t zero = 0;
-    block_sum2(qk, zero);
+    acc_t qq_over_nq, nq, qk_over_nk, nk;
+    block_dot_over_norm(q, q, D, qq_over_nq, nq);
+    block_dot_over_norm(q, k, D, qk_over_nk, nk);
     if (threadIdx.x == 0) {
-      MN[b * 4 + 2 * r] = sqrt(qq);
-      MN[b * 4 + 2 * r + 1] = sqrt(kk);
-      QK[b * 2 + r] = qk;
+      MN[b * 4 + 2 * r] = nq;
+      MN[b * 4 + 2 * r + 1] = nk;
+      QK[b * 2 + r] = qk_over_nk;
     }
   } else {
     const int64_t t = (r - 2) / kE, j = (r - 2) % kE;
     const acc_t* q = M + (b * 4 + 2 * t) * D;
     const int64_t row = (t == 0 ? EB : EA)[b * kE + j];
     const scalar_t* e = E + (b * T + row) * D;
-    acc_t dot = 0, sq = 0;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const acc_t v = static_cast<acc_t>(e[d]);
-      dot += q[d] * v;
-      sq += v * v;
-    }
-    block_sum2(dot, sq);
+    acc_t dot_over_nj, nj;
+    block_dot_over_norm(q, e, D, dot_over_nj, nj);
     if (threadIdx.x == 0) {
-      QE[(b * 2 + t) * kE + j] = dot;
-      NN[(b * 2 + t) * kE + j] = sqrt(sq);
+      QE[(b * 2 + t) * kE + j] = dot_over_nj;
+      NN[(b * 2 + t) * kE + j] = nj;
     }
   }
 }
@@ -157,13 +206,12 @@ __global__ void loss_kernel(const acc_t* __restrict__ MN, const acc_t* __restric
   double mine = 0;  // lane 0's running sum over its videos
   for (int64_t b = wid; b < B; b += nw) {
     for (int t = 0; t < 2; ++t) {
-      const acc_t nq = clamp_eps(MN[b * 4 + 2 * t]), nk = clamp_eps(MN[b * 4 + 2 * t + 1]);
+      const acc_t nq = clamp_eps(MN[b * 4 + 2 * t]);
       acc_t* l = L + (b * 2 + t) * (1 + kE);
-      const acc_t l0 = QK[b * 2 + t] / (nq * nk) * inv_tau;
+      const acc_t l0 = QK[b * 2 + t] / nq * inv_tau;
       acc_t mx = l0;
       for (int64_t j = lane; j < kE; j += 32) {
-        const acc_t nj = clamp_eps(NN[(b * 2 + t) * kE + j]);
-        const acc_t lj = QE[(b * 2 + t) * kE + j] / (nq * nj) * inv_tau;
+        const acc_t lj = QE[(b * 2 + t) * kE + j] / nq * inv_tau;
         l[1 + j] = lj;
         mx = (lj > mx || lj != lj) ? lj : mx;
       }
@@ -207,7 +255,7 @@ __global__ void scalars_kernel(const acc_t* __restrict__ grad, const acc_t* __re
       const acc_t raw = NN[(b * 2 + t) * kE + j];
       const acc_t nj = clamp_eps(raw);
       W[(b * 2 + t) * kE + j] = aj / nj;
-      BETA[(b * 2 + t) * kE + j] = at_least_eps(raw) ? aj * cj / (nj * nj) : acc_t(0);
+      BETA[(b * 2 + t) * kE + j] = at_least_eps(raw) ? cj / nj : acc_t(0);  // de_j = w_j (qn - beta_j e_j)
       gamma += aj * cj;
     }
     acc_t zero = 0;
@@ -263,7 +311,7 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
       for (int u = 0; u < kUnroll; ++u) {
         const acc_t wj = Wt[j + u];
         S[t] += wj * v[u];
-        atomicAdd(Ob + r[u] * D, wj * qn[t] - Bt[j + u] * v[u]);
+        atomicAdd(Ob + r[u] * D, wj * (qn[t] - Bt[j + u] * v[u]));
       }
     }
     for (; j < kE; ++j) {
@@ -271,7 +319,7 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
       const acc_t v = static_cast<acc_t>(Eb[row * D]);
       const acc_t wj = Wt[j];
       S[t] += wj * v;
-      atomicAdd(Ob + row * D, wj * qn[t] - Bt[j] * v);
+      atomicAdd(Ob + row * D, wj * (qn[t] - Bt[j] * v));
     }
   }
   const acc_t invH = acc_t(1) / acc_t(kH), invE = acc_t(1) / acc_t(kE);

@@ -8,7 +8,7 @@
 //   MODE 0 forward  y[r,co]  = relu(bias[co] + sum_k sum_ci x[r+s,ci] Wk[k,ci,co])   Wk = (K,Cin,Cout)
 //   MODE 1 dx       dx[r,ci] = sum_k sum_co g[r-s,co] Wt[k,co,ci]                      Wt = (K,Cout,Cin)
 //   MODE 2 dW, db   dW[co,ci,k] = sum_r g[r,co] x[r+s,ci];  db[co] = sum_r g[r,co]
-// with g = dy * (y > 0) recomputed from dy and the saved y while loading tiles (the ReLU
+// with g = (y <= 0 ? 0 : dy) recomputed from dy and the saved y while loading tiles (the ReLU
 // mask is never materialised; zero gradient at a pre-activation of exactly 0, as torch).
 //
 // Block tile 64x64x32, 128 threads (4 warps, 2x2, each 32x32). Tensor cores through WMMA
@@ -64,7 +64,7 @@ struct Params {
 
 template <typename T>
 __device__ __forceinline__ T relu_grad(const T* dy, const T* y, int64_t i) {
-  return to_f(y[i]) > 0 ? dy[i] : T(0);
+  return to_f(y[i]) <= 0 ? T(0) : dy[i];  // a NaN output passes the gradient, as torch's threshold_backward
 }
 
 template <typename T, int MODE, bool TC>
@@ -390,7 +390,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_conv_embed_backward_cuda
   if (N == 0 || Cin == 0 || Cout == 0) {
     if (need_dx) dx.zero_();
     if (need_dw) dw.zero_();
-    if (need_db) db.zero_();
+    // Cin = 0: the forward was ReLU(bias), so db is still the masked sum of dy (zeros when N = 0)
+    if (need_db)
+      db.copy_(grad_out_in.masked_fill(out_in <= 0, 0).sum(at::IntArrayRef{0, 1}, /*keepdim=*/false, acc_type));
     return {dx, dw, db};
   }
   const at::Tensor dy = grad_out_in.contiguous();
