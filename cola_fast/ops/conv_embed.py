@@ -257,7 +257,8 @@ def _shape_class(B: int, T: int, cin: int, cout: int, k: int, has_bias: bool) ->
     return (B, T, cin, cout, k, int(has_bias))
 
 
-_TUNE_ROWS = 512  # rows (B*T) of the inputs the candidates are timed on, at least one video
+_TUNE_ROWS = 1536  # rows (B*T) of the inputs the candidates are timed on (at least one video): enough
+# that the per-call costs (the weight transform) weigh as little as in the real batch
 
 
 def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
