@@ -9,13 +9,14 @@ Exit status 2 for usage errors (missing or malformed files, unknown subset, bad 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from cola_fast.cli import ArgumentParser, fail
+
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m cola_fast.evaluate",
         description="Temporal action detection mAP (ActivityNet protocol, as used by CoLA).")
     p.add_argument("results", help="results JSON: {\"results\": {video: [{label, score, segment}]}}")
@@ -45,9 +46,8 @@ def main(argv=None) -> int:
         results = load_results(args.results)
         res = evaluate_detection(gt, results, subset=args.subset, tiou_thresholds=thr,
                                  impl=args.impl)
-    except (EvaluationInputError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (EvaluationInputError, ValueError, TypeError, OSError) as e:
+        return fail(e)
     if args.json:
         out = {k: res[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
         if args.per_class:

@@ -7,12 +7,13 @@ See cola_fast.data.wtalc for both layouts and why --allow-pickle is required.
 import argparse
 import sys
 
+from ..cli import ArgumentParser, fail
 from .errors import DataError
 from .wtalc import convert_wtalc
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cola_fast.data.convert_wtalc", description=__doc__,
+    p = ArgumentParser(prog="python -m cola_fast.data.convert_wtalc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("features", help="W-TALC features .npy (object array of per-video (T, 2048) arrays)")
     p.add_argument("annotations", help="folder with videoname.npy, subset.npy, segments.npy, labels.npy, classlist.npy")
@@ -23,8 +24,9 @@ def main(argv=None) -> int:
     try:
         out = convert_wtalc(a.features, a.annotations, a.out_root, allow_pickle=a.allow_pickle)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
+    except OSError as e:  # a read-only or full output folder
+        return fail(f"cannot write {a.out_root}: {e.strerror or e}")
     print(f"wrote {out}")
     return 0
 
