@@ -105,7 +105,7 @@ def infer_video(model: CoLA, feats: np.ndarray, cfg: TrainConfig, class_names: l
 
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m cola_fast.infer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("features", help="a (T, D) .npy file or a folder of them")
     p.add_argument("--out", default=None, help="detections JSON (default: print to stdout)")

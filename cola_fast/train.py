@@ -421,7 +421,7 @@ class Training:
                     v.zero_()
                 n_run = 0
                 if not math.isfinite(avg["loss"]):
-                    raise self.diverged(step, f"the loss became {avg['loss']}")
+                    raise self.diverged(done, f"the loss became {avg['loss']}")
                 if self.main:
                     self.bar.set_postfix(loss=f"{avg['loss']:.4f}",
                                          best=f"{100 * max(self.best['average_mAP'], 0):.2f}")
@@ -538,7 +538,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m cola_fast.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="auto",
                    help="thumos14 | anet12 | cpu | cpu-large | tiny | auto (thumos14 with a GPU, cpu without)")
     p.add_argument("--data-root", default=None, help="dataset in the COLA_SPEC layout (default: built-in synthetic data)")
