@@ -94,7 +94,9 @@ def test_resume_from_best_pt_when_last_pt_is_missing(data, tmp_path, capsys):
     train(_cfg(data, steps=2), out, quiet=True)
     (out / "last.pt").unlink()
     assert torch.load(out / "best.pt", weights_only=True)["step"] == 2
+    capsys.readouterr()
     assert main(_args(data, out, "--resume")) == 0
+    assert "starting from step 0" not in capsys.readouterr().err  # it did start from best.pt's step 2
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
     assert _same(_weights(out / "last.pt"), _weights(tmp_path / "ref" / "last.pt"))
 
