@@ -435,9 +435,14 @@ class Training:
     def _evaluate_and_save(self, done: int) -> None:
         cfg, out = self.cfg, self.folder.path
         t0 = time.time()
-        res, results = evaluate(self.model, self.test_ds, cfg, self.device,
-                                plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None,
-                                gt=self.test_gt)
+        try:
+            res, results = evaluate(self.model, self.test_ds, cfg, self.device,
+                                    plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None,
+                                    gt=self.test_gt)
+        except ValueError:  # the proposals refuse NaN curves: a diverged model between loss checks
+            if all(torch.isfinite(p).all() for p in self.model.parameters()):
+                raise
+            raise self.diverged(done, "the weights became non-finite") from None
         dt = time.time() - t0
         self.metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
                                         **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})

@@ -50,6 +50,15 @@ class Ctx:
         edit(root)
         return root
 
+    def huge_features_data(self):
+        """A copy of the dataset whose features reach 3e38 (finite float32)."""
+        root = self.tmp / "huge"
+        shutil.copytree(self.data, root)
+        for f in (root / "features").rglob("*.npy"):
+            x = np.load(f)
+            np.save(f, (x / max(float(np.abs(x).max()), 1e-30) * 3e38).astype(np.float32))
+        return root
+
     def run_copy(self, edit=None):
         """A copy of the finished run, last.pt edited (edit(state) -> new state, or bytes)."""
         run = self.tmp / "run"
@@ -162,6 +171,8 @@ TRAIN = [
      lambda c: c.train("--set", f"data_root={c.data_variant(_gt_edit(_test_without_annotations))}"),
      "no video of split_test.txt has an annotation"),
     ("diverging_lr", lambda c: c.train("--set", "lr=1e30"), "crash.pt"),
+    ("diverging_features_3e38", lambda c: c.train("--set", f"data_root={c.huge_features_data()}",
+                                                  "--steps", "10"), "crash.pt"),
     ("out_under_a_file", lambda c: c.train(out=c.feats(np.zeros(1)) + "/run"), "cannot create the run folder"),
     ("out_is_a_file", lambda c: c.train(out=c.feats(np.zeros(1))), "cannot create the run folder"),
     ("out_not_empty_not_a_run", lambda c: c.train(out=Path(c.good_feats()).parent), "holds no cola_fast run"),

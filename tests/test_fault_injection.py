@@ -124,3 +124,22 @@ def test_kill_during_seeds(seeds_reference, cache, tmp_path):
     for seed in (0, 1):
         _assert_same_weights(out / f"seed{seed}" / "last.pt", seeds_reference / f"seed{seed}" / "last.pt",
                              f"seed {seed}, killed {delay:.2f}s into seed 1 (COLA_FAST_FAULT_SEED={SEED})")
+
+
+def test_sigterm_saves_last_pt_and_resumes(tiny_run, cache, tmp_path):
+    """SIGTERM (as Ctrl-C) finishes the step, saves last.pt, exits 130 without a
+    traceback; --resume ends with the weights of the uninterrupted run."""
+    out = tmp_path / "run"
+    env = _env(cache)
+    cmd = _cmd(out)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "config.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert torch.load(out / "last.pt", weights_only=True)["step"] < 60
+    _finish(cmd, env)
+    _assert_same_weights(out / "last.pt", tiny_run[0] / "last.pt", "stopped by SIGTERM")
