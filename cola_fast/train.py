@@ -479,33 +479,20 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     the folder, evaluation, checkpoints and logs are rank 0's."""
     cfg.validate()
     dist_ctx = Dist(cfg.device)
-    device, is_main = dist_ctx.device, dist_ctx.main
-    check_backend(cfg.backend, device)
+    check_backend(cfg.backend, dist_ctx.device)
     if cfg.batch_size % dist_ctx.world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {dist_ctx.world} processes")
-    quiet = quiet or not is_main
+    quiet = quiet or not dist_ctx.main
     say = (lambda *a, **k: None) if quiet else print
 
     def note(msg):  # what a user must know even with --quiet
-        if is_main:
+        if dist_ctx.main:
             print(msg, file=sys.stderr)
 
     folder = RunFolder(out)
-    if is_main:
-        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
-    dist_ctx.barrier()
     try:
-        ck = folder.resume_checkpoint() if resume else None
-        if resume and ck is None:
-            note(f"resume: {folder.path} holds no checkpoint yet: starting from step 0")
-        if ck is not None:
-            cfg = reconcile_resumed_config(cfg, TrainConfig.from_dict(ck[1]["config"]), ck[0], note)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        if deterministic:
-            torch.use_deterministic_algorithms(True)
-            if device.type == "cuda":
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        cfg, ck = open_run(folder, cfg, resume, overwrite, dist_ctx, note)
+        set_execution(cfg, deterministic, dist_ctx.device)
         run = Training(cfg, folder, dist_ctx, say, quiet)
         run.describe()
         if ck is not None:
@@ -513,26 +500,55 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             folder.read_start_files(ck[1])
             say(f"resume: from step {run.start} of {ck[0].name} (best average mAP so far "
                 f"{100 * max(run.best['average_mAP'], 0):.2f} at step {run.best['step']})")
-        if is_main:
+        if dist_ctx.main:
             folder.trim_metrics(run.start)
             folder.write_start_files(cfg)
         if run.start >= cfg.steps:
             note(f"resume: the run in {folder.path} is finished (step {run.start} of {cfg.steps}); "
                  "raise --steps to extend it")
         run.run()
-        summary = {"best": run.best, "train_seconds": run.train_seconds, "steps": cfg.steps, "seed": cfg.seed,
-                   "out": str(folder.path), "processes": dist_ctx.world}
-        if is_main:
-            best = run.best
-            if best["step"] >= 0:
-                say(f"\nfinal: best checkpoint at step {best['step']} ({folder.path / 'best.pt'})")
-                say(format_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
-                                  "average_mAP": best["average_mAP"]}))
-            folder.write_text("summary.json", json.dumps(summary, indent=2))
-        return summary
+        return finish_run(run, folder, say)
     finally:
         folder.close()
         dist_ctx.close()
+
+
+def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool, dist_ctx: Dist, note):
+    """Open (rank 0: lock, refuse or move aside) the run folder; on resume, find the
+    checkpoint and the configuration to continue with. Returns (cfg, (path, state) or None)."""
+    if dist_ctx.main:
+        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
+    dist_ctx.barrier()
+    if not resume:
+        return cfg, None
+    ck = folder.resume_checkpoint()
+    if ck is None:
+        note(f"resume: {folder.path} holds no checkpoint yet: starting from step 0")
+        return cfg, None
+    return reconcile_resumed_config(cfg, TrainConfig.from_dict(ck[1]["config"]), ck[0], note), ck
+
+
+def set_execution(cfg: TrainConfig, deterministic: bool, device: torch.device) -> None:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def finish_run(run: Training, folder: RunFolder, say) -> dict:
+    """The end of a run: the best result on the console, summary.json (rank 0)."""
+    summary = {"best": run.best, "train_seconds": run.train_seconds, "steps": run.cfg.steps,
+               "seed": run.cfg.seed, "out": str(folder.path), "processes": run.dist.world}
+    if run.main:
+        best = run.best
+        if best["step"] >= 0:
+            say(f"\nfinal: best checkpoint at step {best['step']} ({folder.path / 'best.pt'})")
+            say(format_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
+                              "average_mAP": best["average_mAP"]}))
+        folder.write_text("summary.json", json.dumps(summary, indent=2))
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
