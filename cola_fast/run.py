@@ -150,7 +150,7 @@ class RunFolder:
         """A few words on the run in the folder, for messages."""
         for name in ("last.pt", "best.pt"):
             try:
-                step = torch.load(self.path / name, map_location="cpu", weights_only=True)["step"]
+                step = torch.load(self.path / name, map_location="cpu", weights_only=True, mmap=True)["step"]
                 return f"a run with {name} at step {step}"
             except Exception:  # noqa: BLE001 - only for a message
                 continue

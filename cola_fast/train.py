@@ -351,7 +351,7 @@ class Training:
             "feature_dim": self.train_ds.feature_dim})
 
     def diverged(self, step: int, what: str):
-        """Save crash.pt and raise: the loss is no longer a number."""
+        """Save crash.pt; returns the error to raise (the loss or the weights are no longer numbers)."""
         if self.main:
             self.checkpoint(step, "crash.pt")
         return FloatingPointError(

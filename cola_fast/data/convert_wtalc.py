@@ -22,8 +22,9 @@ def main(argv=None) -> int:
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow reading pickled object arrays (unpickling can run code: trusted files only)")
     a = p.parse_args(argv)
-    # --allow-pickle is the user's word that the files are trusted: the library's warning
-    # (meant for callers of load_wtalc) would only add lines to every message here
+    # --allow-pickle is the user's word that the files are trusted. The library's warning
+    # (for callers of load_wtalc) would put its two lines before every error message here;
+    # the CLI says it in its closing line instead (unpickling has happened by then either way)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="loading pickled W-TALC arrays")
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
         return fail(e)
     except OSError as e:  # a read-only or full output folder
         return fail(f"cannot write {a.out_root}: {e.strerror or e}")
-    print(f"wrote {out}")
+    print(f"wrote {out} (read pickled W-TALC arrays, allowed by --allow-pickle: trusted files only)")
     return 0
 
 
