@@ -269,6 +269,14 @@ class RunFolder:
             raise RunError(f"{path}: cannot read ({_why(e)[:200]})") from None
         return TrainConfig.from_dict(d, str(path))
 
+    def finished_summary(self) -> dict | None:
+        """summary.json of a finished run, when it is there and readable."""
+        try:
+            summary = json.loads((self.path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) and "best" in summary else None
+
     def trim_metrics(self, step: int) -> None:
         """Cut metrics.jsonl back to the records up to step (a resumed run writes the
         rest again); a line torn by a kill is dropped."""

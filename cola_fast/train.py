@@ -506,6 +506,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         if run.start >= cfg.steps:
             note(f"resume: the run in {folder.path} is finished (step {run.start} of {cfg.steps}); "
                  "raise --steps to extend it")
+            done = folder.finished_summary()
+            if done is not None:  # its summary (and training time) stays as it was
+                return done
         run.run()
         return finish_run(run, folder, say)
     finally:

@@ -115,9 +115,11 @@ def test_changed_settings_on_resume_are_reported_and_steps_extend_a_finished_run
     # metrics.jsonl holds each record once, in step order
     steps = [(r["kind"], r["step"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
     assert steps == sorted(set(steps), key=lambda s: (s[1], s[0] == "eval"))
-    # a finished run resumed without a larger --steps: nothing to do, said so
+    # a finished run resumed without a larger --steps: nothing to do, said so; its summary kept
+    summary = (out / "summary.json").read_bytes()
     assert main(_args(data, out, "--resume", steps=4)) == 0
     assert "is finished (step 4 of 4); raise --steps" in capsys.readouterr().err
+    assert (out / "summary.json").read_bytes() == summary
 
 
 def test_resume_without_preset_continues_with_the_runs_settings(data, tmp_path, capsys):
