@@ -150,6 +150,11 @@ def test_seeds_resume_seed_by_seed_and_write_the_table(data, tmp_path, capsys):
     assert torch.load(out / "seed1" / "last.pt", weights_only=True)["step"] == 2
     table = (out / "seeds.md").read_text()
     assert "| 0 |" in table and "| 1 |" in table and "| mean |" in table
+    # --overwrite moves the whole --seeds folder aside, then trains every seed afresh
+    assert main(_args(data, out, "--seeds", "0,1", "--overwrite", steps=2)) == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("seeds.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "seeds.md").read_text() == table
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "seed0", "seed1", "seeds.md"]
 
 
 def test_metrics_are_cut_back_to_the_resumed_step(tmp_path):
