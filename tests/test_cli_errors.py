@@ -1,4 +1,4 @@
-"""Every command-line tool over a table of bad inputs: each gives exactly one line on
+"""Every command-line tool (train, infer, evaluate, data.convert_wtalc, data.probe) over a table of bad inputs: each gives exactly one line on
 stderr, exit status 2, and no traceback (issue 13). The table runs in-process (fast);
 a few rows run again as real `python -m` processes.
 
@@ -17,15 +17,17 @@ import torch
 
 from cola_fast.data import SyntheticSpec, make_synthetic_dataset
 from cola_fast.data.convert_wtalc import main as convert_main
+from cola_fast.data.probe import main as probe_main
 from cola_fast.evaluate import main as evaluate_main
 from cola_fast.infer import main as infer_main
 from cola_fast.run import RunFolder
 from cola_fast.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
-MAINS = {"train": train_main, "infer": infer_main, "evaluate": evaluate_main, "convert_wtalc": convert_main}
+MAINS = {"train": train_main, "infer": infer_main, "evaluate": evaluate_main, "convert_wtalc": convert_main,
+         "probe": probe_main}
 MODULES = {"train": "cola_fast.train", "infer": "cola_fast.infer", "evaluate": "cola_fast.evaluate",
-           "convert_wtalc": "cola_fast.data.convert_wtalc"}
+           "convert_wtalc": "cola_fast.data.convert_wtalc", "probe": "cola_fast.data.probe"}
 
 
 class Ctx:
@@ -281,8 +283,15 @@ CONVERT = [
      "1-D object array"),
 ]
 
+PROBE = [
+    ("root_missing", lambda c: [str(c.tmp / "nowhere")], "nowhere"),
+    ("video_id_escapes_root", lambda c: [str(c.data_variant(_escaping_id))], "not a plain file name"),
+    ("steps_zero", lambda c: [str(c.data), "--steps", "0"], "--steps"),
+]
+
 ROWS = ([("train",) + r for r in TRAIN] + [("infer",) + r for r in INFER]
-        + [("evaluate",) + r for r in EVALUATE] + [("convert_wtalc",) + r for r in CONVERT])
+        + [("evaluate",) + r for r in EVALUATE] + [("convert_wtalc",) + r for r in CONVERT]
+        + [("probe",) + r for r in PROBE])
 
 
 @pytest.fixture(scope="module")
