@@ -28,7 +28,8 @@ CHOICES = {
     "amp": ("none", "bf16"),
     "data_on_device": ("auto", "yes", "no"),
 }
-# integer fields and their smallest allowed value
+# integer fields and their smallest allowed value (a new field gets its entry here, and
+# an enumerated one its entry in CHOICES: validate() checks every field by its default's type)
 MIN_INT = {"num_segments": 1, "synthetic_feature_dim": 1, "synthetic_seed": 0, "embed_dim": 1,
            "embed_kernel": 1, "r_easy": 1, "r_hard": 1, "m": 1, "M": 2, "batch_size": 1, "steps": 1,
            "seed": 0, "eval_every": 1, "plot_videos": 0, "threads": 0}
@@ -108,7 +109,7 @@ class TrainConfig:
             elif isinstance(d, int):
                 if isinstance(v, bool) or not isinstance(v, int):
                     bad(f.name, "must be an integer")
-                if v < MIN_INT[f.name]:
+                if f.name in MIN_INT and v < MIN_INT[f.name]:
                     bad(f.name, f"must be >= {MIN_INT[f.name]}")
             elif isinstance(d, float):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
