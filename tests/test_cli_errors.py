@@ -381,3 +381,10 @@ def test_bad_input_as_a_process(row, ctx, tmp_path, cache):
     r = subprocess.run([sys.executable, "-m", MODULES[tool], *argv], env=env, capture_output=True,
                        text=True, timeout=300)
     _check_one_line(r.returncode, r.stderr, expect, row)
+
+
+def test_every_preset_passes_validation():
+    """The checks refuse bad settings, never a preset's own."""
+    from cola_fast.config import PRESETS, get_preset
+    for name in PRESETS:
+        get_preset(name).validate(name)
