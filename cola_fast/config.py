@@ -7,11 +7,33 @@ cpu-large a wider CPU run (E=512, T=750) for a closer look on a CPU, tens of min
 tiny      seconds, for tests and smoke runs
 
 Any field can be overridden on the command line (`--set field=value`, or the named flags).
+TrainConfig.validate() checks every field (type, enumeration, range) so that a bad setting
+fails with one line naming it before any work; TrainConfig.from_dict() reads a saved
+configuration (config.json, a checkpoint's "config") with the same checks.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
+
+# the allowed values of the enumerated fields
+CHOICES = {
+    "modality": ("all", "rgb", "flow"),
+    "classifier": ("thumos", "anet"),
+    "proposals": ("thumos14", "anet12"),
+    "eval_impl": ("fast", "reference"),
+    "backend": ("auto", "reference", "native", "triton"),
+    "amp": ("none", "bf16"),
+    "data_on_device": ("auto", "yes", "no"),
+}
+# integer fields and their smallest allowed value (a new field gets its entry here, and
+# an enumerated one its entry in CHOICES: validate() checks every field by its default's type)
+MIN_INT = {"num_segments": 1, "synthetic_feature_dim": 1, "synthetic_seed": 0, "embed_dim": 1,
+           "embed_kernel": 1, "r_easy": 1, "r_hard": 1, "m": 1, "M": 2, "batch_size": 1, "steps": 1,
+           "seed": 0, "eval_every": 1, "plot_videos": 0, "threads": 0}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -62,6 +84,70 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d, source: str = "config") -> "TrainConfig":
+        """A validated TrainConfig from a saved dict; ValueError naming source otherwise."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: the configuration is not a dict but {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in d if k not in names)
+        if unknown:
+            raise ValueError(f"{source}: unknown config field(s) {unknown}")
+        return cls(**d).validate(source)
+
+    def validate(self, source: str = "config") -> "TrainConfig":
+        """Check every field's type, enumeration and range; returns self, raises a
+        ValueError naming the field otherwise."""
+        def bad(name, why):
+            raise ValueError(f"{source}: {name}={getattr(self, name)!r}: {why}")
+
+        defaults = TrainConfig()
+        for f in dataclasses.fields(self):
+            v, d = getattr(self, f.name), getattr(defaults, f.name)
+            if f.name == "data_root":
+                if v is not None and (not isinstance(v, str) or not v):
+                    bad(f.name, "must be a folder path or None")
+            elif isinstance(d, bool):
+                if not isinstance(v, bool):
+                    bad(f.name, "must be true or false")
+            elif isinstance(d, int):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    bad(f.name, "must be an integer")
+                if f.name in MIN_INT and v < MIN_INT[f.name]:
+                    bad(f.name, f"must be >= {MIN_INT[f.name]}")
+            elif isinstance(d, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    bad(f.name, "must be a finite number")
+            elif isinstance(d, str) and not isinstance(v, str):
+                bad(f.name, "must be a string")
+            if f.name in CHOICES and v not in CHOICES[f.name]:
+                bad(f.name, f"choose one of {', '.join(CHOICES[f.name])}")
+        for name in ("lr", "tau", "synthetic_time_scale"):
+            if getattr(self, name) <= 0:
+                bad(name, "must be > 0")
+        for name in ("lambda_snico", "weight_decay"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if not 0 <= self.dropout < 1:
+            bad("dropout", "must be in [0, 1)")
+        if self.embed_kernel % 2 != 1:
+            bad("embed_kernel", "must be odd")
+        if not self.m < self.M:
+            bad("m", f"need m < M={self.M} for the hard-snippet windows")
+        if self.M > self.num_segments:
+            bad("M", f"the hard-mining window is longer than num_segments={self.num_segments}")
+        for name in ("r_easy", "r_hard"):
+            if self.num_segments // getattr(self, name) == 0:
+                bad(name, f"num_segments={self.num_segments} is too small: it gives no "
+                          f"{name[2:]} snippet (need num_segments >= {name}={getattr(self, name)})")
+        if (not isinstance(self.tiou, list) or not self.tiou
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1
+                           for t in self.tiou)):
+            bad("tiou", "must be a non-empty list of thresholds in (0, 1]")
+        if not _DEVICE.fullmatch(self.device):
+            bad("device", "choose auto, cpu, cuda or cuda:N")
+        return self
+
 
 PRESETS: dict[str, TrainConfig] = {
     "thumos14": TrainConfig(preset="thumos14"),
@@ -98,6 +184,8 @@ def parse_override(cfg: TrainConfig, item: str) -> TrainConfig:
     if key not in fields:
         raise ValueError(f"unknown config field {key!r}; fields: {', '.join(sorted(fields))}")
     current = getattr(cfg, key)
+    if key == "data_root" and value.lower() in ("none", ""):
+        return dataclasses.replace(cfg, data_root=None)
     try:
         if isinstance(current, bool):
             conv = value.lower() in ("1", "true", "yes", "on")
@@ -108,7 +196,7 @@ def parse_override(cfg: TrainConfig, item: str) -> TrainConfig:
         elif isinstance(current, list):
             conv = [float(v) for v in value.split(",") if v]
         elif current is None:
-            conv = None if value.lower() in ("none", "") else value
+            conv = value
         else:
             conv = value
     except ValueError:

@@ -14,13 +14,14 @@ Exit status 2 for usage errors (missing or malformed files, unknown subset, bad 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from cola_fast.cli import ArgumentParser, fail
+
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m cola_fast.evaluate",
         description="Temporal action detection mAP (ActivityNet protocol, as used by CoLA).")
     p.add_argument("results", help="results JSON: {\"results\": {video: [{label, score, segment}]}}")
@@ -83,13 +84,12 @@ def main(argv=None) -> int:
         res = evaluate_detection(gt, results, subset=args.subset, tiou_thresholds=thr,
                                  impl=args.impl)
         if args.report:
-            _write_report(args, gt, results, thr)
-    except (EvaluationInputError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write the report to {args.report}: {e}", file=sys.stderr)
-        return 2
+            try:
+                _write_report(args, gt, results, thr)
+            except OSError as e:
+                return fail(f"cannot write the report to {args.report}: {e}")
+    except (EvaluationInputError, ValueError, TypeError, OSError) as e:
+        return fail(e)
     if args.json:
         out = {k: res[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
         out["per_class_AP"] = res["ap_per_class"]

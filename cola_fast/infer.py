@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import ArgumentParser, fail
 from .config import TrainConfig
 from .model import CoLA, ModelConfig
 
@@ -32,33 +33,58 @@ def load_model(path, device="cpu"):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds
         raise ValueError(f"checkpoint {path} could not be read: {e}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}: not a cola_fast training checkpoint")
     for key in ("model", "config", "class_names", "feature_dim"):
         if key not in state:
             raise ValueError(f"checkpoint {path} has no {key!r}: not a cola_fast training checkpoint")
-    cfg = TrainConfig(**state["config"])
-    mcfg = ModelConfig(feature_dim=state["feature_dim"], num_classes=len(state["class_names"]),
+    cfg = TrainConfig.from_dict(state["config"], f"checkpoint {path} config")
+    names, dim = state["class_names"], state["feature_dim"]
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"checkpoint {path}: class_names is not a list of class names")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"checkpoint {path}: feature_dim {dim!r} is not a positive integer")
+    mcfg = ModelConfig(feature_dim=dim, num_classes=len(names),
                        embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
                        dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
     backend = None if cfg.backend == "auto" else cfg.backend
     model = CoLA(mcfg, backend=backend)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, list(state["class_names"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ValueError(f"checkpoint {path}: its weights do not fit the model it describes "
+                         f"({' '.join(str(e).split())[:200]})") from None
+    return model.to(device).eval(), cfg, list(names)
 
 
 def _load_features(path: Path, feature_dim: int) -> np.ndarray:
-    try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot read features ({e})") from None
-    if x.ndim != 2:
-        raise ValueError(f"{path}: features must be (T, D), got shape {x.shape}")
+    """The trainer's checks (cola_fast.data.load_feature: 2-D, real numbers, finite),
+    then the model's width."""
+    from .data import load_feature
+    x = load_feature(path)
     if x.shape[1] != feature_dim:
         raise ValueError(f"{path}: features have {x.shape[1]} channels, the model expects {feature_dim}")
-    if x.shape[0] < 1:
-        raise ValueError(f"{path}: no snippets")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{path}: features contain NaN or inf")
-    return x.astype(np.float32, copy=False)
+    return x
+
+
+def _video_id(path: Path) -> str:
+    """The video id of a features file: its name without .npy, which must be UTF-8 text
+    (it becomes a JSON key and a plot's file name)."""
+    vid = path.stem
+    try:
+        vid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{path!r}: the file name is not valid UTF-8: rename the file") from None
+    return vid
+
+
+def _check_out(path) -> None:
+    """--out must name a file that can be written; checked before any work."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--out {p} is a folder: give the path of the detections file")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise ValueError(f"--out {p}: {p.parent} is not a folder")
 
 
 @torch.no_grad()
@@ -78,8 +104,8 @@ def infer_video(model: CoLA, feats: np.ndarray, cfg: TrainConfig, class_names: l
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cola_fast.infer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m cola_fast.infer", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("features", help="a (T, D) .npy file or a folder of them")
     p.add_argument("--out", default=None, help="detections JSON (default: print to stdout)")
@@ -88,7 +114,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     try:
-        model, cfg, class_names = load_model(args.checkpoint, args.device)
+        from .train import resolve_device
+        device = resolve_device(args.device)
+        if args.out:
+            _check_out(args.out)
+        if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
+            raise ValueError(f"--plot {args.plot} is not a folder")
+        model, cfg, class_names = load_model(args.checkpoint, device)
         src = Path(args.features)
         if src.is_dir():
             files = sorted(src.glob("*.npy"))
@@ -104,22 +136,25 @@ def main(argv=None) -> int:
             gt = load_gt(args.gt)
         results = {}
         for f in files:
+            vid = _video_id(f)
             feats = _load_features(f, model.cfg.feature_dim)
-            dets, curves = infer_video(model, feats, cfg, class_names, args.device)
-            results[f.stem] = dets
+            dets, curves = infer_video(model, feats, cfg, class_names, device)
+            results[vid] = dets
             if args.plot:
                 from .visualize import plot_video
-                anns = _gt_annotations(gt, f.stem)
-                png = plot_video(Path(args.plot) / f"{f.stem}.png", f.stem, curves["actionness"], curves["cas"],
+                anns = _gt_annotations(gt, vid)
+                png = plot_video(Path(args.plot) / f"{vid}.png", vid, curves["actionness"], curves["cas"],
                                  curves["video_scores"], class_names, dets, feats.shape[0], anns)
                 print(f"plot: {png}", file=sys.stderr)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:  # DataError, EvaluationInputError, a folder not writable
+        return fail(e)
     doc = {"version": "cola_fast", "results": results}
     if args.out:
         from .evaluation import results_json
-        results_json(results, args.out)
+        try:
+            results_json(results, args.out)
+        except OSError as e:
+            return fail(f"cannot write {args.out}: {e.strerror or e}")
         print(f"{sum(len(v) for v in results.values())} detections for {len(results)} videos -> {args.out}",
               file=sys.stderr)
     else:

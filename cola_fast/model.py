@@ -141,7 +141,13 @@ class CoLALoss(nn.Module):
         self.backend = backend
 
     def forward(self, out: dict, label: torch.Tensor):
-        l_act = reference.action_loss(out["video_scores"].float(), label)
+        scores = out["video_scores"].float()
+        # A diverged model gives NaN scores, which BCE refuses (an error on CPU, a
+        # device-side assert on CUDA) before the trainer's non-finite check could save
+        # crash.pt. NaN is given to BCE as 0.5 and carried into the loss by 0 * sum:
+        # for finite scores both are exact no-ops (value and gradient, bit for bit).
+        safe = torch.where(torch.isnan(scores), 0.5, scores)
+        l_act = reference.action_loss(safe, label) + 0.0 * scores.sum()
         args = (out["embeddings"], out["ea"], out["eb"], out["ha"], out["hb"], self.tau)
         if self.backend == "reference":
             l_snico = reference.snico_loss(*args)

@@ -4,6 +4,15 @@
     python -m cola_fast.train --preset tiny --out runs/tiny
     python -m cola_fast.train --preset thumos14 --data-root /data/THUMOS14 --out runs/t14
     python -m cola_fast.train --out runs/t14 --resume   # continue a killed run
+    python -m cola_fast.train --out runs/t14 --resume --steps 9000   # extend a finished run
+
+A fresh run refuses a folder that holds a run: add --resume to continue it, or
+--overwrite to move the old run aside (renamed <out>.replaced-<time>). One trainer at a
+time per folder (a lock; one left by a killed trainer never blocks). --resume continues
+from the last checkpoint, or from step 0 when the run has none yet; it keeps the run's
+own settings except steps, eval_every, plot_videos, threads and device, and reports
+every difference. A user error (a setting, a file, a full disk) is one line on stderr
+and exit status 2. See cola_fast/run.py for the run folder's life cycle.
 
 A run directory holds config.json, metrics.jsonl (one JSON object per line: train
 losses every log interval, mAP at every evaluation), last.pt (for --resume, written
@@ -26,34 +35,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import ArgumentParser, fail
 from .config import TrainConfig, get_preset, parse_override
 from .evaluation import format_table
-from .model import CoLA, CoLALoss, ModelConfig, mining_counts
+from .model import CoLA, CoLALoss, ModelConfig
+from .run import RunError, RunFolder, atomic_torch_save, atomic_write_text, restore_training_state  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------
 # small utilities
 # --------------------------------------------------------------------------------------
-def atomic_torch_save(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for, but CUDA is not available")
+        raise ValueError(f"device={name}: asked for, but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N")
     return dev
 
 
@@ -76,8 +80,11 @@ class MetricLog:
 
     def log(self, step: int, kind: str, values: dict) -> None:
         rec = {"step": step, "kind": kind, "time": time.time(), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        except OSError as e:  # a torn last line is dropped on --resume (RunFolder.trim_metrics)
+            raise RunError(f"cannot write {self.path}: {e.strerror or e}") from None
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
@@ -268,108 +275,136 @@ class Dist:
                 dist.destroy_process_group()
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False,
-          deterministic: bool = False) -> dict:
-    """Train one model; returns a summary dict (best mAP, timings). Under torchrun the
-    global batch is split across ranks (DistributedDataParallel); evaluation,
-    checkpoints and logs happen on rank 0."""
-    out = Path(out)
-    dist_ctx = Dist(cfg.device)
-    device, is_main = dist_ctx.device, dist_ctx.main
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    quiet = quiet or not is_main
-    say = (lambda *a, **k: None) if quiet else print
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    mining_counts(cfg.num_segments, cfg.r_easy, cfg.r_hard)  # clear error before any work
-    if cfg.M > cfg.num_segments:
-        raise ValueError(f"num_segments={cfg.num_segments} is shorter than the hard-mining window M={cfg.M}")
-    if cfg.amp not in ("none", "bf16"):
-        raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
-    if cfg.batch_size % dist_ctx.world:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {dist_ctx.world} processes")
+# settings a resumed run takes from the command line; every other one keeps the run's own
+# value (changing lr or seed halfway would make a different run under the same name)
+RESUME_MAY_CHANGE = ("steps", "eval_every", "plot_videos", "threads", "device")
 
-    state = None
-    if resume:
-        ck = out / "last.pt"
-        if not ck.exists():
-            raise ValueError(f"--resume given but {ck} does not exist")
-        state = torch.load(ck, map_location="cpu", weights_only=True)
-        saved = state["config"]
-        if saved != json.loads(json.dumps(cfg.to_dict())):
-            diff = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
-            say(f"resume: using the saved configuration of {ck} (the command line differed in {diff})")
-            cfg = TrainConfig(**saved)
 
-    root, train_ds, test_ds = prepare_data(cfg, log=say)
-    on_device = cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and device.type == "cuda")
-    stream = BatchStream(train_ds, cfg.batch_size, cfg.num_segments, cfg.seed,
-                         device=device if on_device else None)
-    if stream.skipped:
-        say(f"data: {stream.skipped} training videos have no action label and are skipped")
-    torch.manual_seed(cfg.seed)
-    model, loss_fn, opt = build(cfg, train_ds.feature_dim, len(train_ds.class_names), device)
-    from .ops import describe
-    say(f"device: {device}  processes: {dist_ctx.world}  backend: {cfg.backend}  available: {describe()}")
-    say(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; "
-        f"train videos {len(stream.index)}, test videos {len(test_ds)}, classes {len(train_ds.class_names)}")
+def check_backend(backend: str, device: torch.device) -> None:
+    """ValueError, before any work, when backend cannot run the ops on device."""
+    from .ops import BackendUnavailable, resolve
+    for op in ("temporal_conv_embed", "snico_loss_fwd", "mine_snippets"):
+        try:
+            resolve(None if backend == "auto" else backend, device, op)
+        except BackendUnavailable as e:
+            raise ValueError(f"backend={backend}: {e}") from None
 
-    start, best = 0, {"average_mAP": -1.0, "step": -1}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, best = state["step"], state["best"]
-        say(f"resume: from step {start} (best average mAP so far {100 * max(best['average_mAP'], 0):.2f} "
-            f"at step {best['step']})")
-    net = model
-    if dist_ctx.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    metrics = MetricLog(out) if is_main else None
-    from .evaluation import load_gt
-    test_gt = load_gt(test_ds.gt_path)  # validated once, reused at every evaluation
-    if is_main:
-        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
-    def checkpoint(step: int, path: Path):
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                           "best": best, "config": cfg.to_dict(), "class_names": train_ds.class_names,
-                           "feature_dim": train_ds.feature_dim}, path)
+def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path, note) -> TrainConfig:
+    """The configuration a resumed run continues with: the saved one, with the settings
+    of RESUME_MAY_CHANGE taken from cfg. Every difference is reported through note."""
+    new, kept = {}, []
+    for k, v in cfg.to_dict().items():
+        old = getattr(saved, k)
+        if v == old:
+            continue
+        if k in RESUME_MAY_CHANGE:
+            new[k] = v
+            note(f"resume: {k} changed from {old!r} to {v!r}")
+        else:
+            kept.append(f"{k}={old!r} (given {v!r})")
+    if kept:
+        note(f"resume: kept the run's own {', '.join(kept)}: a run continues with its settings "
+             f"(start a new run to change them); saved in {source}")
+    return saved.replace(**new)
 
-    interrupted = {"flag": False}
 
-    def on_signal(signum, frame):  # finish the current step, save, exit
-        interrupted["flag"] = True
+class Training:
+    """One run being trained: model, optimizer, data stream, and the step loop that
+    evaluates and checkpoints into its RunFolder (rank 0 only under torchrun)."""
 
-    old_handlers = {sg: signal.signal(sg, on_signal) for sg in (signal.SIGINT, signal.SIGTERM)}
-    per_rank = cfg.batch_size // dist_ctx.world
-    rows = slice(dist_ctx.rank * per_rank, (dist_ctx.rank + 1) * per_rank)
-    train_seconds = 0.0
-    try:
-        from tqdm import tqdm
-        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
-                   disable=quiet, dynamic_ncols=True, mininterval=1.0)
+    def __init__(self, cfg: TrainConfig, folder: RunFolder, dist_ctx: Dist, say, quiet: bool):
+        self.cfg, self.folder, self.dist, self.say, self.quiet = cfg, folder, dist_ctx, say, quiet
+        self.device, self.main = dist_ctx.device, dist_ctx.main
+        _, self.train_ds, self.test_ds = prepare_data(cfg, log=say)
+        on_device = cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and self.device.type == "cuda")
+        self.stream = BatchStream(self.train_ds, cfg.batch_size, cfg.num_segments, cfg.seed,
+                                  device=self.device if on_device else None)
+        if self.stream.skipped:
+            say(f"data: {self.stream.skipped} training videos have no action label and are skipped")
+        from .evaluation import load_gt
+        self.test_gt = load_gt(self.test_ds.gt_path)  # validated once, reused at every evaluation
+        check_test_split(self.test_ds, self.test_gt)
+        torch.manual_seed(cfg.seed)
+        self.model, self.loss_fn, self.opt = build(cfg, self.train_ds.feature_dim,
+                                                   len(self.train_ds.class_names), self.device)
+        self.start, self.best = 0, {"average_mAP": -1.0, "step": -1}
+        self.train_seconds = 0.0
+        self.interrupted = False
+
+    def describe(self) -> None:
+        from .ops import describe
+        say, ds = self.say, self.train_ds
+        say(f"device: {self.device}  processes: {self.dist.world}  backend: {self.cfg.backend}  "
+            f"available: {describe()}")
+        say(f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters; "
+            f"train videos {len(self.stream.index)}, test videos {len(self.test_ds)}, classes {len(ds.class_names)}")
+
+    def restore(self, path: Path, state: dict) -> None:
+        restore_training_state(path, state, self.model, self.opt)
+        self.start, self.best = state["step"], state["best"]
+
+    def checkpoint(self, step: int, name: str) -> None:
+        self.folder.save_checkpoint_with_choices(name, {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
+            "best": self.best, "config": self.cfg.to_dict(), "class_names": self.train_ds.class_names,
+            "feature_dim": self.train_ds.feature_dim})
+
+    def diverged(self, step: int, what: str):
+        """Save crash.pt; returns the error to raise (the loss or the weights are no longer numbers)."""
+        if self.main:
+            self.checkpoint(step, "crash.pt")
+        return FloatingPointError(
+            f"training diverged: {what} at step {step} (lr={self.cfg.lr:g}); the state is saved in "
+            f"{self.folder.path / 'crash.pt'}: lower lr or check the features")
+
+    def run(self) -> None:
+        """Steps start .. cfg.steps; Ctrl-C / SIGTERM finish the step, save last.pt and
+        raise KeyboardInterrupt."""
+        cfg = self.cfg
+        self.metrics = MetricLog(self.folder.path) if self.main else None
+
+        def on_signal(signum, frame):  # finish the current step, save, exit
+            self.interrupted = True
+
+        old_handlers = {sg: signal.signal(sg, on_signal) for sg in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(range(self.start, cfg.steps), initial=self.start, total=cfg.steps, desc="train",
+                            unit="step", disable=self.quiet, dynamic_ncols=True, mininterval=1.0)
+            t_train = time.time()
+            self._loop()
+            self.bar.close()
+            self.train_seconds = time.time() - t_train
+        finally:
+            for sg, h in old_handlers.items():
+                signal.signal(sg, h)
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def _loop(self) -> None:
+        cfg, device, dist_ctx = self.cfg, self.device, self.dist
+        net = self.model
+        if dist_ctx.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        per_rank = cfg.batch_size // dist_ctx.world
+        rows = slice(dist_ctx.rank * per_rank, (dist_ctx.rank + 1) * per_rank)
         net.train()
-        t_train = time.time()
         # running sums stay on the device: the step itself never waits for the host
         run = {k: torch.zeros((), device=device) for k in ("loss", "loss_action", "loss_snico")}
         n_run = 0
-        for step in bar:
+        for step in self.bar:
             # dropout and keep masks are a function of (seed, step, rank): resumable, repeatable
             torch.manual_seed((cfg.seed * 1_000_003 + step) * 64 + dist_ctx.rank)
-            x, y = stream.batch(step, rows)
+            x, y = self.stream.batch(step, rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
                 out_ = net(x)
-            loss, parts = loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
-            opt.zero_grad(set_to_none=True)
+            loss, parts = self.loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self.opt.step()
             for k in run:
                 run[k] += parts[k]
             n_run += 1
@@ -380,70 +415,159 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
                     v.zero_()
                 n_run = 0
                 if not math.isfinite(avg["loss"]):
-                    if is_main:
-                        checkpoint(step, out / "crash.pt")
-                    raise FloatingPointError(f"loss became {avg['loss']} at step {done}; "
-                                             f"state saved to {out / 'crash.pt'}")
-                if is_main:
-                    bar.set_postfix(loss=f"{avg['loss']:.4f}", best=f"{100 * max(best['average_mAP'], 0):.2f}")
-                    metrics.log(done, "train", avg)
+                    raise self.diverged(done, f"the loss became {avg['loss']}")
+                if self.main:
+                    self.bar.set_postfix(loss=f"{avg['loss']:.4f}",
+                                         best=f"{100 * max(self.best['average_mAP'], 0):.2f}")
+                    self.metrics.log(done, "train", avg)
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                if is_main:
-                    t0 = time.time()
-                    res, results = evaluate(model, test_ds, cfg, device,
-                                            plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None,
-                                            gt=test_gt)
-                    dt = time.time() - t0
-                    metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
-                                               **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
-                    improved = res["average_mAP"] > best["average_mAP"]
-                    if improved:
-                        best = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
-                                "tiou_thresholds": res["tiou_thresholds"]}
-                        checkpoint(done, out / "best.pt")
-                        atomic_write_text(out / "best_results.json", json.dumps(results))
-                    checkpoint(done, out / "last.pt")
-                    if not quiet:
-                        bar.write(f"step {done}: evaluation {dt:.1f}s{'  (new best)' if improved else ''}\n"
-                                  + format_table(res))
+                if self.main:
+                    self._evaluate_and_save(done)
                 dist_ctx.barrier()
-            if interrupted["flag"]:
-                if is_main:
-                    checkpoint(done, out / "last.pt")
-                    say(f"\ninterrupted at step {done}: state saved to {out / 'last.pt'}; continue with --resume")
-                bar.close()
+            if self.interrupted:
+                if self.main:
+                    self.checkpoint(done, "last.pt")
+                    self.say(f"\ninterrupted at step {done}: state saved to {self.folder.path / 'last.pt'}; "
+                             "continue with --resume")
+                self.bar.close()
                 raise KeyboardInterrupt
-        bar.close()
-        train_seconds = time.time() - t_train
+
+    def _evaluate_and_save(self, done: int) -> None:
+        cfg, out = self.cfg, self.folder.path
+        t0 = time.time()
+        try:
+            res, results = evaluate(self.model, self.test_ds, cfg, self.device,
+                                    plot_dir=out / "plots" / f"step{done:06d}" if cfg.plot_videos else None,
+                                    gt=self.test_gt)
+        except ValueError:  # the proposals refuse NaN curves: a diverged model between loss checks
+            if all(torch.isfinite(p).all() for p in self.model.parameters()):
+                raise
+            raise self.diverged(done, "the weights became non-finite") from None
+        dt = time.time() - t0
+        self.metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
+                                        **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
+        improved = res["average_mAP"] > self.best["average_mAP"]
+        if improved:
+            self.best = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
+                         "tiou_thresholds": res["tiou_thresholds"]}
+            self.checkpoint(done, "best.pt")
+            self.folder.write_text("best_results.json", json.dumps(results))
+        self.checkpoint(done, "last.pt")
+        if not self.quiet:
+            self.bar.write(f"step {done}: evaluation {dt:.1f}s{'  (new best)' if improved else ''}\n"
+                           + format_table(res))
+
+
+def check_test_split(test_ds, gt: dict) -> None:
+    """The evaluation needs the test videos under subset "test" of gt.json, with at least
+    one annotation: checked before the first step, not at the first evaluation."""
+    db = gt["database"]
+    wrong = [v for v in test_ds.video_ids if db[v]["subset"] != "test"]
+    if wrong:
+        raise ValueError(f"{test_ds.gt_path}: test videos must have subset \"test\"; {wrong[0]!r} has "
+                         f"{db[wrong[0]]['subset']!r} ({len(wrong)} such videos)")
+    if not any(db[v]["annotations"] for v in test_ds.video_ids):
+        raise ValueError(f"{test_ds.gt_path}: no video of split_test.txt has an annotation: nothing to evaluate")
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False,
+          deterministic: bool = False, overwrite: bool = False) -> dict:
+    """Train one model into the run folder out; returns a summary dict (best mAP,
+    timings). A fresh run refuses a folder holding a run unless overwrite (which moves
+    it aside); resume continues from its checkpoint, or from step 0 when it has none.
+    Under torchrun the global batch is split across ranks (DistributedDataParallel);
+    the folder, evaluation, checkpoints and logs are rank 0's."""
+    cfg.validate()
+    dist_ctx = Dist(cfg.device)
+    check_backend(cfg.backend, dist_ctx.device)
+    if cfg.batch_size % dist_ctx.world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {dist_ctx.world} processes")
+    quiet = quiet or not dist_ctx.main
+    say = (lambda *a, **k: None) if quiet else print
+
+    def note(msg):  # what a user must know even with --quiet
+        if dist_ctx.main:
+            print(msg, file=sys.stderr)
+
+    folder = RunFolder(out)
+    try:
+        cfg, ck = open_run(folder, cfg, resume, overwrite, dist_ctx, note)
+        set_execution(cfg, deterministic, dist_ctx.device)
+        run = Training(cfg, folder, dist_ctx, say, quiet)
+        run.describe()
+        if ck is not None:
+            run.restore(*ck)
+            folder.read_start_files(ck[1])
+            say(f"resume: from step {run.start} of {ck[0].name} (best average mAP so far "
+                f"{100 * max(run.best['average_mAP'], 0):.2f} at step {run.best['step']})")
+        if dist_ctx.main:
+            folder.trim_metrics(run.start)
+            folder.write_start_files(cfg)
+        if run.start >= cfg.steps:
+            note(f"resume: the run in {folder.path} is finished (step {run.start} of {cfg.steps}); "
+                 "raise --steps to extend it")
+            done = folder.finished_summary()
+            if done is not None:  # its summary (and training time) stays as it was
+                return done
+        run.run()
+        return finish_run(run, folder, say)
     finally:
-        for sg, h in old_handlers.items():
-            signal.signal(sg, h)
-        if metrics is not None:
-            metrics.close()
+        folder.close()
         dist_ctx.close()
 
-    summary = {"best": best, "train_seconds": train_seconds, "steps": cfg.steps, "seed": cfg.seed,
-               "out": str(out), "processes": dist_ctx.world}
-    if is_main:
+
+def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool, dist_ctx: Dist, note):
+    """Open (rank 0: lock, refuse or move aside) the run folder; on resume, find the
+    checkpoint and the configuration to continue with. Returns (cfg, (path, state) or None)."""
+    if dist_ctx.main:
+        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
+    dist_ctx.barrier()
+    if not resume:
+        return cfg, None
+    ck = folder.resume_checkpoint()
+    if ck is None:
+        note(f"resume: {folder.path} holds no checkpoint yet: starting from step 0")
+        return cfg, None
+    return reconcile_resumed_config(cfg, TrainConfig.from_dict(ck[1]["config"]), ck[0], note), ck
+
+
+def set_execution(cfg: TrainConfig, deterministic: bool, device: torch.device) -> None:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def finish_run(run: Training, folder: RunFolder, say) -> dict:
+    """The end of a run: the best result on the console, summary.json (rank 0)."""
+    summary = {"best": run.best, "train_seconds": run.train_seconds, "steps": run.cfg.steps,
+               "seed": run.cfg.seed, "out": str(folder.path), "processes": run.dist.world}
+    if run.main:
+        best = run.best
         if best["step"] >= 0:
-            say(f"\nfinal: best checkpoint at step {best['step']} ({out / 'best.pt'})")
+            say(f"\nfinal: best checkpoint at step {best['step']} ({folder.path / 'best.pt'})")
             say(format_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
-                                  "average_mAP": best["average_mAP"]}))
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-        if cfg.report and best["step"] >= 0:  # out/report/index.html (evaluation/report.py)
+                              "average_mAP": best["average_mAP"]}))
+        folder.write_text("summary.json", json.dumps(summary, indent=2))
+        if run.cfg.report and best["step"] >= 0:  # out/report/index.html (evaluation/report.py)
             from .evaluation.report import report_for_run
-            report_for_run(out, test_gt, cfg.tiou, say)
+            report_for_run(folder.path, run.test_gt, run.cfg.tiou, say)
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cola_fast.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m cola_fast.train", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="auto",
                    help="thumos14 | anet12 | cpu | cpu-large | tiny | auto (thumos14 with a GPU, cpu without)")
     p.add_argument("--data-root", default=None, help="dataset in the COLA_SPEC layout (default: built-in synthetic data)")
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (step 0 when it has none yet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds one, after moving the old run aside")
     p.add_argument("--steps", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--batch-size", type=int)
@@ -463,11 +587,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args) -> TrainConfig:
-    preset = args.preset
-    if preset == "auto":
-        preset = "thumos14" if torch.cuda.is_available() else "cpu"
-    cfg = get_preset(preset)
+def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
+    """The configuration of the command line: the preset's (or, on --resume, the run's
+    own saved configuration, base), with the named flags and --set applied, validated."""
+    if base is None:
+        preset = args.preset
+        if preset == "auto":
+            preset = "thumos14" if torch.cuda.is_available() else "cpu"
+        cfg = get_preset(preset)
+    else:
+        cfg = base
+        if args.preset not in ("auto", base.preset):
+            get_preset(args.preset)  # an unknown name is still an error
+            print(f"resume: --preset {args.preset} ignored: the run continues with its own settings "
+                  f"(preset {base.preset})", file=sys.stderr)
     named = {"data_root": args.data_root, "steps": args.steps, "eval_every": args.eval_every,
              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "num_segments": args.num_segments, "modality": args.modality, "backend": args.backend,
@@ -475,37 +608,63 @@ def config_from_args(args) -> TrainConfig:
     cfg = cfg.replace(**{k: v for k, v in named.items() if v is not None})
     for item in args.set:
         cfg = parse_override(cfg, item)
-    if cfg.steps < 1 or cfg.eval_every < 1 or cfg.batch_size < 1:
-        raise ValueError("steps, eval_every and batch_size must be >= 1")
-    return cfg
+    return cfg.validate("settings")
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds expects distinct non-negative integers, got {text!r}")
+    return seeds
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
-        seeds = [int(v) for v in args.seeds.split(",") if v.strip()] if args.seeds else None
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_command(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FloatingPointError, OSError) as e:  # DataError, RunError and friends
+        return fail(e)
+
+
+def run_command(args) -> int:
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    seeds = parse_seeds(args.seeds)
+    kw = dict(resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, deterministic=args.deterministic)
+    if not seeds:
+        cfg = config_from_args(args)  # checked before the folder is touched
+        out = Path(args.out or f"runs/{cfg.preset}")
+        if args.resume:
+            cfg = config_from_args(args, RunFolder(out).saved_config())
+        train(cfg, out, **kw)
+        return 0
+    cfg = config_from_args(args)
     out = Path(args.out or f"runs/{cfg.preset}")
+    for seed in seeds:  # every seed's settings are checked before the first one trains
+        cfg.replace(seed=seed).validate("settings")
+    parent = RunFolder(out)
+    parent.open("resume" if args.resume else "overwrite" if args.overwrite else "new",
+                note=lambda m: print(m, file=sys.stderr))
     try:
-        if not seeds:
-            train(cfg, out, resume=args.resume, quiet=args.quiet, deterministic=args.deterministic)
-            return 0
         summaries = []
         for seed in seeds:
             print(f"\n=== seed {seed} ===")
-            summaries.append(train(cfg.replace(seed=seed), out / f"seed{seed}", resume=args.resume,
-                                   quiet=args.quiet, deterministic=args.deterministic))
+            sub = out / f"seed{seed}"
+            base = RunFolder(sub).saved_config() if args.resume else None
+            scfg = config_from_args(args, base).replace(seed=seed)
+            summaries.append(train(scfg, sub, **dict(kw, overwrite=False)))
         table = seeds_table(summaries)
         print("\n" + table)
-        atomic_write_text(out / "seeds.md", table + "\n")
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FloatingPointError) as e:  # DataError and friends: a clear message, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        parent.write_text("seeds.md", table + "\n")
+    finally:
+        parent.close()
     return 0
 
 

@@ -243,3 +243,44 @@ def test_auto_is_one_graph_under_torch_compile(tuner):
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
     assert {d["key"].split("|")[0] for d in _autotune.decisions()} >= {
         "temporal_conv_embed/train", "mine_snippets/indices", "snico_loss/train", "classifier_1x1/train"}
+
+
+# --------------------------------------------------------------------------------------
+# a training run records its choices, and --resume pins them
+# --------------------------------------------------------------------------------------
+def test_resumed_run_reuses_the_recorded_choices_and_ends_bit_identical(cache, tmp_path, monkeypatch):
+    """The first half of a run chooses by measurement and records the choices (checkpoint and
+    autotune.json). The resumed half runs in a process whose measurements would choose
+    otherwise (here: always torch's own composition): the recorded choices are pinned, and the
+    weights equal those of the uninterrupted run bit for bit."""
+    from cola_fast.config import get_preset
+    from cola_fast.train import train
+
+    monkeypatch.delenv("COLA_FAST_BACKEND", raising=False)
+    _autotune.reset()
+    cfg = get_preset("tiny").replace(steps=20, eval_every=10)
+    train(cfg, tmp_path / "whole", quiet=True)
+    train(cfg.replace(steps=10), tmp_path / "halves", quiet=True)
+    recorded = json.loads((tmp_path / "halves" / _autotune.RUN_RECORD).read_text())["decisions"]
+    assert {d["key"].split("|")[0] for d in recorded} >= {"temporal_conv_embed/train", "snico_loss/train"}
+    chosen = {d["key"]: d["choice"] for d in recorded}
+
+    _autotune.reset()  # as a new process, whose own measurements would choose differently
+    real_measure = _autotune.measure
+
+    def torch_everywhere(key, tuning, device):
+        d = real_measure(key, tuning, device)
+        d.choice = tuning.reference
+        return d
+    monkeypatch.setattr(_autotune, "measure", torch_everywhere)
+    monkeypatch.setenv("COLA_FAST_AUTOTUNE", "refresh")  # and no disk cache to fall back on
+    train(cfg, tmp_path / "halves", resume=True, quiet=True)
+    pinned = {d["key"]: d["choice"] for d in _autotune.decisions() if d["source"] == "pinned"}
+    assert pinned and all(chosen[k] == c for k, c in pinned.items())
+    assert any(k.startswith("temporal_conv_embed/train") for k in pinned)
+    a = torch.load(tmp_path / "halves" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 20
+    for k in b["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    _autotune.reset()

@@ -133,9 +133,14 @@ def test_bad_settings_fail_clearly(args, msg, capsys, tmp_path):
     assert msg in capsys.readouterr().err
 
 
-def test_resume_without_checkpoint_fails_clearly(capsys, tmp_path):
-    rc = main(["--preset", "tiny", "--out", str(tmp_path / "none"), "--resume"])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+def test_resume_without_checkpoint_starts_from_step_0(cache, capsys, tmp_path):
+    """--resume on a folder without a checkpoint (a run killed before its first one, or
+    no run yet) starts from step 0 and says so on stderr, even with --quiet."""
+    rc = main(["--preset", "tiny", "--steps", "10", "--eval-every", "10", "--out", str(tmp_path / "none"),
+               "--resume", "--quiet"])
+    assert rc == 0
+    assert "holds no checkpoint yet: starting from step 0" in capsys.readouterr().err
+    assert torch.load(tmp_path / "none" / "last.pt", weights_only=True)["step"] == 10
 
 
 def test_bf16_autocast_trains(cache, tmp_path):

@@ -22,7 +22,7 @@ from .errors import DataError
 from .sampling import sample_random_perturb, sample_uniform
 
 __all__ = ["VideoDataset", "load_gt", "class_names_from_gt", "read_split", "load_feature",
-           "MODALITIES", "SNIPPET_SECONDS"]
+           "check_video_id", "MODALITIES", "SNIPPET_SECONDS"]
 
 MODALITIES = ("rgb", "flow")
 SNIPPET_SECONDS = 16 / 25  # one snippet = 16 frames at 25 fps
@@ -88,6 +88,16 @@ def class_names_from_gt(gt, name: str | None = None) -> list[str]:
     return labels
 
 
+def check_video_id(vid: str, where) -> str:
+    """A video id names files (<vid>.npy): it must stay a plain file name inside its
+    folder. Refuses ids that are empty, absolute, hold a path separator, "..", or NUL."""
+    if (not vid or os.path.isabs(vid) or "/" in vid or "\\" in vid or ".." in vid or "\0" in vid
+            or (os.altsep and os.altsep in vid)):
+        raise DataError(f"{where}: video id {vid!r} is not a plain file name "
+                        "(no path separator, '..' or absolute path)")
+    return vid
+
+
 def read_split(root, split: str) -> list[str]:
     """Video ids of ``<root>/split_<split>.txt`` (one per line, blank lines ignored)."""
     path = Path(root) / f"split_{split}.txt"
@@ -97,6 +107,8 @@ def read_split(root, split: str) -> list[str]:
         ids = [line.strip() for line in f if line.strip()]
     if not ids:
         raise DataError(f"split file {path} is empty (no video id)")
+    for vid in ids:
+        check_video_id(vid, path)
     dup = {v for v in ids if ids.count(v) > 1} if len(set(ids)) != len(ids) else set()
     if dup:
         raise DataError(f"split file {path} lists video ids more than once: {sorted(dup)[:5]}")

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import numpy as np
 import torch
 
+from ..cli import ArgumentParser, fail
 from .dataset import SNIPPET_SECONDS, VideoDataset
+from .errors import DataError
 
 
 def snippet_targets(ds: VideoDataset, i: int, margin: int = 2):
@@ -87,17 +90,24 @@ def linear_probe(root, modality="all", steps=300, margin=2, seed=0, lr=0.05, wei
     return res
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python -m cola_fast.data.probe", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root")
     p.add_argument("--modality", default="all", choices=["all", "rgb", "flow"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--margin", type=int, default=2)
     a = p.parse_args(argv)
-    res = linear_probe(a.root, a.modality, a.steps, a.margin)
+    if a.steps < 1 or a.margin < 0:
+        p.error("--steps must be >= 1 and --margin >= 0")
+    try:
+        res = linear_probe(a.root, a.modality, a.steps, a.margin)
+    except DataError as e:
+        return fail(e)
     for k, v in res.items():
         print(f"{k:32s} {v}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset import check_video_id
 from .errors import DataError
 
 __all__ = ["load_wtalc", "convert_wtalc", "WtalcData", "subset_to_split"]
@@ -53,7 +54,10 @@ class WtalcData:
 
 def _s(x):
     if isinstance(x, bytes):
-        return x.decode("utf-8")
+        try:
+            return x.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"W-TALC text {x[:40]!r} is not UTF-8") from None
     if isinstance(x, np.ndarray) and x.ndim == 0:
         return _s(x.item())
     return str(x)
@@ -81,7 +85,7 @@ def load_wtalc(features_npy, annotations_dir, allow_pickle: bool = False) -> Wta
         raise DataError(f"W-TALC annotations folder not found: {adir}")
     arr = {n: _load_npy(str(adir / n), True) for n in REQUIRED}
     feats = _load_npy(str(features_npy), True)
-    names = [_s(v) for v in arr["videoname.npy"]]
+    names = [check_video_id(_s(v), adir / "videoname.npy") for v in arr["videoname.npy"]]
     V = len(names)
     if len(set(names)) != V:
         raise DataError(f"{adir / 'videoname.npy'}: video ids repeat")

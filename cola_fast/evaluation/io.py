@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ def _read_json(path, what: str) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise EvaluationInputError(f"{what} file {path} is not valid JSON: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # EOFError: a truncated .gz
         raise EvaluationInputError(f"cannot read {what} file {path}: {e}") from None
 
 

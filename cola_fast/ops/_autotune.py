@@ -309,31 +309,9 @@ def format_decisions(items: list[dict] | None = None) -> str:
     return "\n".join(lines) if lines else "(no decision yet: the ops choose on first use)"
 
 
-RUN_RECORD = "autotune.json"  # in a training run's folder
+RUN_RECORD = "autotune.json"  # in a training run's folder, beside the checkpoints that hold the same list
 
 
-def write_run_record(run_dir: str | os.PathLike) -> Path:
-    """Record this process's decisions in a run folder (atomic), for --resume to pin."""
-    path = Path(run_dir) / RUN_RECORD
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"format": CACHE_FORMAT + "-run", "version": CACHE_VERSION,
-                               "decisions": decisions()}, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
-def pin_run_record(run_dir: str | os.PathLike) -> int:
-    """Pin the decisions recorded in a run folder; returns how many (0 when there is no record).
-    A record that cannot be read is an error: the resumed run could not promise the same kernels."""
-    path = Path(run_dir) / RUN_RECORD
-    if not path.exists():
-        return 0
-    try:
-        data = json.loads(path.read_text())
-        recorded = data["decisions"]
-        if data.get("format") != CACHE_FORMAT + "-run" or not isinstance(recorded, list):
-            raise ValueError("not a cola_fast run record")
-        return pin([d for d in recorded if isinstance(d, dict) and "key" in d and "choice" in d])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: cannot read the recorded backend choices ({e}); delete the file to "
-                         "let the resumed run choose again (it may then not be bit-identical)") from e
+def run_record() -> dict:
+    """This process's decisions as a run folder records them (autotune.json)."""
+    return {"format": CACHE_FORMAT + "-run", "version": CACHE_VERSION, "decisions": decisions()}
