@@ -147,41 +147,39 @@ def test_resume_restores_model_optimizer_step_and_best(cache, tmp_path):
     assert a["best"] == b["best"]
 
 
-def test_resumed_run_keeps_a_better_earlier_best(cache, tmp_path):
-    """The state at step 1 says the best so far is 0.99 (at step 1). The resumed run's
-    evaluation at step 2 is far below it, so best stays {0.99, step 1}, best.pt and
-    best_results.json are not replaced, and the run reports that best."""
+def test_resumed_run_stops_on_the_same_best(cache, tmp_path):
+    """The state at step 1 of a 2-step run is resumed twice, with two `best` written in:
+    - best 0.0 (at step 1): the step-2 evaluation, X > 0, replaces it (best.pt, best step 2);
+    - best X + 0.001 (at step 1): the step-2 evaluation (X again: the resumed runs are
+      equal) is not higher, so best stays, best.pt and best_results.json are not
+      replaced, and the run reports that best."""
     first = tmp_path / "first"
     train(_tiny(steps=1, eval_every=1), first, quiet=True)
-    injected = {"average_mAP": 0.99, "step": 1, "mAP": [0.99] * 7, "tiou_thresholds": get_preset("tiny").tiou}
-    out = tmp_path / "resumed"
-    _stop_early(first, out, steps=2, best=injected)
-    best_before = (out / "best.pt").read_bytes()
-    results_before = (out / "best_results.json").read_bytes()
-    assert main(["--preset", "tiny", "--steps", "2", "--eval-every", "1", "--out", str(out),
-                 "--resume", "--quiet"]) == 0
-    evals = [r for r in _records(out) if r["kind"] == "eval"]
-    assert evals[-1]["step"] == 2 and evals[-1]["average_mAP"] < 0.99
-    assert _load(out / "last.pt")["best"] == injected
-    assert json.loads((out / "summary.json").read_text())["best"] == injected
-    assert (out / "best.pt").read_bytes() == best_before
-    assert (out / "best_results.json").read_bytes() == results_before
+    tiou = get_preset("tiny").tiou
 
+    def resume(name, best):
+        out = tmp_path / name
+        _stop_early(first, out, steps=2, best=best)
+        before = {f: (out / f).read_bytes() for f in ("best.pt", "best_results.json")}
+        assert main(["--preset", "tiny", "--steps", "2", "--eval-every", "1", "--out", str(out),
+                     "--resume", "--quiet"]) == 0
+        step2 = [r for r in _records(out) if r["kind"] == "eval"][-1]
+        assert step2["step"] == 2
+        return out, step2["average_mAP"], before
 
-def test_resumed_run_replaces_a_worse_best(cache, tmp_path):
-    """The other side: a best of 0.0 in the state is beaten by the step-2 evaluation."""
-    first = tmp_path / "first"
-    train(_tiny(steps=1, eval_every=1), first, quiet=True)
-    worse = {"average_mAP": 0.0, "step": 1, "mAP": [0.0] * 7, "tiou_thresholds": get_preset("tiny").tiou}
-    out = tmp_path / "resumed"
-    _stop_early(first, out, steps=2, best=worse)
-    assert main(["--preset", "tiny", "--steps", "2", "--eval-every", "1", "--out", str(out),
-                 "--resume", "--quiet"]) == 0
-    step2 = [r for r in _records(out) if r["kind"] == "eval"][-1]
-    assert step2["step"] == 2 and step2["average_mAP"] > 0
+    out, x, _ = resume("worse", {"average_mAP": 0.0, "step": 1, "mAP": [0.0] * 7, "tiou_thresholds": tiou})
+    assert x > 0
     best = _load(out / "last.pt")["best"]
-    assert best["step"] == 2 and best["average_mAP"] == step2["average_mAP"]
+    assert best["step"] == 2 and best["average_mAP"] == x
     assert _load(out / "best.pt")["step"] == 2
+
+    better = {"average_mAP": x + 0.001, "step": 1, "mAP": [x + 0.001] * 7, "tiou_thresholds": tiou}
+    out, x2, before = resume("better", better)
+    assert x2 == x
+    assert _load(out / "last.pt")["best"] == better
+    assert json.loads((out / "summary.json").read_text())["best"] == better
+    for f, content in before.items():
+        assert (out / f).read_bytes() == content, f"{f} was replaced by a worse evaluation"
 
 
 # --------------------------------------------------------------------------------------
@@ -193,10 +191,10 @@ DDP_ARGS = ["--preset", "tiny", "--steps", "3", "--eval-every", "3", "--threads"
 
 def test_torchrun_shares_masks_and_equivalence(cache, tmp_path, monkeypatch):
     """2 gloo processes, global batch 16, 3 steps; then the same run in 1 process.
-    - rank r trains on rows [8r, 8r+8) of the global batch of every step;
+    - the ranks' shares of every step partition the global batch (16 rows, 8 each);
     - the ranks' keep masks differ at every step, and each rank's differ between steps;
     - with dropout 0 and lambda_snico 0 (the masks then change nothing: COLA_SPEC's
-      losses are means over the batch, and DDP averages the ranks' gradients) the final
+      losses are means over the batch, and DDP averages the ranks' gradients) the
       gradient every rank steps with equals the 1-process run's full-batch gradient."""
     ddp_out, probe = tmp_path / "ddp", tmp_path / "probe"
     probe.mkdir()
@@ -220,9 +218,15 @@ def test_torchrun_shares_masks_and_equivalence(cache, tmp_path, monkeypatch):
 
     assert len(one["x"]) == 3 and all(len(rk["x"]) == 3 for rk in ranks)
     for s in range(3):
-        assert one["x"][s].shape[0] == 16
-        for i, rk in enumerate(ranks):
-            assert torch.equal(rk["x"][s], one["x"][s][8 * i:8 * (i + 1)]), (s, i)
+        glob = one["x"][s]
+        assert glob.shape[0] == 16 and all(rk["x"][s].shape[0] == 8 for rk in ranks)
+        rows = []  # the global-batch row of each row of each rank's share
+        for rk in ranks:
+            for row in rk["x"][s]:
+                hits = [j for j in range(16) if j not in rows and torch.equal(glob[j], row)]
+                assert hits, f"step {s}: a rank trained on a row outside the global batch"
+                rows.append(hits[0])
+        assert sorted(rows) == list(range(16)), f"step {s}: the shares do not partition the batch: {rows}"
         assert not torch.equal(ranks[0]["keep"][s], ranks[1]["keep"][s]), f"ranks drew the same masks at step {s}"
     for rk in ranks:
         assert not torch.equal(rk["keep"][0], rk["keep"][1])

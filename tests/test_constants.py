@@ -184,6 +184,22 @@ def test_tiou_equal_to_threshold_is_a_match(impl):
 
 
 @pytest.mark.parametrize("impl", ["fast", "reference", "pandas"])
+def test_tiou_threshold_zero_matches_disjoint_segments(impl):
+    """tIoU = max(0, ...) / union: disjoint segments have tIoU exactly 0, which is not below
+    a threshold of 0, so at threshold 0 the first prediction matches (AP 1)."""
+    db = {"v": {"subset": "test", "annotations": [{"label": "a", "segment": [0.0, 10.0]}]}}
+    res = {"results": {"v": [{"label": "a", "score": 0.5, "segment": [20.0, 30.0]}]}}
+    thr = [0.0, 0.1]
+    if impl == "pandas":
+        pytest.importorskip("pandas")
+        from cola_fast.evaluation import anet_pandas
+        m = anet_pandas.evaluate({"database": db}, res, "test", thr)[0]
+    else:
+        m = evaluate_detection({"database": db}, res, "test", thr, impl=impl)["mAP"]
+    assert list(m) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference", "pandas"])
 def test_tied_scores_follow_reversed_argsort(impl):
     """COLA_SPEC 6: predictions sorted by numpy argsort then reversed, so of two equal
     scores the later one in the file comes first. File order: A (matches the one gt
