@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cola_fast import reference
-from cola_fast.config import PRESETS, get_preset
+from cola_fast.config import get_preset
 from cola_fast.evaluation import ProposalConfig, evaluate_detection, generate_proposals
 from cola_fast.evaluation import reference as R
 from cola_fast.evaluation.proposals import _native_ops, nms_batched, nms_indices
