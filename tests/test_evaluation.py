@@ -122,6 +122,18 @@ def test_fast_equals_pandas_oracle(seed):
     assert res["average_mAP"] == avg
 
 
+def test_pandas_oracle_is_independent_of_the_reference():
+    """anet_pandas computes tIoU and the interpolated AP itself: comparing the fast path with
+    it must not compare the reference's helpers with themselves."""
+    import ast
+    import inspect
+    from cola_fast.evaluation import anet_pandas
+    tree = ast.parse(inspect.getsource(anet_pandas))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and ("reference" in m or "detection" in m or "_pairwise" in m) for m in imported), imported
+
+
 def test_many_predictions_per_gt_and_multi_choice():
     """Dense nested predictions on close ground truth: several eligible instances per
     prediction, contested in rank order (exercises the round-based matching)."""

@@ -87,10 +87,18 @@ def test_bad_config_and_input():
         model(torch.randn(2, 10, 5))
 
 
-def test_short_test_video_scores_defined():
-    model = CoLA(ModelConfig(feature_dim=4, num_classes=2, embed_dim=4)).eval()
-    out = model(torch.randn(1, 3, 4), mine=False)  # T < r_easy: k_easy would be 0
-    assert torch.isfinite(out["video_scores"]).all()
+@pytest.mark.parametrize("T", [1, 3, 4])
+def test_short_test_video_scores_defined(T):
+    """T < r_easy: k_easy = T // 5 would be 0 (the published code would average nothing);
+    a test video that short is scored with its single largest cas value per class."""
+    torch.manual_seed(T)
+    model = CoLA(ModelConfig(feature_dim=4, num_classes=3, embed_dim=4)).eval()
+    x = torch.randn(1, T, 4)
+    out = model(x, mine=False)
+    _, cas, _ = _published_forward(model, x)
+    want = torch.softmax(cas.max(dim=1).values, dim=1)
+    torch.testing.assert_close(out["video_scores"], want)
+    assert out["video_scores"].sum().item() == pytest.approx(1.0, rel=1e-6)
 
 
 def test_module_params_match_nn_conv1d_init_shapes():

@@ -1,7 +1,8 @@
 """End-to-end training on the built-in synthetic data (the `tiny` preset): the loss falls,
 the mAP clears a bar, a killed run resumes to the same result, repeated runs are
-bit-identical, seeds and torchrun (gloo, 2 processes) work, bad settings fail clearly."""
+bit-identical, seeds work, bad settings fail clearly (torchrun: test_composition_train.py)."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -108,17 +109,8 @@ def test_seeds_table(cache, tmp_path, capsys):
     assert s0["seed"] == 0 and s1["seed"] == 1
 
 
-def test_torchrun_two_processes_gloo(cache, tmp_path):
-    out = tmp_path / "ddp"
-    # pinned to the CPU: under torchrun the trainer would pick cuda:<local_rank> and NCCL, and
-    # rank 1 fails on a one-GPU machine (the GPU variant: tests/test_gpu_train.py, >= 2 GPUs)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "cola_fast.train", "--preset", "tiny", "--steps", "20", "--eval-every", "20",
-           "--out", str(out), "--quiet", "--threads", "1", "--device", "cpu"]
-    r = subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads((out / "summary.json").read_text())
-    assert s["processes"] == 2 and s["steps"] == 20 and s["best"]["step"] == 20
+# torchrun (gloo, 2 processes): tests/test_composition_train.py runs it and checks the batch
+# shares, the masks per rank and the gradients against the 1-process run
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -147,5 +139,5 @@ def test_bf16_autocast_trains(cache, tmp_path):
     """--set amp=bf16: the forward runs under autocast(bfloat16); losses stay finite and fall."""
     s = train(get_preset("tiny").replace(steps=30, eval_every=30, amp="bf16"), tmp_path, quiet=True)
     losses, _ = _losses(tmp_path)
-    assert all(l == l for l in losses) and losses[-1] < losses[0]
+    assert all(math.isfinite(l) for l in losses) and losses[-1] < losses[0]
     assert s["best"]["average_mAP"] > 0

@@ -12,9 +12,31 @@ import json
 
 import numpy as np
 
-# the published tIoU and interpolated-AP helpers are the reference module's, unchanged
-from .reference import interpolated_prec_rec as _interp
-from .reference import segment_iou as _tiou
+
+def _tiou(pred_segment, gt_segments):
+    """COLA_SPEC 6: tIoU of one predicted [start, end] with each row of gt_segments (n, 2):
+    max(0, min(end) - max(start)) / (len_pred + len_gt - intersection). Written here, not
+    imported from evaluation/reference.py, so that this module stays an independent oracle."""
+    gt_segments = np.asarray(gt_segments, dtype=np.float64)
+    start, end = float(pred_segment[0]), float(pred_segment[1])
+    inter = np.minimum(end, gt_segments[:, 1]) - np.maximum(start, gt_segments[:, 0])
+    inter = np.where(inter > 0, inter, 0.0)
+    union = (end - start) + (gt_segments[:, 1] - gt_segments[:, 0]) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / union
+
+
+def _interp(prec, rec):
+    """COLA_SPEC 6: area under the interpolated precision envelope (VOC 2011 style).
+    Precision is padded with 0 at both ends and recall with 0 and 1, the envelope is the
+    running maximum taken from the right, and the area sums envelope x recall step over
+    the points where recall moves."""
+    p = np.concatenate([[0.0], np.asarray(prec, dtype=np.float64), [0.0]])
+    r = np.concatenate([[0.0], np.asarray(rec, dtype=np.float64), [1.0]])
+    envelope = np.maximum.accumulate(p[::-1])[::-1]
+    step = r[1:] - r[:-1]
+    moves = step != 0
+    return np.sum(step[moves] * envelope[1:][moves])
 
 
 def _pd():
