@@ -53,6 +53,7 @@ def test_missing_matplotlib_is_said_before_training_and_the_run_finishes(cache, 
     train(_quick(plot_videos=2), out, quiet=True)
     err = capsys.readouterr().err
     assert "pip install cola_fast[plot]" in err and err.count("needs matplotlib") == 1
+    assert "plotting" not in err, "plots were still attempted"
     assert (out / "last.pt").exists() and not (out / "plots").exists()
 
 
@@ -304,7 +305,8 @@ def test_config_file_is_read_and_flags_override_it(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("content,msg", [("{", "not valid JSON"), ('{"stepz": 3}', "unknown config fields"),
-                                         ("[1]", "JSON object"), ('{"feature_fps": -1}', "feature_fps")])
+                                         ("[1]", "JSON object"), ('{"feature_fps": -1}', "feature_fps"),
+                                         ('{"compile": "yes"}', "compile")])
 def test_bad_config_file_fails_clearly(tmp_path, capsys, content, msg):
     f = tmp_path / "c.json"
     f.write_text(content)
@@ -358,11 +360,13 @@ def test_official_schedule_epochs_cover_every_video_once_with_a_short_last_batch
     assert {len(stream.step_videos(k)) for k in range(26)} == {16}
 
 
-def test_official_schedule_run_resumes_to_the_same_model(cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("on_device", ["no", "yes"])
+def test_official_schedule_run_resumes_to_the_same_model(cache, tmp_path, monkeypatch, on_device):
     """Steps 0-19 cross the short batch (step 12). A run stopped after its step-10
-    checkpoint and resumed ends bit-identical to the uninterrupted one."""
+    checkpoint and resumed ends bit-identical to the uninterrupted one (host and
+    device-bank data paths)."""
     import cola_fast.train as tr
-    cfg = _quick(steps=20, batch_schedule="official")
+    cfg = _quick(steps=20, batch_schedule="official", data_on_device=on_device)
     full = tmp_path / "full"
     train(cfg, full, quiet=True, deterministic=True)
 
