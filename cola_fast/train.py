@@ -311,6 +311,10 @@ def compile_step(net, loss_fn, cfg: TrainConfig, say=print):
     if not cfg.compile:
         return net, loss_fn
     say("compile: torch.compile on the model and the loss; the first steps include the compile time")
+    if cfg.backend in ("auto", "native") and cfg.dropout > 0 and resolve_device(cfg.device).type == "cpu":
+        say("compile: note: on the CPU the fused dropout takes a new integer seed every step, which "
+            "torch.compile recompiles for until its limit (measured slower than eager on the tiny preset); "
+            "--backend reference compiles cleanly")
     return torch.compile(net), torch.compile(loss_fn)
 
 
