@@ -218,7 +218,7 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_
     Returns (metrics dict, results dict in the ActivityNet results format). With
     plot_dir, the first cfg.plot_videos test videos get a PNG there; a plot that fails
     is reported and skipped, never fatal to the run."""
-    from .evaluation import evaluate_detection, generate_proposals, results_json
+    from .evaluation import evaluate_detection, generate_proposals, results_document
 
     pcfg = cfg.proposal_config()
     was_training = model.training
@@ -237,7 +237,7 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_
     model.train(was_training)
     res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
                              tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
-    return res, results_json(results)
+    return res, results_document(results)
 
 
 class VideoPlotter:

@@ -168,6 +168,14 @@ def write_json_atomic(obj, path) -> None:
         raise
 
 
+def results_document(results: dict, version: str = "cola_fast", method: str = "CoLA (cola_fast)") -> dict:
+    """The results file's top level around already clean per-video detections: the keys
+    the official CoLA evaluator (method, results) and the ActivityNet one (version,
+    results, external_data) check for. No validation: see results_json."""
+    return {"version": version, "method": method, "results": results,
+            "external_data": {"used": True, "details": "I3D features (rgb + flow)"}}
+
+
 def results_json(per_video_dets: dict, path=None, version: str = "cola_fast",
                  method: str = "CoLA (cola_fast)") -> dict:
     """Build ``{"version", "method", "results": {vid: [dets]}, "external_data"}`` from
@@ -188,8 +196,7 @@ def results_json(per_video_dets: dict, path=None, version: str = "cola_fast",
         ends = np.cumsum(counts).tolist()
         starts = [0] + ends[:-1]
         clean = {"results": {str(k): dets[a:b] for k, a, b in zip(keys, starts, ends)}}
-    out = {"version": version, "method": method, "results": clean["results"],
-           "external_data": {"used": True, "details": "I3D features (rgb + flow)"}}
+    out = results_document(clean["results"], version, method)
     if path is not None:
         write_json_atomic(out, path)
     return out
