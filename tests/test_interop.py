@@ -2,7 +2,6 @@
 official CoLA and ActivityNet evaluators accept, official CoLA weights in and out, frame
 rate and snippet length as settings, --config, help text, the official batch schedule."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import torch.nn as nn
 from cola_fast.config import TrainConfig, get_preset, parse_override
 from cola_fast.train import BatchStream, build_parser, main as train_main, train
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _quick(**kw):
