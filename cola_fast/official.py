@@ -139,20 +139,21 @@ def official_class_names(num_classes: int, gt=None) -> list[str]:
 def init_model(model, path, say=print) -> None:
     """Load the weights of path (official CoLA state dict or cola_fast checkpoint) into
     model, after checking that the shapes agree with model's configuration."""
-    state, dims, _ = load_any_weights(path)
+    state, dims, ckpt = load_any_weights(path)
     cfg = model.cfg
+    if ckpt is None and cfg.classifier != "thumos":
+        raise ValueError(f"--init {path}: official CoLA weights have the THUMOS'14 classifier (a 1x1 conv); "
+                         f"this model's classifier is {cfg.classifier!r} (use --set classifier=thumos)")
     for name in ("feature_dim", "embed_dim", "embed_kernel", "num_classes"):
         if dims[name] != getattr(cfg, name):
             hint = (f" (add --set {name}={dims[name]})" if name in ("embed_dim", "embed_kernel") else
                     " (the features or classes of this dataset differ from those the weights were trained on)")
             raise ValueError(f"--init {path}: the weights have {name}={dims[name]}, the model {getattr(cfg, name)}"
                              + hint)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "depthwise.weight"]:
-        raise ValueError(f"--init {path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
-    if missing:
-        raise ValueError(f"--init {path}: the official layout has no depthwise classifier; "
-                         f"use classifier='thumos'")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # e.g. a cola_fast checkpoint of another classifier
+        raise ValueError(f"--init {path}: the weights do not fit the model: {e}") from None
     say(f"init: weights from {path} (D={dims['feature_dim']}, E={dims['embed_dim']}, "
         f"K={dims['embed_kernel']}, C={dims['num_classes']})")
 

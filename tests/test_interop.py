@@ -220,6 +220,13 @@ def test_train_init_with_wrong_feature_dim_fails_clearly(cache, tmp_path, capsys
     assert "feature_dim=100" in capsys.readouterr().err
 
 
+def test_train_init_official_weights_into_the_anet_classifier_fails_clearly(cache, tmp_path, capsys):
+    path, _ = _official_file(tmp_path, D=128, E=8, C=20)
+    assert train_main(["--preset", "tiny", "--init", str(path), "--out", str(tmp_path / "r"), "--quiet",
+                       "--set", "classifier=anet"]) == 2
+    assert "THUMOS'14 classifier" in capsys.readouterr().err
+
+
 def test_export_to_the_official_layout_loads_into_the_official_model(tiny_run, tmp_path):
     """Export best.pt; the official module layout loads it strictly and computes the
     same class activations as cola_fast."""
