@@ -1,5 +1,18 @@
 """Build cola_fast and its compiled extension cola_fast._C.
 
+The extension is compiled against the torch that is installed, and must run with that
+same torch. Build it without build isolation (an isolated build would compile against a
+fresh torch downloaded into a throw-away environment):
+
+    pip install --no-build-isolation -e .                    # from a clone
+    pip install --no-build-isolation cola_fast-<v>.tar.gz     # from the sdist
+    python -m build --no-isolation                           # sdist and wheel
+
+Without an importable torch the metadata and the sdist are still made; anything that
+compiles (including pip's metadata step before an editable or wheel build) stops at once
+with the command to use. Next to the extension, cola_fast/_build_info.py records the
+torch and CUDA versions it was built against (checked when cola_fast.ops is imported).
+
 The CPU kernels (csrc/cpu/*.cpp) are always built. The CUDA kernels (csrc/cuda/*.cu)
 are built whenever a CUDA toolkit (nvcc) and a CUDA-enabled torch are present, whether
 or not a GPU is visible, so that CI compiles and links them on every change.
@@ -109,7 +122,66 @@ def _extensions():
     return [ext], cpp_extension.BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
 
 
-ext_modules, build_ext = _extensions()
+# setup.py commands that compile the extension or prepare a wheel / editable install of it
+_NEEDS_TORCH = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install", "dist_info",
+                "bdist_egg"}
+
+NO_TORCH_MESSAGE = """
+cola_fast compiles a C++/CUDA extension against the torch it will run with, and torch
+cannot be imported here ({error}).
+
+If you ran `pip install -e .` or `pip install .`: pip builds in an isolated environment
+without your torch. Build against your installed torch instead:
+
+    pip install --no-build-isolation -e .        # from a clone (this is the command to use)
+    pip install --no-build-isolation cola_fast-<version>.tar.gz   # from the sdist
+    python -m build --no-isolation               # to make the sdist and the wheel
+
+If torch is not installed yet, install it first (pip install torch), then run one of the
+commands above. Add FORCE_ONLY_CPU=1 to build the CPU kernels only (faster).
+"""
+
+
+def _write_build_info(directory: str, with_cuda: bool) -> None:
+    """cola_fast/_build_info.py next to the built extension: the versions it was built
+    against, for the check in cola_fast.ops._backend."""
+    import torch
+    text = ("# Written by setup.py when cola_fast._C was compiled (not in git). cola_fast.ops compares\n"
+            "# these with the running torch and warns when they differ.\n"
+            f"TORCH_VERSION = {torch.__version__!r}\n"
+            f"CUDA_VERSION = {torch.version.cuda!r}  # torch.version.cuda of the build's torch\n"
+            f"WITH_CUDA_KERNELS = {bool(with_cuda)!r}\n")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "_build_info.py"), "w") as f:
+        f.write(text)
+
+
+def _recording(build_ext_cls, with_cuda: bool):
+    """build_ext_cls that also writes _build_info.py beside the extension it builds."""
+
+    class BuildExtRecordingVersions(build_ext_cls):
+        def run(self):
+            super().run()
+            _write_build_info(os.path.dirname(self.get_ext_fullpath("cola_fast._C")), with_cuda)
+
+    return BuildExtRecordingVersions
+
+
+def _torch_or_exit():
+    """ext_modules and cmdclass when torch is importable. Without torch: nothing to
+    compile for sdist / egg_info; a clear stop for every command that would compile."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        if _NEEDS_TORCH & set(sys.argv[1:]):
+            sys.exit(NO_TORCH_MESSAGE.format(error=e))
+        return [], {}
+    exts, build_ext = _extensions()
+    with_cuda = any("COLA_FAST_WITH_CUDA" in dict(e.define_macros) for e in exts)
+    return exts, {"build_ext": _recording(build_ext, with_cuda)}
+
+
+ext_modules, cmdclass = _torch_or_exit()
 
 setup(
     # cola_fast.data.thumos14 holds only data files (read through importlib.resources)
@@ -118,6 +190,6 @@ setup(
     package_dir={"cola_fast.kernels": "kernels"},
     package_data={"cola_fast.data.thumos14": ["*.json", "*.txt"]},
     ext_modules=ext_modules,
-    cmdclass={"build_ext": build_ext},
+    cmdclass=cmdclass,
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

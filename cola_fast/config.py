@@ -36,6 +36,9 @@ MIN_INT = {"num_segments": 1, "synthetic_feature_dim": 1, "synthetic_seed": 0, "
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+BATCH_SCHEDULES = ("stream", "official")
+
+
 @dataclass
 class TrainConfig:
     preset: str = "cpu"
@@ -46,6 +49,8 @@ class TrainConfig:
     synthetic_feature_dim: int = 1024     # per modality, synthetic data only
     synthetic_time_scale: float = 1.0     # shrinks synthetic videos (and their segments)
     synthetic_seed: int = 0
+    feature_fps: float = 25.0             # frames per second of the videos the features were cut from
+    snippet_frames: int = 16              # frames per feature snippet: a snippet lasts snippet_frames / feature_fps s
     # model
     embed_dim: int = 2048
     embed_kernel: int = 3
@@ -77,6 +82,34 @@ class TrainConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     threads: int = 0                      # torch CPU threads; 0: leave torch's default
     data_on_device: str = "auto"          # auto (on CUDA) | yes | no: training features in one device tensor
+    batch_schedule: str = "stream"        # stream: full batches across epoch ends | official: per-epoch shuffled
+                                          # batches, the last one short (COLA_SPEC 4)
+    compile: bool = False                 # torch.compile the model and loss of the training step
+    init: str | None = None               # start from these weights (official CoLA state dict or cola_fast checkpoint)
+
+    def __post_init__(self):
+        # checks of the fields above whose bad values would otherwise fail late or silently
+        if not (isinstance(self.feature_fps, (int, float)) and self.feature_fps > 0):
+            raise ValueError(f"feature_fps must be a number > 0, got {self.feature_fps!r}")
+        if isinstance(self.snippet_frames, bool) or not isinstance(self.snippet_frames, int) \
+                or self.snippet_frames < 1:
+            raise ValueError(f"snippet_frames must be an integer >= 1, got {self.snippet_frames!r}")
+        if self.batch_schedule not in BATCH_SCHEDULES:
+            raise ValueError(f"batch_schedule must be one of {', '.join(BATCH_SCHEDULES)}, "
+                             f"got {self.batch_schedule!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+
+    @property
+    def snippet_seconds(self) -> float:
+        return self.snippet_frames / self.feature_fps
+
+    def proposal_config(self):
+        """The ProposalConfig preset of `proposals`, converting snippets to seconds with
+        this config's feature_fps and snippet_frames."""
+        from .evaluation import ProposalConfig
+        base = ProposalConfig.anet12() if self.proposals == "anet12" else ProposalConfig.thumos14()
+        return dataclasses.replace(base, fps=float(self.feature_fps), snippet_frames=self.snippet_frames)
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
@@ -188,7 +221,11 @@ def parse_override(cfg: TrainConfig, item: str) -> TrainConfig:
         return dataclasses.replace(cfg, data_root=None)
     try:
         if isinstance(current, bool):
-            conv = value.lower() in ("1", "true", "yes", "on")
+            words = {"1": True, "true": True, "yes": True, "on": True,
+                     "0": False, "false": False, "no": False, "off": False}
+            if value.lower() not in words:
+                raise ValueError
+            conv = words[value.lower()]
         elif isinstance(current, int):
             conv = int(value)
         elif isinstance(current, float):

@@ -24,37 +24,49 @@ from .config import TrainConfig
 from .model import CoLA, ModelConfig
 
 
-def load_model(path, device="cpu"):
-    """(model in eval mode, TrainConfig, class_names) from a checkpoint written by the trainer."""
+def load_model(path, device="cpu", gt=None):
+    """(model in eval mode, TrainConfig, class_names) from a checkpoint written by the
+    trainer or from an official CoLA state dict (.pkl / .pth; cola_fast.official). For
+    the latter the model's sizes come from the tensors' shapes, the settings from the
+    thumos14 preset, and the class names from gt (a gt.json path or dict) or, with 20
+    classes, THUMOS'14's in alphabetical order."""
+    from .config import get_preset
+    from .official import is_official, official_class_names, from_official, read_weights_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds
-        raise ValueError(f"checkpoint {path} could not be read: {e}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}: not a cola_fast training checkpoint")
-    for key in ("model", "config", "class_names", "feature_dim"):
-        if key not in state:
-            raise ValueError(f"checkpoint {path} has no {key!r}: not a cola_fast training checkpoint")
-    cfg = TrainConfig.from_dict(state["config"], f"checkpoint {path} config")
-    names, dim = state["class_names"], state["feature_dim"]
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(c, str) for c in names):
-        raise ValueError(f"checkpoint {path}: class_names is not a list of class names")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"checkpoint {path}: feature_dim {dim!r} is not a positive integer")
-    mcfg = ModelConfig(feature_dim=dim, num_classes=len(names),
+    state = read_weights_file(path)
+    if is_official(state):
+        weights, dims = from_official(state, str(path))
+        cfg = get_preset("thumos14").replace(embed_dim=dims["embed_dim"], embed_kernel=dims["embed_kernel"])
+        class_names = official_class_names(dims["num_classes"], gt)
+        feature_dim = dims["feature_dim"]
+    else:
+        if not isinstance(state, dict):
+            raise ValueError(f"checkpoint {path} holds a {type(state).__name__}: not a cola_fast training "
+                             f"checkpoint or an official CoLA state dict")
+        for key in ("model", "config", "class_names", "feature_dim"):
+            if key not in state:
+                raise ValueError(f"checkpoint {path} has no {key!r}: not a cola_fast training checkpoint "
+                                 f"(nor an official CoLA state dict)")
+        cfg = TrainConfig.from_dict(state["config"], f"checkpoint {path} config")
+        weights, class_names, feature_dim = state["model"], state["class_names"], state["feature_dim"]
+        if not isinstance(class_names, (list, tuple)) or not class_names or \
+                not all(isinstance(c, str) for c in class_names):
+            raise ValueError(f"checkpoint {path}: class_names is not a list of class names")
+        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
+            raise ValueError(f"checkpoint {path}: feature_dim {feature_dim!r} is not a positive integer")
+        class_names = list(class_names)
+    mcfg = ModelConfig(feature_dim=feature_dim, num_classes=len(class_names),
                        embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
                        dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
     backend = None if cfg.backend == "auto" else cfg.backend
     model = CoLA(mcfg, backend=backend)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise ValueError(f"checkpoint {path}: its weights do not fit the model it describes "
                          f"({' '.join(str(e).split())[:200]})") from None
-    return model.to(device).eval(), cfg, list(names)
+    return model.to(device).eval(), cfg, class_names
 
 
 def _load_features(path: Path, feature_dim: int) -> np.ndarray:
@@ -92,13 +104,13 @@ def infer_video(model: CoLA, feats: np.ndarray, cfg: TrainConfig, class_names: l
     """Detections and the curves behind them for one video's (T, D) features: test-time
     uniform sampling to num_segments (COLA_SPEC 1), forward in eval mode, proposals."""
     from .data import sample_uniform
-    from .evaluation import ProposalConfig, generate_proposals
+    from .evaluation import generate_proposals
 
     T = feats.shape[0]
     x = feats if T <= cfg.num_segments else feats[sample_uniform(T, cfg.num_segments)]
     out = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)[None], mine=False)
     curves = {k: out[k][0].float().cpu().numpy() for k in ("video_scores", "cas", "actionness")}
-    pcfg = ProposalConfig.anet12() if cfg.proposals == "anet12" else ProposalConfig.thumos14()
+    pcfg = cfg.proposal_config()  # seconds = snippets * cfg.snippet_frames / cfg.feature_fps
     dets = generate_proposals(curves["video_scores"], curves["cas"], curves["actionness"], T, class_names, pcfg)
     return dets, curves
 
@@ -106,12 +118,17 @@ def infer_video(model: CoLA, feats: np.ndarray, cfg: TrainConfig, class_names: l
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m cola_fast.infer", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a cola_fast checkpoint (best.pt) or an official CoLA state dict (.pkl/.pth)")
     p.add_argument("features", help="a (T, D) .npy file or a folder of them")
     p.add_argument("--out", default=None, help="detections JSON (default: print to stdout)")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a PNG per video into DIR")
-    p.add_argument("--gt", default=None, help="gt.json: draw the ground truth in the plots")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--gt", default=None, help="gt.json: draw the ground truth in the plots; for official "
+                   "weights also the class names (default: THUMOS'14's 20 classes when the weights have 20)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frames per second of the source videos (default: the checkpoint's feature_fps, 25)")
+    p.add_argument("--snippet-frames", type=int, default=None,
+                   help="frames per feature snippet (default: the checkpoint's snippet_frames, 16)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     args = p.parse_args(argv)
     try:
         from .train import resolve_device
@@ -120,7 +137,9 @@ def main(argv=None) -> int:
             _check_out(args.out)
         if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
             raise ValueError(f"--plot {args.plot} is not a folder")
-        model, cfg, class_names = load_model(args.checkpoint, device)
+        model, cfg, class_names = load_model(args.checkpoint, device, gt=args.gt)
+        cfg = cfg.replace(**{k: v for k, v in (("feature_fps", args.fps), ("snippet_frames", args.snippet_frames))
+                             if v is not None})
         src = Path(args.features)
         if src.is_dir():
             files = sorted(src.glob("*.npy"))
@@ -144,17 +163,17 @@ def main(argv=None) -> int:
                 from .visualize import plot_video
                 anns = _gt_annotations(gt, vid)
                 png = plot_video(Path(args.plot) / f"{vid}.png", vid, curves["actionness"], curves["cas"],
-                                 curves["video_scores"], class_names, dets, feats.shape[0], anns)
+                                 curves["video_scores"], class_names, dets, feats.shape[0], anns,
+                                 snippet_seconds=cfg.snippet_seconds)
                 print(f"plot: {png}", file=sys.stderr)
     except (ValueError, OSError) as e:  # DataError, EvaluationInputError, a folder not writable
         return fail(e)
-    doc = {"version": "cola_fast", "results": results}
+    from .evaluation import results_json
+    try:
+        doc = results_json(results, args.out)  # version, method, results, external_data: both evaluators read it
+    except OSError as e:
+        return fail(f"cannot write {args.out}: {e.strerror or e}")
     if args.out:
-        from .evaluation import results_json
-        try:
-            results_json(results, args.out)
-        except OSError as e:
-            return fail(f"cannot write {args.out}: {e.strerror or e}")
         print(f"{sum(len(v) for v in results.values())} detections for {len(results)} videos -> {args.out}",
               file=sys.stderr)
     else:

@@ -75,8 +75,10 @@ class MetricLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(out / "tb"))
-            except Exception:  # noqa: BLE001 - tensorboard is optional
+            except Exception as e:  # noqa: BLE001 - tensorboard is optional
                 self.tb = None
+                print(f"note: TensorBoard is not available ({type(e).__name__}: {e}); metrics go to "
+                      f"{self.path} only (pip install tensorboard for {out / 'tb'}/)", file=sys.stderr)
 
     def log(self, step: int, kind: str, values: dict) -> None:
         rec = {"step": step, "kind": kind, "time": time.time(), **values}
@@ -124,13 +126,19 @@ class BatchStream:
     s draws from (seed, s). A resumed run therefore sees exactly the batches the
     uninterrupted run would have seen.
 
+    Two schedules (COLA_SPEC 4): "stream" (the default) reads the permutations as one
+    endless stream, every batch full, batches crossing epoch ends; "official" cuts each
+    epoch's permutation into batches of B without drop_last, as the official code's
+    shuffled DataLoader does, so an epoch's last batch holds n mod B videos when B does
+    not divide n.
+
     Two data paths: host (numpy features, one sampling call per video, then a copy to
     the device) and device (every feature of the split in one DeviceFeatureBank tensor on
     the device, sampling vectorised there, the batch one gather; the video order is
     uploaded once per `chunk` steps, so a step never waits for the host)."""
 
     def __init__(self, ds, batch_size: int, num_segments: int, seed: int,
-                 device: torch.device | None = None, chunk: int = 500):
+                 device: torch.device | None = None, chunk: int = 500, schedule: str = "stream"):
         # videos without any action label cannot be trained on (label / sum(label))
         self.index = torch.nonzero(ds.labels.sum(1) > 0).flatten().numpy()
         if len(self.index) == 0:
@@ -139,6 +147,10 @@ class BatchStream:
         self.skipped = len(ds) - len(self.index)
         self.labels = ds.labels[torch.from_numpy(self.index)].float()
         self.B, self.N, self.seed = batch_size, num_segments, seed
+        if schedule not in ("stream", "official"):
+            raise ValueError(f"batch_schedule must be 'stream' or 'official', got {schedule!r}")
+        self.schedule = schedule
+        self.batches_per_epoch = -(-len(self.index) // batch_size)  # official schedule: ceil(n / B)
         self._perm_cache: dict[int, np.ndarray] = {}
         self.bank = None
         if device is not None:
@@ -164,9 +176,22 @@ class BatchStream:
                 out[r, j] = self.index[self._perm(p // n)[p % n]]
         return out
 
+    def step_videos(self, step: int) -> np.ndarray:
+        """Dataset indices of step's videos: B of them, fewer for the last batch of an
+        epoch under the official schedule."""
+        if self.schedule == "official":
+            epoch, k = divmod(step, self.batches_per_epoch)
+            return self.index[self._perm(epoch)[k * self.B:(k + 1) * self.B]]
+        return self.picks(range(step, step + 1))[0]
+
     def batch(self, step: int, rows: slice = slice(None)):
         """Features (b,N,D) and labels (b,C) of step's batch, restricted to rows (the
         share of one process under torchrun)."""
+        if self.bank is not None and self.schedule == "official":  # one small upload per step
+            vids = torch.from_numpy(self.step_videos(step)).to(self.device)[rows]
+            self._gen.manual_seed(int(np.random.default_rng([self.seed, 2, step]).integers(2**62)))
+            b = self.bank.random_batch(vids, self.N, self._gen)
+            return b["features"], b["label"]
         if self.bank is not None:
             c = step // self.chunk
             if c != self._chunk_id:
@@ -179,8 +204,8 @@ class BatchStream:
             return b["features"], b["label"]
         from .data import sample_random_perturb
 
-        picks = self.picks(range(step, step + 1))[0]
-        js = list(range(self.B))[rows]
+        picks = self.step_videos(step)
+        js = list(range(len(picks)))[rows]
         feats = []
         for j in js:
             x = self.ds.features_of(int(picks[j]))            # (T, D) float32 numpy
@@ -198,13 +223,15 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_
              gt=None):
     """Run the model over the test split, build proposals, compute detection mAP.
     Returns (metrics dict, results dict in the ActivityNet results format). With
-    plot_dir, the first cfg.plot_videos test videos get a PNG there."""
-    from .evaluation import ProposalConfig, evaluate_detection, generate_proposals
+    plot_dir, the first cfg.plot_videos test videos get a PNG there; a plot that fails
+    is reported and skipped, never fatal to the run."""
+    from .evaluation import evaluate_detection, generate_proposals, results_document
 
-    pcfg = ProposalConfig.anet12() if cfg.proposals == "anet12" else ProposalConfig.thumos14()
+    pcfg = cfg.proposal_config()
     was_training = model.training
     model.eval()
     results = {}
+    plotter = VideoPlotter(plot_dir, cfg) if plot_dir is not None else None
     for i in range(len(test_ds)):
         item = test_ds[i]
         x = item["features"].to(device)[None]
@@ -212,15 +239,54 @@ def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_
         curves = [out[k][0].float().cpu().numpy() for k in ("video_scores", "cas", "actionness")]
         dets = generate_proposals(*curves, item["num_snippets"], test_ds.class_names, pcfg, impl=cfg.eval_impl)
         results[item["vid"]] = dets
-        if plot_dir is not None and i < cfg.plot_videos:
-            from .visualize import plot_video
-            gt = [{"label": lab, "segment": [s, e]} for lab, s, e in test_ds.annotations[item["vid"]]]
-            plot_video(plot_dir / f"{item['vid']}.png", item["vid"], curves[2], curves[1], curves[0],
-                       test_ds.class_names, dets, item["num_snippets"], gt)
+        if plotter is not None and i < cfg.plot_videos:
+            plotter.plot(item, curves, dets, test_ds)
     model.train(was_training)
     res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
                              tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
-    return res, {"version": "cola_fast", "results": results}
+    return res, results_document(results)
+
+
+class VideoPlotter:
+    """One PNG per test video at an evaluation (--set plot_videos=N). Any failure while
+    plotting (matplotlib missing or broken, a full disk) is printed once and plotting is
+    switched off for the rest of the run: a picture is never worth a training run."""
+
+    failed = False  # class-wide: once plotting has failed, later evaluations skip it
+
+    def __init__(self, plot_dir: Path, cfg: TrainConfig):
+        self.dir, self.cfg = Path(plot_dir), cfg
+
+    def plot(self, item, curves, dets, test_ds) -> None:
+        if VideoPlotter.failed:
+            return
+        from .visualize import plot_video
+        vid = item["vid"]
+        anns = [{"label": lab, "segment": [s, e]} for lab, s, e in test_ds.annotations[vid]]
+        video_scores, cas, actionness = curves
+        try:
+            plot_video(self.dir / f"{vid}.png", vid, actionness, cas, video_scores, test_ds.class_names,
+                       dets, item["num_snippets"], anns, snippet_seconds=self.cfg.snippet_seconds)
+        except Exception as e:  # noqa: BLE001 - see the class docstring
+            VideoPlotter.failed = True
+            print(f"warning: plotting {vid} failed ({type(e).__name__}: {e}); no more plots in this run",
+                  file=sys.stderr)
+
+
+def check_plotting(cfg: TrainConfig) -> bool:
+    """Before the first step: plot_videos > 0 needs matplotlib. Without it, say so once
+    (with the install command) and train without plots. True when plots will be made."""
+    VideoPlotter.failed = False
+    if cfg.plot_videos <= 0:
+        return False
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        VideoPlotter.failed = True
+        print(f"warning: plot_videos={cfg.plot_videos} needs matplotlib, which is not installed "
+              f"(pip install cola_fast[plot]); training without plots", file=sys.stderr)
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------
@@ -235,6 +301,28 @@ def build(cfg: TrainConfig, feature_dim: int, num_classes: int, device: torch.de
     loss_fn = CoLALoss(cfg.lambda_snico, cfg.tau, backend=backend)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     return model, loss_fn, opt
+
+
+def preflight(cfg: TrainConfig, world: int) -> None:
+    """Settings that can only be judged at run time, checked before any work (plots,
+    batch schedule), so that nothing fails after the first step for a reason known before it."""
+    check_plotting(cfg)
+    if cfg.batch_schedule == "official" and world > 1:
+        raise ValueError("batch_schedule=official runs in one process: its short last batch of an epoch "
+                         "cannot be split evenly across processes (use batch_schedule=stream under torchrun)")
+
+
+def compile_step(net, loss_fn, cfg: TrainConfig, say=print):
+    """With cfg.compile, the model and the loss of the training step under torch.compile
+    (the fused ops are custom ops that compile into the graph). Evaluation runs eagerly."""
+    if not cfg.compile:
+        return net, loss_fn
+    say("compile: torch.compile on the model and the loss; the first steps include the compile time")
+    if cfg.backend in ("auto", "native") and cfg.dropout > 0 and resolve_device(cfg.device).type == "cpu":
+        say("compile: note: on the CPU the fused dropout takes a new integer seed every step, which "
+            "torch.compile recompiles for until its limit (measured slower than eager on the tiny preset); "
+            "--backend reference compiles cleanly")
+    return torch.compile(net), torch.compile(loss_fn)
 
 
 class Dist:
@@ -319,7 +407,7 @@ class Training:
         _, self.train_ds, self.test_ds = prepare_data(cfg, log=say)
         on_device = cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and self.device.type == "cuda")
         self.stream = BatchStream(self.train_ds, cfg.batch_size, cfg.num_segments, cfg.seed,
-                                  device=self.device if on_device else None)
+                                  device=self.device if on_device else None, schedule=cfg.batch_schedule)
         if self.stream.skipped:
             say(f"data: {self.stream.skipped} training videos have no action label and are skipped")
         from .evaluation import load_gt
@@ -388,6 +476,7 @@ class Training:
         if dist_ctx.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        net, loss_fn = compile_step(net, self.loss_fn, cfg, self.say)
         per_rank = cfg.batch_size // dist_ctx.world
         rows = slice(dist_ctx.rank * per_rank, (dist_ctx.rank + 1) * per_rank)
         net.train()
@@ -401,7 +490,7 @@ class Training:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
                 out_ = net(x)
-            loss, parts = self.loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
+            loss, parts = loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -480,6 +569,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     cfg.validate()
     dist_ctx = Dist(cfg.device)
     check_backend(cfg.backend, dist_ctx.device)
+    preflight(cfg, dist_ctx.world)
     if cfg.batch_size % dist_ctx.world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {dist_ctx.world} processes")
     quiet = quiet or not dist_ctx.main
@@ -495,6 +585,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         set_execution(cfg, deterministic, dist_ctx.device)
         run = Training(cfg, folder, dist_ctx, say, quiet)
         run.describe()
+        if ck is None and cfg.init:
+            from .official import init_model
+            init_model(run.model, cfg.init, say)
         if ck is not None:
             run.restore(*ck)
             folder.read_start_files(ck[1])
@@ -557,47 +650,101 @@ def finish_run(run: Training, folder: RunFolder, say) -> dict:
     return summary
 
 
+def _preset_defaults(name: str) -> str:
+    """'thumos14 6000, anet12 100000, ...': a field's default in each preset, for --help."""
+    from .config import PRESETS
+    return ", ".join(f"{k} {getattr(v, name)}" for k, v in PRESETS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m cola_fast.train", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="auto",
-                   help="thumos14 | anet12 | cpu | cpu-large | tiny | auto (thumos14 with a GPU, cpu without)")
-    p.add_argument("--data-root", default=None, help="dataset in the COLA_SPEC layout (default: built-in synthetic data)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="Settings are applied in this order, later ones winning: the preset, "
+                              "--config FILE, --init's sizes, the named flags, --set.")
+    p.add_argument("--preset", default=None,
+                   help="thumos14 | anet12 | cpu | cpu-large | tiny | auto (default: auto = thumos14 with a GPU, "
+                        "cpu without; with --config, the preset named in FILE)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a JSON config, e.g. a run's config.json: its fields replace the preset's "
+                        "(default: none)")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from these weights: an official CoLA state dict (.pkl/.pth) or a cola_fast "
+                        "checkpoint; embed_dim and embed_kernel follow the weights' shapes (default: random init)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset in the COLA_SPEC layout (default: the built-in synthetic data)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (step 0 when it has none yet)")
+                   help="continue the run in --out from its last checkpoint (step 0 when it has none yet; default: off)")
     p.add_argument("--overwrite", action="store_true",
-                   help="start a new run in an --out that holds one, after moving the old run aside")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-segments", type=int)
-    p.add_argument("--modality", choices=["all", "rgb", "flow"])
-    p.add_argument("--backend", choices=["auto", "reference", "native", "triton"])
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+                   help="start a new run in an --out that holds one, after moving the old run aside (default: off)")
+    p.add_argument("--steps", type=int, help=f"training steps (default: the preset's: {_preset_defaults('steps')})")
+    p.add_argument("--eval-every", type=int,
+                   help=f"evaluate every this many steps (default: the preset's: {_preset_defaults('eval_every')})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"videos per step (default: the preset's: {_preset_defaults('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: the preset's: {_preset_defaults('lr')})")
+    p.add_argument("--seed", type=int, help="seed of the weights, batches and dropout (default: 0)")
+    p.add_argument("--num-segments", type=int,
+                   help=f"snippets sampled per training video, T (default: the preset's: "
+                        f"{_preset_defaults('num_segments')})")
+    p.add_argument("--modality", choices=["all", "rgb", "flow"], help="feature channels used (default: all)")
+    p.add_argument("--backend", choices=["auto", "reference", "native", "triton"],
+                   help="implementation of the fused ops (default: auto, the fastest available)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice; tiny preset 1)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any config field (see cola_fast/config.py)")
-    p.add_argument("--seeds", help="comma-separated seeds: one run per seed in OUT/seed<N>, then mean and std")
+                   help="override any config field, e.g. --set plot_videos=4, --set compile=true, "
+                        "--set batch_schedule=official, --set feature_fps=30 (see cola_fast/config.py; "
+                        "repeatable; default: none)")
+    p.add_argument("--seeds", help="comma-separated seeds: one run per seed in OUT/seed<N>, then mean and std "
+                                   "(default: one run with --seed)")
     p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms only (a repeated CPU run is bit-identical)")
-    p.add_argument("--quiet", action="store_true")
+                   help="deterministic algorithms only (a repeated CPU run is bit-identical) (default: off)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or tables (default: off)")
     return p
 
 
+def read_config_file(path) -> dict:
+    """The fields of a JSON config file (such as a run's config.json), checked against
+    TrainConfig's fields; ValueError naming the file otherwise."""
+    import dataclasses
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown config fields {unknown}")
+    return data
+
+
 def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
-    """The configuration of the command line: the preset's (or, on --resume, the run's
-    own saved configuration, base), with the named flags and --set applied, validated."""
+    """The configuration of the command line: preset < --config FILE < --init's sizes < named
+    flags < --set (or, on --resume, the run's own saved configuration, base, with the named
+    flags and --set applied), validated."""
     if base is None:
-        preset = args.preset
+        from_file = read_config_file(args.config) if args.config else {}
+        preset = args.preset or from_file.get("preset") or "auto"
         if preset == "auto":
             preset = "thumos14" if torch.cuda.is_available() else "cpu"
         cfg = get_preset(preset)
+        try:
+            cfg = cfg.replace(**{k: v for k, v in from_file.items() if k != "preset"})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--config {args.config}: {e}") from None
+        if args.init:
+            from .official import load_any_weights
+            _, dims, _ = load_any_weights(args.init)
+            cfg = cfg.replace(init=args.init, embed_dim=dims["embed_dim"], embed_kernel=dims["embed_kernel"])
     else:
         cfg = base
-        if args.preset not in ("auto", base.preset):
+        if args.preset not in (None, "auto", base.preset):
             get_preset(args.preset)  # an unknown name is still an error
             print(f"resume: --preset {args.preset} ignored: the run continues with its own settings "
                   f"(preset {base.preset})", file=sys.stderr)

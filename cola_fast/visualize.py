@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-SNIPPET_SECONDS = 16 / 25
+SNIPPET_SECONDS = 16 / 25  # the default: 16-frame snippets of 25 fps video (TrainConfig.snippet_seconds)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -19,16 +19,17 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def plot_video(path, vid: str, actionness: np.ndarray, cas: np.ndarray, video_scores: np.ndarray,
                class_names: list, detections: list, num_snippets: int, gt: list | None = None,
-               top_classes: int = 3, max_dets: int = 5) -> Path:
+               top_classes: int = 3, max_dets: int = 5, snippet_seconds: float = SNIPPET_SECONDS) -> Path:
     """Write a PNG: actionness and the top classes' CAS (normalised, as proposals see them)
     against time in seconds; below, the best detections per shown class and the ground
-    truth. detections: [{"label","score","segment"}]; gt: [{"label","segment"}]."""
+    truth. detections: [{"label","score","segment"}]; gt: [{"label","segment"}];
+    snippet_seconds: the duration of one feature snippet (snippet_frames / fps)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     T = len(actionness)
-    seconds_per_pos = SNIPPET_SECONDS * num_snippets / T
+    seconds_per_pos = snippet_seconds * num_snippets / T
     t = (np.arange(T) + 0.5) * seconds_per_pos
     order = np.argsort(-video_scores)[:top_classes]
     shown = [class_names[c] for c in order]
@@ -46,7 +47,7 @@ def plot_video(path, vid: str, actionness: np.ndarray, cas: np.ndarray, video_sc
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("normalised")
     ax.legend(loc="upper right", fontsize=8, ncol=2)
-    ax.set_title(f"{vid}: {num_snippets} snippets, {num_snippets * SNIPPET_SECONDS:.1f} s")
+    ax.set_title(f"{vid}: {num_snippets} snippets, {num_snippets * snippet_seconds:.1f} s")
 
     for r, name in enumerate(rows):
         y = len(rows) - 1 - r
@@ -62,7 +63,7 @@ def plot_video(path, vid: str, actionness: np.ndarray, cas: np.ndarray, video_sc
     ax2.set_yticks([len(rows) - 1 - r + 0.5 for r in range(len(rows))])
     ax2.set_yticklabels(rows, fontsize=8)
     ax2.set_ylim(0, max(len(rows), 1))
-    ax2.set_xlim(0, num_snippets * SNIPPET_SECONDS)
+    ax2.set_xlim(0, num_snippets * snippet_seconds)
     ax2.set_xlabel("seconds   (per class row: upper = top detections, shade = score; lower grey = ground truth)")
     fig.tight_layout()
     path = Path(path)

@@ -26,8 +26,9 @@ from .dataset import SNIPPET_SECONDS, VideoDataset
 from .errors import DataError
 
 
-def snippet_targets(ds: VideoDataset, i: int, margin: int = 2):
-    """(labels (T,) with C = background, region (T,) 0 inside / 1 boundary / 2 background)."""
+def snippet_targets(ds: VideoDataset, i: int, margin: int = 2, snippet_seconds: float = SNIPPET_SECONDS):
+    """(labels (T,) with C = background, region (T,) 0 inside / 1 boundary / 2 background).
+    snippet_seconds: one snippet's duration (snippet_frames / fps; 16 / 25 for THUMOS'14)."""
     T = ds.num_snippets[i]
     C = len(ds.class_names)
     cidx = {c: k for k, c in enumerate(ds.class_names)}
@@ -36,8 +37,8 @@ def snippet_targets(ds: VideoDataset, i: int, margin: int = 2):
     inside = np.zeros(T, dtype=bool)
     t = np.arange(T)
     for (name, st, en) in ds.annotations[ds.video_ids[i]]:
-        a = min(T - 1, int(math.floor(st / SNIPPET_SECONDS)))
-        b = max(a, min(T - 1, int(math.ceil(en / SNIPPET_SECONDS)) - 1))
+        a = min(T - 1, int(math.floor(st / snippet_seconds)))
+        b = max(a, min(T - 1, int(math.ceil(en / snippet_seconds)) - 1))
         lab[a:b + 1] = cidx[name]
         inside[a:b + 1] = True
         near = np.minimum(near, np.minimum(np.abs(t - a), np.abs(t - b)))

@@ -12,12 +12,12 @@ from . import reference as _ref
 from .config import ProposalConfig
 from .detection import evaluate_detection_fast as _eval_fast
 from .io import (EvaluationInputError, format_table, load_gt, load_results, results_arrays,
-                 results_json, write_json_atomic)
+                 results_document, results_json, write_json_atomic)
 from .proposals import generate_proposals_batch as _props_batch
 from .proposals import generate_proposals_fast as _props_fast
 
 __all__ = ["ProposalConfig", "generate_proposals", "generate_proposals_batch", "evaluate_detection", "load_gt",
-           "load_results", "results_json", "format_table", "parse_tiou", "EvaluationInputError",
+           "load_results", "results_document", "results_json", "format_table", "parse_tiou", "EvaluationInputError",
            "write_json_atomic"]
 
 _IMPLS = ("fast", "reference")

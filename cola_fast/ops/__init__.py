@@ -5,12 +5,16 @@ environment variable COLA_FAST_BACKEND, else "auto"); see cola_fast.ops._backend
 chooses by measurement, per shape class, among the implementations that match the reference
 (cola_fast.ops._autotune; `describe()` lists the choices made so far).
 """
-from ._backend import BACKENDS, BackendUnavailable, describe, resolve
+from ._backend import BACKENDS, BackendUnavailable, _native_status, describe, resolve
 from .classifier import classifier_1x1
 from .conv_embed import temporal_conv_embed
 from .dropout import dropout
 from .mining import mine_snippets, mining_cpu_isa
 from .snico import snico_loss
+
+# Load cola_fast._C now: one loud NativeExtensionWarning at import when it cannot be used,
+# rather than a silent fall-back to the reference ops at the first call.
+_native_status()
 
 __all__ = ["BACKENDS", "BackendUnavailable", "classifier_1x1", "describe", "resolve",
            "dropout", "mine_snippets", "mining_cpu_isa", "snico_loss", "temporal_conv_embed"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 
@@ -21,16 +22,59 @@ class BackendUnavailable(RuntimeError):
     pass
 
 
+class NativeExtensionWarning(RuntimeWarning):
+    """cola_fast._C cannot be used (or was built against another torch)."""
+
+
+REBUILD = ("rebuild it against the torch you run: `pip install --no-build-isolation -e .` in the "
+           "cola_fast clone (FORCE_ONLY_CPU=1 for the CPU kernels only)")
+
+
+def build_record():
+    """(torch version, CUDA version) that cola_fast._C was built against, from the
+    _build_info.py that setup.py writes beside it; None when there is none."""
+    try:
+        from cola_fast import _build_info
+    except ImportError:
+        return None
+    return getattr(_build_info, "TORCH_VERSION", None), getattr(_build_info, "CUDA_VERSION", None)
+
+
+def _versions(torch_version, cuda_version) -> str:
+    return f"torch {torch_version} (CUDA {cuda_version or 'none: CPU-only build'})"
+
+
+def _mismatch(record) -> str:
+    """'' when the running torch is the one the extension was built against, else a sentence."""
+    if record is None or record == (torch.__version__, torch.version.cuda):
+        return ""
+    return (f"cola_fast._C was built against {_versions(*record)} but this is "
+            f"{_versions(torch.__version__, torch.version.cuda)}")
+
+
 @functools.lru_cache(maxsize=None)
 def _native_status():
+    record = build_record()
     try:
         from cola_fast import _C  # noqa: F401  (loads the library and its registrations)
-    except ImportError as e:  # not built
-        return False, False, f"cola_fast._C is not built ({e}); run `pip install --no-build-isolation -e .`"
+    except ImportError as e:  # not built, or built against another torch
+        mismatch = _mismatch(record)
+        if "No module named" in str(e) and record is None:
+            why = "cola_fast._C is not built"
+        else:
+            why = f"cola_fast._C failed to load ({e})" + (f": {mismatch}" if mismatch else "")
+        why = f"{why}; {REBUILD}"
+        warnings.warn(f"{why}. Until then backend 'auto' runs the slow pure-PyTorch reference ops "
+                      f"and backend 'native' is unavailable.", NativeExtensionWarning, stacklevel=2)
+        return False, False, why
+    mismatch = _mismatch(record)
+    if mismatch:
+        warnings.warn(f"{mismatch}: it may crash or compute wrong results; {REBUILD}.",
+                      NativeExtensionWarning, stacklevel=2)
     # The CUDA kernels are present when the library registered a CUDA implementation of an op.
     ours = [op for op in torch._C._dispatch_get_all_op_names() if op.startswith("cola_fast::")]
     has_cuda = any(torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA") for op in ours)
-    return True, has_cuda, ""
+    return True, has_cuda, mismatch
 
 
 def native_available(device: torch.device | str = "cpu") -> bool:
@@ -136,6 +180,7 @@ def describe() -> dict:
         "native": ok,
         "native_cuda": bool(has_cuda),
         "native_error": why,
+        "native_built_with": build_record(),
         "triton": tok,
         "triton_error": twhy,
         "triton_interpreter": triton_interpreting(),
