@@ -68,7 +68,7 @@ def default_cache_dir() -> Path:
 class MetricLog:
     """metrics.jsonl, plus TensorBoard when it is installed."""
 
-    def __init__(self, out: Path, enable_tb: bool = True):
+    def __init__(self, out: Path, enable_tb: bool = True, say=print):
         self.path = out / "metrics.jsonl"
         self.tb = None
         if enable_tb:
@@ -77,8 +77,8 @@ class MetricLog:
                 self.tb = SummaryWriter(str(out / "tb"))
             except Exception as e:  # noqa: BLE001 - tensorboard is optional
                 self.tb = None
-                print(f"note: TensorBoard is not available ({type(e).__name__}: {e}); metrics go to "
-                      f"{self.path} only (pip install tensorboard for {out / 'tb'}/)", file=sys.stderr)
+                say(f"note: TensorBoard is not available ({type(e).__name__}: {e}); metrics go to "
+                    f"{self.path} only (pip install tensorboard for {out / 'tb'}/)")
 
     def log(self, step: int, kind: str, values: dict) -> None:
         rec = {"step": step, "kind": kind, "time": time.time(), **values}
@@ -450,7 +450,7 @@ class Training:
         """Steps start .. cfg.steps; Ctrl-C / SIGTERM finish the step, save last.pt and
         raise KeyboardInterrupt."""
         cfg = self.cfg
-        self.metrics = MetricLog(self.folder.path) if self.main else None
+        self.metrics = MetricLog(self.folder.path, say=self.say) if self.main else None
 
         def on_signal(signum, frame):  # finish the current step, save, exit
             self.interrupted = True
@@ -580,9 +580,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             print(msg, file=sys.stderr)
 
     folder = RunFolder(out)
+    restore_execution = None
     try:
         cfg, ck = open_run(folder, cfg, resume, overwrite, dist_ctx, note)
-        set_execution(cfg, deterministic, dist_ctx.device)
+        restore_execution = set_execution(cfg, deterministic, dist_ctx.device)
         run = Training(cfg, folder, dist_ctx, say, quiet)
         run.describe()
         if ck is None and cfg.init:
@@ -605,6 +606,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         run.run()
         return finish_run(run, folder, say)
     finally:
+        if restore_execution is not None:
+            restore_execution()
         folder.close()
         dist_ctx.close()
 
@@ -624,13 +627,21 @@ def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool,
     return reconcile_resumed_config(cfg, TrainConfig.from_dict(ck[1]["config"]), ck[0], note), ck
 
 
-def set_execution(cfg: TrainConfig, deterministic: bool, device: torch.device) -> None:
+def set_execution(cfg: TrainConfig, deterministic: bool, device: torch.device):
+    """The run's thread count and determinism, set process-wide; returns the function that
+    puts back what was there (train() is a library call too, and leaves torch as it found it)."""
+    threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if deterministic:
         torch.use_deterministic_algorithms(True)
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    def restore() -> None:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
+    return restore
 
 
 def finish_run(run: Training, folder: RunFolder, say) -> dict:
