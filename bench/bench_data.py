@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from cola_fast.data import DeviceFeatureBank, SyntheticSpec, VideoDataset, make_synthetic_dataset
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import machine_lines  # noqa: E402
 
 
 def timeit(fn, reps, sync):
@@ -62,7 +64,7 @@ def main():
         rows.append((B, N, ds.feature_dim, t1 * 1e3, t2 * 1e3, t1 / t2))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"# Batch assembly, device {dev} (commit {commit}; median of {a.reps}; torch threads {a.threads}; "
-             "shared 2-core CPU)", "",
+             "shared 2-core CPU)", "", *machine_lines(dev), "",
              "| B | N | D | VideoDataset+stack ms | DeviceFeatureBank ms | speed-up |", "|---|---|---|---|---|---|"]
     lines += [f"| {B} | {N} | {D} | {x:.2f} | {y:.2f} | {r:.1f}x |" for B, N, D, x, y, r in rows]
     text = "\n".join(lines) + "\n"

@@ -82,8 +82,11 @@ def summarise(recs: list, steps: int, eval_every: int) -> dict:
 
 
 def table(preset: str, device: str, steps: int, eval_every: int, startup: float, s: dict) -> str:
+    from machine import machine_lines  # the machine and libraries (imports torch)
+
     fmt = (lambda v, f: format(v, f) if v is not None else "n/a")
     lines = [f"# End-to-end training: preset {preset} on {device} (built-in synthetic data)", "",
+             *machine_lines(device if device != "auto" else "cpu"), "",
              "| measure | value |", "|---|---|",
              f"| start-up (data, first 10 steps) | {fmt(startup, '.1f')} s |",
              f"| steps trained | {s['steps_done']} |",

@@ -40,6 +40,9 @@ from cola_fast.evaluation import (ProposalConfig, evaluate_detection, generate_p
 from cola_fast.evaluation import anet_pandas  # noqa: E402
 from cola_fast.evaluation import proposals as fast_props  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import machine_lines  # noqa: E402
+
 DATA = os.path.join(ROOT, "tests", "data")
 GT = os.path.join(DATA, "gt.json")
 PMIL = os.path.join(DATA, "thumos14_test_pmil.json")
@@ -132,7 +135,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "evaluate_cpu.md"))
     args = ap.parse_args()
     R = args.repeats
-    lines = [f"# cola_fast.evaluation on CPU", "",
+    lines = [f"# cola_fast.evaluation on CPU", "", *machine_lines("cpu"),
              f"commit {commit()}; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores (shared with other jobs), numpy {np.__version__}, "
              f"python {platform.python_version()}; medians of {R} runs ({args.pandas_repeats} for the "

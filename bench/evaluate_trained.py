@@ -25,6 +25,8 @@ from cola_fast.evaluation import (ProposalConfig, evaluate_detection, generate_p
                                   generate_proposals_batch)
 from cola_fast.infer import load_model  # noqa: E402
 from cola_fast.train import prepare_data  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import machine_lines  # noqa: E402
 
 
 def main():
@@ -68,7 +70,7 @@ def main():
                             cwd=HERE).stdout.strip()
     n = sum(len(v) for v in f_res.values())
     text = "\n".join([
-        f"## Whole test-set evaluation of a trained model ({args.checkpoint})", "",
+        f"## Whole test-set evaluation of a trained model ({args.checkpoint})", "", *machine_lines("cpu"), "",
         f"commit {commit}; {len(outs)} test videos, {n} detections after NMS; proposals + NMS + mAP; "
         f"both read gt.json from its path; median of {args.repeats} runs each, alternating, cyclic GC on; identical detections (==) and mAP "
         f"(avg {100 * f_map['average_mAP']:.2f}).", "",

@@ -35,6 +35,9 @@ from cola_fast import reference as R  # noqa: E402
 from cola_fast.ops import mine_snippets  # noqa: E402
 from cola_fast.ops._backend import native_has_kernel, triton_available  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import auto_lines, machine_lines  # noqa: E402
+
 N_INPUTS = 16
 SHAPES = [(16, 750, 750 // 5, 750 // 20), (256, 50, 50 // 10, 50 // 8), (1, 2613, 2613 // 5, 2613 // 20)]
 
@@ -151,8 +154,14 @@ def main():
     if device.type == "cpu" and "native" in backends:
         from cola_fast.ops import mining_cpu_isa
         dev += f", native CPU build: {mining_cpu_isa()}"
+    for B, T, k_easy, k_hard in SHAPES:  # what backend="auto" chooses at each shape (measured once)
+        a = torch.rand(B, T, device=device)
+        mine_snippets(a, (torch.rand(B, T, device=device) < 0.4).to(a.dtype), k_easy, k_hard, backend="auto")
     lines = [
         f"# mine_snippets benchmark ({args.device})",
+        "",
+        *machine_lines(device),
+        *auto_lines(),
         "",
         f"commit {commit}; device: {dev}; torch {torch.__version__}; median of {args.repeats} runs after 5 warm-up runs, backends taking turns in every round; "
         f"{N_INPUTS} different random inputs per shape taken in turn (not one input repeated: the branch predictor would learn it); "

@@ -213,8 +213,18 @@ def main():
 
     commit = _commit()
     info = describe()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from machine import auto_lines, machine_lines
+    from cola_fast.ops import snico_loss
+    for B, T, D, ke, kh in shapes:  # what backend="auto" chooses at each shape (measured once)
+        emb = torch.randn(B, T, D, device=dev, requires_grad=True)
+        idx = [torch.randint(0, T, (B, k), device=dev) for k in (ke, ke, kh, kh)]
+        snico_loss(emb, *idx, backend="auto").backward()
     head = [
         f"# snico_loss benchmark ({dev}, {args.dtype})",
+        "",
+        *machine_lines(dev),
+        *auto_lines(),
         "",
         f"commit {commit}; torch {torch.__version__}; "
         + (f"{torch.get_num_threads()} CPU threads" if dev == "cpu" else torch.cuda.get_device_name())

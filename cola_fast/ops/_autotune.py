@@ -58,6 +58,7 @@ class Decision:
     source: str                                           # "measured" | "disk cache" | "pinned" | "only candidate" | "off"
     timings_ms: dict[str, float] = field(default_factory=dict)
     ineligible: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0                                  # what making the decision cost (measuring: inputs, all calls)
 
 
 _FACTORIES: dict[str, Callable[..., Tuning]] = {}
@@ -159,6 +160,7 @@ def _sync(device: torch.device) -> None:
 def measure(key: str, tuning: Tuning, device: torch.device) -> Decision:
     """Run every candidate once (eligibility against the reference), then time the eligible ones."""
     devices = [device] if device.type == "cuda" else []
+    t_begin = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
         gen = torch.Generator(device="cpu").manual_seed(0)
         inputs = tuning.make_inputs(gen)
@@ -189,7 +191,8 @@ def measure(key: str, tuning: Tuning, device: torch.device) -> Decision:
                 break
     best = {name: min(ts) for name, ts in times.items()}
     choice = min(best, key=best.get)
-    return Decision(key, choice, "measured", {n: round(t * 1e3, 3) for n, t in best.items()}, ineligible)
+    return Decision(key, choice, "measured", {n: round(t * 1e3, 3) for n, t in best.items()}, ineligible,
+                    round(time.perf_counter() - t_begin, 3))
 
 
 def mismatch_tolerance(dtype: torch.dtype, device: torch.device, autocast: str = "none"):
