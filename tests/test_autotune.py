@@ -128,6 +128,22 @@ def test_wrong_candidate_is_never_chosen_and_the_decision_is_cached(tuner):
     assert on_disk["format"] == _autotune.CACHE_FORMAT and len(on_disk["decisions"]) == 2
 
 
+def test_a_reference_that_is_off_is_settled_by_the_float64_oracle(tuner):
+    """torch's composition can be the one that is off (seen: its CPU conv backward at
+    (31,50,2048->2048,k9), 5% from the float64 result). With an oracle, a disagreement is
+    settled by it: the right candidates stay eligible, the reference does not."""
+    def factory(variant, device, dtype, shape, autocast):
+        cands = {"reference": lambda inp: (inp[0] * 2 + 1e-2,), "ok": lambda inp: (inp[0] * 2,),
+                 "also_ok": lambda inp: (inp[0] * 2,)}
+        return _autotune.Tuning(cands, lambda gen: (torch.randn(shape, generator=gen),), "reference",
+                                _autotune.mismatch_tolerance(dtype, device),
+                                oracle=lambda inp: (inp[0].double() * 2,))
+    _autotune.register("toy_oracle", factory)
+    assert _autotune.choose("toy_oracle", "v", "cpu", "float32", (100,)) in ("ok", "also_ok")
+    (d,) = _autotune.decisions()
+    assert set(d["ineligible"]) == {"reference"} and "float64 oracle" in d["ineligible"]["reference"]
+
+
 def test_disk_cache_is_used_by_a_new_process(tuner, monkeypatch):
     _autotune.register("toy", _fake_factory([]))
     _autotune.choose("toy", "v", "cpu", "float32", (64,))
