@@ -45,6 +45,7 @@ def classifier_1x1(h: torch.Tensor, weight: torch.Tensor, backend: str | None = 
 
 def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
     B, T, E, C = shape
+    B = min(B, _autotune.TUNE_BATCH)  # the cost is linear in B: a few videos rank the candidates
     grads = variant == "train"
 
     def make_inputs(gen):
