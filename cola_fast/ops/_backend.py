@@ -172,6 +172,18 @@ def _resolve_uncached(backend: str, dev_type: str, op: str) -> str:
     return backend
 
 
+def auto_candidates(op: str, device: torch.device) -> list[str]:
+    """The backends "auto" may choose from for op on device: the reference, the native kernel
+    when the extension has one for the device, and Triton on CUDA (on a CPU Triton runs only
+    under its interpreter, for tests)."""
+    names = ["reference"]
+    if native_has_kernel(op, device.type):
+        names.append("native")
+    if device.type == "cuda" and triton_available(device):
+        names.append("triton")
+    return names
+
+
 def describe() -> dict:
     """What is available, for logs and `python -m cola_fast.info`."""
     ok, has_cuda, why = _native_status()

@@ -24,7 +24,7 @@ import torch
 
 from .. import reference
 from . import _autotune
-from ._backend import native_has_kernel, resolve, triton_available
+from ._backend import auto_candidates, resolve
 
 OP = "mine_snippets"
 
@@ -169,12 +169,7 @@ def _choice(backend, a, k_easy, k_hard, m, M) -> str:
 
 
 def candidates(device: torch.device) -> list[str]:
-    names = ["reference"]
-    if native_has_kernel(OP, device.type):
-        names.append("native")
-    if device.type == "cuda" and triton_available(device):
-        names.append("triton")
-    return names
+    return auto_candidates(OP, device)
 
 
 def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:

@@ -21,7 +21,7 @@ import torch
 
 from .. import reference
 from . import _autotune
-from ._backend import _native_status, native_has_kernel, resolve, triton_available
+from ._backend import _native_status, auto_candidates, resolve
 
 _OP = "snico_loss_fwd"  # the name resolve() checks for a native kernel
 
@@ -185,12 +185,7 @@ def run(emb, ea, eb, ha, hb, tau: float, impl: str) -> torch.Tensor:
 
 
 def candidates(device: torch.device) -> list[str]:
-    names = ["reference"]
-    if native_has_kernel(_OP, device.type):
-        names.append("native")
-    if device.type == "cuda" and triton_available(device):
-        names.append("triton")
-    return names
+    return auto_candidates(_OP, device)
 
 
 def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
