@@ -24,6 +24,17 @@ from .config import TrainConfig
 from .model import CoLA, ModelConfig
 
 
+def pin_recorded_choices(state: dict, path) -> None:
+    """backend="auto" takes the implementations the run recorded in its checkpoint (the ones
+    its evaluations ran), so that infer reproduces them on the same machine and thread count."""
+    from .ops import _autotune
+
+    choices = state.get("auto_choices", [])
+    if not isinstance(choices, list):
+        raise ValueError(f"checkpoint {path}: auto_choices is not a list of backend choices")
+    _autotune.pin(choices)
+
+
 def load_model(path, device="cpu", gt=None):
     """(model in eval mode, TrainConfig, class_names) from a checkpoint written by the
     trainer or from an official CoLA state dict (.pkl / .pth; cola_fast.official). For
@@ -56,6 +67,7 @@ def load_model(path, device="cpu", gt=None):
         if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
             raise ValueError(f"checkpoint {path}: feature_dim {feature_dim!r} is not a positive integer")
         class_names = list(class_names)
+        pin_recorded_choices(state, path)
     mcfg = ModelConfig(feature_dim=feature_dim, num_classes=len(class_names),
                        embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
                        dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
@@ -138,6 +150,8 @@ def main(argv=None) -> int:
         if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
             raise ValueError(f"--plot {args.plot} is not a folder")
         model, cfg, class_names = load_model(args.checkpoint, device, gt=args.gt)
+        if cfg.threads > 0:  # the run's thread count, as its evaluations had
+            torch.set_num_threads(cfg.threads)
         cfg = cfg.replace(**{k: v for k, v in (("feature_fps", args.fps), ("snippet_frames", args.snippet_frames))
                              if v is not None})
         src = Path(args.features)
