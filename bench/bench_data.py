@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from cola_fast.data import DeviceFeatureBank, SyntheticSpec, VideoDataset, make_synthetic_dataset
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine_lines  # noqa: E402
+from machine import machine_lines  # bench/ is on sys.path when this script runs
 
 
 def timeit(fn, reps, sync):

@@ -62,7 +62,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("COLA_FAST_CACHE", Path.home() / ".cache" / "cola_fast"))
+    from .ops._autotune import cache_dir
+    return cache_dir()
 
 
 class MetricLog:

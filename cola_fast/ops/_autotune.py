@@ -115,8 +115,13 @@ def make_key(op: str, variant: str, device: str, dtype: str, shape: tuple, autoc
 # --------------------------------------------------------------------------------------
 # the on-disk cache
 # --------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """cola_fast's cache folder: $COLA_FAST_CACHE, else ~/.cache/cola_fast (decisions, synthetic data)."""
+    return Path(os.environ.get("COLA_FAST_CACHE", Path.home() / ".cache" / "cola_fast"))
+
+
 def cache_path() -> Path:
-    return Path(os.environ.get("COLA_FAST_CACHE", Path.home() / ".cache" / "cola_fast")) / "autotune.json"
+    return cache_dir() / "autotune.json"
 
 
 def _read_cache(path: Path) -> dict[str, dict]:
