@@ -452,11 +452,6 @@ class Training:
         raise KeyboardInterrupt."""
         cfg = self.cfg
         self.metrics = MetricLog(self.folder.path, say=self.say) if self.main else None
-
-        def on_signal(signum, frame):  # finish the current step, save, exit
-            self.interrupted = True
-
-        old_handlers = {sg: signal.signal(sg, on_signal) for sg in (signal.SIGINT, signal.SIGTERM)}
         try:
             from tqdm import tqdm
             self.bar = tqdm(range(self.start, cfg.steps), initial=self.start, total=cfg.steps, desc="train",
@@ -466,10 +461,19 @@ class Training:
             self.bar.close()
             self.train_seconds = time.time() - t_train
         finally:
-            for sg, h in old_handlers.items():
-                signal.signal(sg, h)
             if self.metrics is not None:
                 self.metrics.close()
+
+    def catch_signals(self) -> None:
+        """From here on Ctrl-C / SIGTERM only set a flag: the step loop finishes its step, saves
+        last.pt and stops (a signal during the set-up stops it after its first step)."""
+        def on_signal(signum, frame):
+            self.interrupted = True
+        self._old_handlers = {sg: signal.signal(sg, on_signal) for sg in (signal.SIGINT, signal.SIGTERM)}
+
+    def release_signals(self) -> None:
+        for sg, h in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sg, h)
 
     def _loop(self) -> None:
         cfg, device, dist_ctx = self.cfg, self.device, self.dist
@@ -581,11 +585,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             print(msg, file=sys.stderr)
 
     folder = RunFolder(out)
-    restore_execution = None
+    restore_execution = run = None
     try:
         cfg, ck = open_run(folder, cfg, resume, overwrite, dist_ctx, note)
         restore_execution = set_execution(cfg, deterministic, dist_ctx.device)
         run = Training(cfg, folder, dist_ctx, say, quiet)
+        run.catch_signals()
         run.describe()
         if ck is None and cfg.init:
             from .official import init_model
@@ -607,6 +612,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         run.run()
         return finish_run(run, folder, say)
     finally:
+        if run is not None:
+            run.release_signals()
         if restore_execution is not None:
             restore_execution()
         folder.close()
