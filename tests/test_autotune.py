@@ -44,12 +44,51 @@ def test_conv_candidates_match_reference(T, K, need_dx):
     ref = reference.temporal_conv_embed(x, w, b)
     ref_grads = torch.autograd.grad(ref, wrt, gout)
     names = conv_embed.candidates(CPU, torch.float32)
-    assert "native:blas" in names and ("native:onednn" in names) == torch.backends.mkldnn.is_available()
+    # the list is what the probe found running on this CPU, and every name on it runs and is right
+    libs = ops.gemm_libraries()
+    assert names == ["reference"] + [f"native:{lib}" for lib in ("blas", "onednn") if not libs[lib]]
     for name in names:
         y = conv_embed.run(x, w, b, name)
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4, msg=name)
         for a, r in zip(torch.autograd.grad(y, wrt, gout), ref_grads):
             torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-3, msg=name)
+
+
+def test_gemm_probe_offers_blas_and_says_why_a_library_is_missing(monkeypatch):
+    """BLAS always runs; oneDNN is offered exactly when its probe ran here (a oneDNN-enabled torch on
+    any x86 ISA: its GEMMs go through a public ATen op, not a private symbol that refuses some
+    CPUs), and COLA_FAST_ONEDNN=0 withdraws it with the reason, which `info` prints."""
+    from cola_fast import info
+    libs = ops.gemm_libraries()
+    assert libs["blas"] == ""
+    assert (libs["onednn"] == "") == torch.backends.mkldnn.is_available()
+    monkeypatch.setenv("COLA_FAST_ONEDNN", "0")
+    ops.gemm_libraries.cache_clear()
+    try:
+        assert conv_embed.candidates(CPU, torch.float32) == ["reference", "native:blas"]
+        lines = info._candidate_lines(info.cpu_candidates())
+        assert "  not offered: native:onednn: turned off by COLA_FAST_ONEDNN=0" in lines
+    finally:
+        monkeypatch.delenv("COLA_FAST_ONEDNN")
+        ops.gemm_libraries.cache_clear()
+
+
+def test_isa_cap_lowers_the_kernels_isa_and_is_in_the_tuning_key(monkeypatch):
+    """COLA_FAST_CPU_ISA caps the instruction set (never raises it above the host's), and the
+    capped ISA is part of every CPU decision's key: decisions never cross ISAs."""
+    from cola_fast.ops import _backend
+    host = _backend.host_cpu_isa()
+    keys = {}
+    for cap in _backend.CPU_ISAS:
+        monkeypatch.setenv("COLA_FAST_CPU_ISA", cap)
+        want = _backend.CPU_ISAS[min(_backend.CPU_ISAS.index(cap), _backend.CPU_ISAS.index(host))]
+        assert _backend.cpu_isa() == want
+        keys[cap] = _autotune.make_key("mine_snippets", "forward", "cpu", "float32", (16, 750), "none")
+        assert f", {want}" in keys[cap]
+    assert len(set(keys.values())) == _backend.CPU_ISAS.index(host) + 1
+    monkeypatch.setenv("COLA_FAST_CPU_ISA", "avx3")
+    with pytest.raises(ValueError, match="COLA_FAST_CPU_ISA='avx3': choose one of sse2, avx2, avx512"):
+        _backend.cpu_isa()
 
 
 def test_conv_onednn_gemm_f64_uses_blas_and_is_exact():

@@ -16,6 +16,20 @@ def test_extension_loads_and_registers_cpu_kernels():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", "CPU"), op
 
 
+def test_no_private_torch_symbols():
+    """The extension calls only public torch API: no symbol of ATen's internal at::native namespace
+    (e.g. the oneDNN matmul that refuses float32 work on CPUs without AVX-512) is imported."""
+    import shutil
+    import subprocess
+    import cola_fast._C as ext
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) is not installed")
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", "-C", ext.__file__], capture_output=True,
+                               text=True, check=True).stdout
+    private = [line.split(None, 1)[-1] for line in undefined.splitlines() if "at::native::" in line]
+    assert not private, f"cola_fast._C imports private ATen symbols: {private}"
+
+
 def _cuda_build_expected() -> bool:
     """setup.py builds the CUDA kernels whenever nvcc and a CUDA build of torch are present
     and FORCE_ONLY_CPU is not set; a plain `pytest` then checks they were linked.

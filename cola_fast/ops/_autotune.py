@@ -38,6 +38,8 @@ from typing import Any, Callable
 
 import torch
 
+from . import _backend
+
 CACHE_FORMAT = "cola_fast-autotune"
 CACHE_VERSION = 1
 ROUNDS = 3             # timed calls per candidate at most (at least one)
@@ -78,20 +80,19 @@ def register(op: str, factory: Callable[..., Tuning]) -> None:
 # --------------------------------------------------------------------------------------
 # keys
 # --------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    info = _backend._cpuinfo()
+    return f"{info.get('model name', platform.processor() or platform.machine())} (family {info.get('cpu family', '?')}"
+
+
 def _cpu_name() -> str:
-    model, family, flags = platform.processor() or platform.machine(), "?", ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        model, family, flags = info.get("model name", model), info.get("cpu family", "?"), info.get("flags", "")
-    except OSError:
-        pass
-    isa = "avx512" if "avx512f" in flags.split() else ("avx2" if "avx2" in flags.split() else platform.machine())
-    return f"{model} (family {family}, {isa})"
+    """CPU model and family, the instruction set our kernels run with (the cap of
+    $COLA_FAST_CPU_ISA applied) and oneDNN's cap when one is set: decisions never cross ISAs."""
+    onednn = _backend.onednn_isa()
+    return f"{_cpu_model()}, {_backend.cpu_isa()}{f', oneDNN<={onednn}' if onednn else ''})"
 
 
-_DEVICE_NAMES: dict[str, str] = {}
+_DEVICE_NAMES: dict[tuple, str] = {}
 
 
 def device_name(device: torch.device) -> str:
@@ -100,7 +101,7 @@ def device_name(device: torch.device) -> str:
     if dev.type == "cuda":
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         return torch.cuda.get_device_name(idx)
-    key = "cpu"
+    key = ("cpu", os.environ.get("COLA_FAST_CPU_ISA"), os.environ.get("ONEDNN_MAX_CPU_ISA"))
     if key not in _DEVICE_NAMES:
         _DEVICE_NAMES[key] = _cpu_name()
     return f"{_DEVICE_NAMES[key]}, {torch.get_num_threads()} threads"

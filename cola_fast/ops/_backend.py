@@ -119,17 +119,8 @@ def triton_available(device: torch.device | str = "cpu") -> bool:
 
 _RESOLVED: dict = {}
 
-# os.environ.get runs several Python-level calls per lookup (key encoding, mapping protocol);
-# on POSIX its backing dict (bytes keys, kept in step by os.environ's setters) answers the
-# same in one C-level lookup. Falls back to os.environ where that dict is not there.
-_ENV_DATA = getattr(os.environ, "_data", None) if os.name == "posix" else None
-
-
 def default_backend() -> str:
     """$COLA_FAST_BACKEND, read at every call (a test or a user may change it at run time), else "auto"."""
-    if type(_ENV_DATA) is dict:
-        v = _ENV_DATA.get(b"COLA_FAST_BACKEND")
-        return os.fsdecode(v) if v is not None else "auto"
     return os.environ.get("COLA_FAST_BACKEND", "auto")
 
 
@@ -172,6 +163,97 @@ def _resolve_uncached(backend: str, dev_type: str, op: str) -> str:
     return backend
 
 
+# --------------------------------------------------------------------------------------
+# what this CPU can run: the instruction set our kernels may use, and the GEMM libraries
+# --------------------------------------------------------------------------------------
+CPU_ISAS = ("sse2", "avx2", "avx512")   # in order; each of our ISA-specific CPU kernels has a build per level
+_ONEDNN_CAP = {"sse2": "SSE41", "avx2": "AVX2"}  # oneDNN's name for the same cap (SSE4.1 is its floor)
+
+
+def host_cpu_isa() -> str:
+    """The highest of CPU_ISAS this CPU runs (from /proc/cpuinfo's flags, the kernel's word for
+    what CPUID says): avx512 needs AVX-512 F/BW/VL/DQ, avx2 needs AVX2 and FMA; "sse2" otherwise
+    (every x86-64), and on other architectures (whose kernels are the portable builds)."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "avx512"
+    if {"avx2", "fma"} <= flags:
+        return "avx2"
+    return "sse2"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> dict:
+    """The first processor's entry of /proc/cpuinfo ({} where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+
+
+def cpu_isa_cap() -> str | None:
+    """$COLA_FAST_CPU_ISA (sse2 | avx2 | avx512), the highest instruction set our CPU kernels may
+    use; None when unset. Anything else is refused with the allowed values."""
+    cap = os.environ.get("COLA_FAST_CPU_ISA", "").strip().lower()
+    if not cap:
+        return None
+    if cap not in CPU_ISAS:
+        raise ValueError(f"COLA_FAST_CPU_ISA={cap!r}: choose one of {', '.join(CPU_ISAS)}")
+    return cap
+
+
+def cpu_isa() -> str:
+    """The instruction set our CPU kernels run with: the host's, lowered to $COLA_FAST_CPU_ISA.
+    The compiled kernels apply the same rule (torch.ops.cola_fast.cpu_isa, tested to agree)."""
+    host, cap = host_cpu_isa(), cpu_isa_cap()
+    return host if cap is None else CPU_ISAS[min(CPU_ISAS.index(host), CPU_ISAS.index(cap))]
+
+
+def cap_onednn() -> None:
+    """Give oneDNN the same cap as our kernels: ONEDNN_MAX_CPU_ISA (oneDNN's documented switch,
+    read when it first runs) from $COLA_FAST_CPU_ISA, unless the user set ONEDNN_MAX_CPU_ISA."""
+    cap = os.environ.get("COLA_FAST_CPU_ISA", "").strip().lower()  # a bad value is refused by cpu_isa()
+    if cap in _ONEDNN_CAP and "ONEDNN_MAX_CPU_ISA" not in os.environ:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = _ONEDNN_CAP[cap]
+
+
+def onednn_isa() -> str:
+    """oneDNN's cap as the user or cap_onednn() set it ("" when oneDNN may use all the CPU has)."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_libraries() -> dict[str, str]:
+    """The GEMM libraries of the native CPU conv ("blas", "onednn") with why each is missing
+    ("" when it runs here). Decided once, by a probe: the native op runs a small float32
+    convolution through the library and must give BLAS's result; an error or a different
+    result means the library is not offered on this CPU (auto never meets it)."""
+    if not native_has_kernel("temporal_conv_embed", "cpu"):
+        why = "the native CPU kernels are not built"
+        return {"blas": why, "onednn": why}
+    if os.environ.get("COLA_FAST_ONEDNN", "1") == "0":
+        return {"blas": "", "onednn": "turned off by COLA_FAST_ONEDNN=0"}
+    if not torch.backends.mkldnn.is_available():
+        return {"blas": "", "onednn": "this torch was built without oneDNN"}
+    return {"blas": "", "onednn": _probe_onednn_gemm()}
+
+
+def _probe_onednn_gemm() -> str:
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 8, 16, generator=g), torch.randn(8, 16, 3, generator=g)
+    op = torch.ops.cola_fast.temporal_conv_embed.default
+    try:
+        with torch.no_grad():
+            got, want = op(x, w, None, 1), op(x, w, None, 0)
+    except RuntimeError as e:
+        return f"its probe failed on this CPU: {str(e).splitlines()[0]}"
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+        return "its probe gave a result different from BLAS's on this CPU"
+    return ""
+
+
 def auto_candidates(op: str, device: torch.device) -> list[str]:
     """The backends "auto" may choose from for op on device: the reference, the native kernel
     when the extension has one for the device, and Triton on CUDA (on a CPU Triton runs only
@@ -199,6 +281,10 @@ def describe() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "mining_cpu_isa": torch.ops.cola_fast.mining_cpu_isa() if ok and hasattr(torch.ops.cola_fast, "mining_cpu_isa") else None,
         "onednn": torch.backends.mkldnn.is_available(),
+        "cpu_isa": cpu_isa(),
+        "cpu_isa_host": host_cpu_isa(),
+        "onednn_max_cpu_isa": onednn_isa() or None,
+        "gemm_libraries": {k: why or "available" for k, why in gemm_libraries().items()},
         "auto_decisions": _autotune_decisions(),
     }
 

@@ -8,7 +8,8 @@ Backends (see cola_fast.ops._backend):
              torch's own path (oneDNN on a CPU, cuDNN on a GPU)
   native     the compiled op torch.ops.cola_fast.temporal_conv_embed: C++ CPU kernel
              (float32/float64, Winograd F(2,3) or implicit GEMM on shifted row views, its GEMMs
-             through BLAS or oneDNN: the op's `gemm` argument) and CUDA
+             through BLAS or oneDNN: the op's `gemm` argument; a library is offered only where
+             the probe at import found it running, _backend.gemm_libraries) and CUDA
              kernel (WMMA implicit GEMM: bf16/fp16, tf32 for float32 when torch lets
              its cuDNN convolutions use TF32 (conv_allows_tf32 below),
              float64 exact)
@@ -40,7 +41,7 @@ import torch
 
 from .. import reference
 from . import _autotune
-from ._backend import native_has_kernel, resolve, triton_available
+from ._backend import gemm_libraries, native_has_kernel, resolve, triton_available
 
 OP = "temporal_conv_embed"
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -209,9 +210,9 @@ def candidates(device: torch.device, dtype: torch.dtype) -> list[str]:
     names = ["reference"]
     if native_has_kernel(OP, device.type):
         if device.type == "cpu":
-            names.append("native:blas")
-            if torch.backends.mkldnn.is_available() and dtype != torch.float64:
-                names.append("native:onednn")
+            # each GEMM library that the probe at import found running on this CPU (float64: BLAS only)
+            libs = [lib for lib, why in gemm_libraries().items() if not why]
+            names += [f"native:{lib}" for lib in libs if lib == "blas" or dtype != torch.float64]
         else:
             names.append("native")
     if device.type == "cuda" and triton_available(device):

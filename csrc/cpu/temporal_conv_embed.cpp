@@ -45,10 +45,14 @@
 // semantics exactly. Finite inputs never take that path.
 //
 // GEMM library (the ops' `gemm` argument): every matrix product goes through BLAS (at::mm /
-// at::bmm: MKL in torch's x86 builds) or through oneDNN (torch's mkldnn matmul primitive,
-// float32 only; float64 always takes BLAS). Which one is faster depends on the CPU: on some
-// AMD parts MKL runs at half of oneDNN's rate, on Intel parts they are close. cola_fast.ops
-// chooses by measurement (cola_fast/ops/_autotune.py).
+// at::bmm: MKL in torch's x86 builds) or through oneDNN, float32 only (float64 always takes
+// BLAS). oneDNN is reached through a public ATen op, at::mkldnn_convolution: a 1x1 convolution
+// over M positions with K input and N output channels, in channels-last layout, is the product
+// (M,K) @ (K,N) (onednn_mm below). oneDNN runs it on whatever ISA the CPU has (and
+// ONEDNN_MAX_CPU_ISA allows). Which library is faster depends on the CPU: on AMD Zen parts MKL
+// runs well below oneDNN's rate, on Intel parts they are close. cola_fast.ops chooses by
+// measurement (cola_fast/ops/_autotune.py), among the libraries that its probe at import found
+// working (cola_fast/ops/_backend.py: gemm_libraries).
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -59,15 +63,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-namespace at {
-namespace native {
-// ATen's oneDNN matmul (aten/src/ATen/native/mkldnn/Matmul.h, exported from libtorch_cpu but not
-// installed as a header): result = beta * result + alpha * (mat1 @ mat2), 2-D or batched 3-D,
-// strided operands allowed.
-TORCH_API void mkldnn_matmul(const Tensor& mat1, const Tensor& mat2, const Tensor& result, float beta, float alpha);
-}  // namespace native
-}  // namespace at
 
 namespace cola_fast {
 namespace {
@@ -81,11 +76,35 @@ void check_gemm(int64_t gemm) {
               "was built without oneDNN (mkldnn)");
 }
 
+// a (M,K) @ b (K,N) -> (M,N) through oneDNN: a 1x1 convolution (public ATen op) whose input is
+// a's rows as M channels-last positions of K channels and whose weight is b^T (N,K). The input
+// is a view when a's rows are dense (every caller's left operand but dW's); the weight is small
+// or, for dW, copied once (oneDNN reorders its weights anyway). The output is channels-last:
+// (M,N) row-major, returned as a view.
+at::Tensor onednn_mm(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor ar = (a.stride(1) == 1 && a.stride(0) == a.size(1)) ? a : a.contiguous();
+  const int64_t M = ar.size(0), K = ar.size(1), N = b.size(1);
+  const at::Tensor x = ar.view({1, 1, M, K}).permute({0, 3, 1, 2});  // (1,K,1,M), channels-last
+  const at::Tensor w = b.t().reshape({N, K, 1, 1});
+  const at::Tensor y = at::mkldnn_convolution(x, w, /*bias=*/{}, /*padding=*/{0, 0}, /*stride=*/{1, 1},
+                                              /*dilation=*/{1, 1}, /*groups=*/1);  // (1,N,1,M)
+  return y.permute({0, 2, 3, 1}).reshape({M, N});
+}
+
 // result = a @ b, or result += a @ b when accumulate; 2-D or batched 3-D, through the chosen
 // library (oneDNN for float32 only).
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& result, bool accumulate, int64_t gemm) {
   if (gemm == kOnednn && a.scalar_type() == at::kFloat) {
-    at::native::mkldnn_matmul(a, b, result, accumulate ? 1.0f : 0.0f, 1.0f);
+    if (a.dim() == 3) {
+      for (int64_t i = 0; i < a.size(0); ++i) matmul(a[i], b[i], result[i], accumulate, gemm);
+      return;
+    }
+    const at::Tensor p = onednn_mm(a, b);
+    if (accumulate) {
+      result.add_(p);
+    } else {
+      result.copy_(p);
+    }
   } else if (a.dim() == 3) {
     if (accumulate) {
       result.baddbmm_(a, b);
