@@ -277,6 +277,7 @@ def _cuda_backend_ok(backend):
         pytest.skip("extension built without CUDA kernels")
 
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
 @pytest.mark.parametrize("B,T,Cin,Cout,K", [(1, 1, 5, 7, 3), (16, 37, 24, 40, 3), (3, 750, 64, 48, 9),
@@ -287,6 +288,7 @@ def test_cuda_f64_matches_reference(backend, B, T, Cin, Cout, K):
     compare(backend, x, w, b, atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -312,6 +314,7 @@ def test_cuda_low_precision_rule(backend, dtype, B, T, Cin, Cout, K):
         assert err_kernel <= 2 * err_torch + floor, (name, err_kernel, err_torch)
 
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
 def test_cuda_autocast_bf16(backend):
@@ -325,6 +328,7 @@ def test_cuda_autocast_bf16(backend):
     torch.testing.assert_close(y.float(), reference.temporal_conv_embed(x, w, b), atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
 def test_cuda_relu_boundary(backend):
@@ -340,6 +344,7 @@ def test_cuda_relu_boundary(backend):
         torch.testing.assert_close(a, r, atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_cuda_native_opcheck():
     if not native_has_kernel("temporal_conv_embed", "cuda"):
@@ -415,8 +420,8 @@ def test_conv_tf32_choice_follows_torch_conv_precision():
 @pytest.mark.parametrize("backend,device", [
     pytest.param("native", "cpu", marks=needs_native),
     pytest.param("triton", "cpu", marks=needs_triton_cpu),
-    pytest.param("native", "cuda", marks=needs_cuda),
-    pytest.param("triton", "cuda", marks=needs_cuda),
+    pytest.param("native", "cuda", marks=[needs_cuda, pytest.mark.gpu]),
+    pytest.param("triton", "cuda", marks=[needs_cuda, pytest.mark.gpu]),
 ])
 @pytest.mark.parametrize("T,K", [(8, 3), (7, 5)])  # CPU: the Winograd path (K=3, even T) and the direct one
 def test_nan_input_stays_nan_like_torch(backend, device, T, K):
@@ -485,8 +490,8 @@ ALL_BACKENDS_HERE = [
     pytest.param("reference", "cpu"),
     pytest.param("native", "cpu", marks=needs_native),
     pytest.param("triton", "cpu", marks=needs_triton_cpu),
-    pytest.param("native", "cuda", marks=needs_cuda),
-    pytest.param("triton", "cuda", marks=needs_cuda),
+    pytest.param("native", "cuda", marks=[needs_cuda, pytest.mark.gpu]),
+    pytest.param("triton", "cuda", marks=[needs_cuda, pytest.mark.gpu]),
 ]
 
 
