@@ -393,8 +393,9 @@ def test_empty_batch_is_refused_the_same_everywhere(backend, device):
 @pytest.mark.gpu
 @needs_triton
 def test_triton_wrapper_checks_indices_and_empty_batches_itself():
-    """On CUDA the op's own range check is skipped (a host sync), so the Triton wrapper checks:
-    an out-of-range index would otherwise corrupt memory through the scatter's atomics."""
+    """On CUDA the op's own range check is skipped (a host sync), so the Triton kernels check,
+    without one: they count bad indices into a device flag (read by raise_index_errors, at
+    once on a CPU tensor) and clamp them, so that the scatter's atomics stay inside the video."""
     from cola_fast.ops._triton import kernels_module
 
     km = kernels_module("snico_loss")
@@ -403,8 +404,37 @@ def test_triton_wrapper_checks_indices_and_empty_batches_itself():
         for i in range(4):
             wrong = [t.clone() for t in idx]
             wrong[i][1, 0] = bad
-            with pytest.raises(ValueError, match=r"outside \[0, T=6\)"):
-                km.snico_fwd(emb, *wrong, 0.07)
+            with pytest.raises(ValueError, match=r"1 indices outside \[0, T=6\)"):
+                km.snico_fwd(emb, *wrong, 0.07)  # raises here on a CPU tensor
+                km.raise_index_errors(emb.device)  # on CUDA: at the caller's sync
+    km.snico_fwd(emb, *idx, 0.07)
+    km.raise_index_errors(emb.device)  # the count was cleared: nothing to report
     with pytest.raises(ValueError, match="emb is empty"):
         km.snico_fwd(emb[:0], *[t[:0] for t in idx], 0.07)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_CUDA and triton_available("cuda")), reason="needs CUDA and triton")
+def test_triton_cuda_bad_indices_no_sync_clamped_then_reported():
+    """On CUDA the Triton op neither syncs nor raises at the call: a bad index is clamped (the
+    forward and backward run and stay finite), and check_index_errors() reports it."""
+    from cola_fast.ops.snico import check_index_errors
+
+    emb, idx = make(2, 6, 8, 3, 2, dtype=torch.float32, device="cuda")
+    emb.requires_grad_(True)
+    snico_loss(emb, *idx, backend="triton").backward()
+    check_index_errors()
+    wrong = [t.clone() for t in idx]
+    wrong[1][0, 1] = 1000
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = snico_loss(emb, *wrong, backend="triton")
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
+    with pytest.raises(ValueError, match=r"1 indices outside \[0, T=6\)"):
+        check_index_errors()
+    check_index_errors()  # cleared
 
