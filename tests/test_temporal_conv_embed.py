@@ -575,7 +575,7 @@ def test_triton_autotune_key_buckets_the_video_length(monkeypatch):
 
     def record(self, *args, **kwargs):
         values = dict(zip(self.arg_names, args)) | kwargs
-        keys.append((self.fn.__name__, tuple(values[k] for k in self.keys)))
+        keys.append((self.fn.__name__, tuple(values[k] for k in self.keys if k in values)))
 
     monkeypatch.setattr(Autotuner, "run", record)
     w = torch.zeros(8, 4, 3)
@@ -590,3 +590,21 @@ def test_triton_autotune_key_buckets_the_video_length(monkeypatch):
     assert set(by_kernel) == {"_fwd_kernel", "_dx_kernel", "_dw_kernel"}
     assert all(len(k) == 1 for k in by_kernel.values()), by_kernel
     assert kc.rows_bucket(1025) == 2048 and kc.rows_bucket(1) == 1
+    assert "PREC" in kc._KEY  # a config tuned for TF32 is not reused for IEEE fp32
+
+
+@needs_triton_cpu
+def test_triton_configs_that_need_too_much_shared_memory_are_pruned_before_compiling():
+    import triton
+
+    from cola_fast.ops._triton import kernels_module
+
+    kc = kernels_module("temporal_conv_embed")
+    cfg = (lambda bm, bn, bk, s: triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_stages=s))
+    big, small = cfg(128, 256, 32, 3), cfg(64, 64, 32, 2)   # fp64: 288 KiB and 64 KiB
+    h100 = 227 * 1024
+    assert kc.prune_to_fit([big, small], 8, h100) == [small]
+    assert kc.prune_to_fit([big, small], 4, h100) == [big, small]  # fp32: 144 KiB fits
+    assert kc.prune_to_fit([big], 8, 1024) == [big]  # none fits: the smallest is kept
+    for fn in (kc._fwd_kernel, kc._dx_kernel, kc._dw_kernel):
+        assert fn.early_config_prune is kc._fits_shared_memory
