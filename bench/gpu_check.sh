@@ -13,26 +13,30 @@
 #
 # Caps: GPU_CHECK_CAP_BUILD, _TESTS, _E2E, _BENCH. GPU_CHECK_PHASES=tests,bench (any subset, in any
 # order) reruns only those; the build also runs when a selected phase needs the extension and it
-# does not import. Every phase runs in its own process group (setsid), stopped at its cap with
-# SIGTERM, then SIGKILL after a grace period, so nothing it started outlives it. A stopped test
+# does not import. Every phase runs in its own process group (setsid), stopped within its cap
+# (SIGTERM, then SIGKILL 5 s later, at the cap), so nothing it started outlives it. A stopped test
 # phase still names its failures (bench/pytest_log.py reads the live -v log, [gwN] prefixes included).
 # Python: $PYTHON, else the machine's python3, with whatever torch it has (the summary says which).
 # Results: $OUT if set (the device tool's folder), else bench/results/; exactly two files.
 #
 #   bash bench/gpu_check.sh                   # on the GPU machine
 #   GPU_CHECK_DRY=1 bash bench/gpu_check.sh   # on a CPU: the same phases and outputs on cheap stand-ins
-#                                             # (tests/test_build.py::test_gpu_check_dry_run runs it)
+#       (the extension imported, pip refused; a few CPU tests; the tiny preset; each benchmark's real
+#       arguments then --help, side by side); tests/test_build.py::test_gpu_check_dry_run runs it
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=${GPU_CHECK_DRY:-0}
 PY=${PYTHON:-python3}
 PHASES=",${GPU_CHECK_PHASES:-build,tests,e2e,bench},"
+for p in ${PHASES//,/ }; do
+  case $p in build|tests|e2e|bench) ;; *) echo "GPU_CHECK_PHASES: unknown phase '$p' (build, tests, e2e, bench)" >&2; exit 2;; esac
+done
 CAP_BUILD=${GPU_CHECK_CAP_BUILD:-100}
 CAP_TESTS=${GPU_CHECK_CAP_TESTS:-90}
 CAP_E2E=${GPU_CHECK_CAP_E2E:-40}
 CAP_BENCH=${GPU_CHECK_CAP_BENCH:-60}
 CAP_PACK=10
-GRACE=5   # seconds between SIGTERM and SIGKILL of a phase's process group (inside its cap)
+GRACE=5   # seconds between SIGTERM and SIGKILL of a phase's process group (the last of its cap)
 BUDGET=$(( CAP_BUILD + CAP_TESTS + CAP_E2E + CAP_BENCH + CAP_PACK ))
 if [ "$DRY" = 1 ]; then RES=${OUT:-$(mktemp -d /tmp/gpu_check_dry.XXXXXX)}; else RES=${OUT:-bench/results}; fi
 mkdir -p "$RES"
@@ -48,17 +52,14 @@ NOTES=()     # lines under the table (failures, warnings)
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); log "phase $1: $2 ($3 s of $4): $5"; }
 note() { NOTES+=("$*"); log "$*"; }
 want() { [[ $PHASES == *",$1,"* ]]; }
-for p in ${PHASES//,/ }; do
-  case $p in build|tests|e2e|bench) ;; *) echo "GPU_CHECK_PHASES: unknown phase '$p' (build, tests, e2e, bench)" >&2; exit 2;; esac
-done
 
-# run_group CAP LOGFILE CMD...: CMD in a process group of its own, stopped at CAP seconds (SIGTERM to
-# the group, SIGKILL GRACE seconds later). Returns CMD's status, or 124 when it was stopped.
+# run_group CAP LOGFILE CMD...: CMD in a process group of its own, stopped within CAP seconds (SIGTERM
+# to the group GRACE seconds before the cap, SIGKILL at it). Returns CMD's status, or 124 when stopped.
 run_group() {
   local cap=$1 logf=$2 pid t=0 rc; shift 2
   setsid "$@" >> "$logf" 2>&1 &
   pid=$!   # setsid execs in place (a background job is no group leader): pid = pgid
-  while kill -0 "$pid" 2>/dev/null && [ "$t" -lt "$cap" ]; do sleep 1; t=$(( t + 1 )); done
+  while kill -0 "$pid" 2>/dev/null && [ "$t" -lt $(( cap - GRACE )) ]; do sleep 1; t=$(( t + 1 )); done
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM -- "-$pid" 2>/dev/null
     for _ in $(seq "$GRACE"); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
@@ -195,7 +196,7 @@ if want bench; then
     "train_step_fp32 14 bench/train_step.py --device cuda --shape thumos --repeats 10 --out $LOGS/train_step_cuda_thumos.md"
     "train_step_bf16 14 bench/train_step.py --device cuda --shape thumos --repeats 10 --amp bf16 --out $LOGS/train_step_cuda_thumos_bf16.md"
   )
-  done_=() ; failed_=()
+  names=(); pids=()
   for b in "${BENCHES[@]}"; do
     read -r name share script args <<< "$b"
     cap=$(( CAP_BENCH * share / 60 ))   # shares of the phase's cap (they add up to 60)
@@ -206,8 +207,15 @@ if want bench; then
       set -- $args
     fi
     # one Triton config (tuning every config would take the whole cap); auto measures its candidates
-    COLA_FAST_TRITON_AUTOTUNE=0 run_group "$cap" "$LOGS/bench_$name.log" $PY "$script" "$@"
-    rc=$?
+    ( COLA_FAST_TRITON_AUTOTUNE=0 run_group "$cap" "$LOGS/bench_$name.log" $PY "$script" "$@"
+      echo $? > "$WORK/rc_bench_$name" ) &
+    names+=("$name"); pids+=($!)
+    [ "$DRY" = 1 ] || wait "$!"  # on the GPU one at a time (they time things); the dry stand-ins side by side
+  done
+  wait "${pids[@]}" 2>/dev/null
+  done_=(); failed_=()
+  for name in "${names[@]}"; do
+    rc=$(cat "$WORK/rc_bench_$name" 2>/dev/null || echo lost)
     if [ "$rc" = 0 ]; then done_+=("$name"); else failed_+=("$name(rc=$rc$([ "$rc" = 124 ] && echo ', stopped'))"); fi
   done
   if [ "${#failed_[@]}" = 0 ]; then st=ok; else st=FAILED; fi
