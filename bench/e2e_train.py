@@ -7,6 +7,7 @@ full run: steps / (steps/s) + (steps / eval_every) x the mean evaluation time.
 
     python bench/e2e_train.py --device cuda --seconds 60          # the GPU check's run
     python bench/e2e_train.py --preset tiny --device cpu --seconds 5 --no-write   # a dry run
+    python bench/e2e_train.py --prepare-data      # only synthesise the preset's data into the cache
 
 Writes bench/results/e2e_<preset>_<device>.md (or --out) unless --no-write.
 """
@@ -37,9 +38,12 @@ def read_metrics(path: Path) -> list:
     return recs
 
 
-def run_trainer(cmd: list, run_dir: Path, seconds: float, startup_limit: float) -> tuple[list, float, int]:
-    """Start the trainer, let it train `seconds` after its first logged step, SIGINT it.
-    Returns (metrics records, seconds from launch to the first logged step, exit status)."""
+def run_trainer(cmd: list, run_dir: Path, seconds: float, startup_limit: float, deadline: float = float("inf"),
+                grace: float = 120.0) -> tuple[list, float, int]:
+    """Start the trainer, let it train `seconds` after its first logged step, SIGINT it (at the
+    latest `deadline` seconds after the launch), then wait at most `grace` seconds for it to save
+    and exit before killing it. Returns (metrics records, seconds from launch to the first
+    logged step, exit status)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.time()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -52,11 +56,13 @@ def run_trainer(cmd: list, run_dir: Path, seconds: float, startup_limit: float) 
             break
         if first is not None and time.time() - first >= seconds:
             break
+        if time.time() - t0 >= deadline:
+            break
         time.sleep(0.2)
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=120)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -103,6 +109,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seconds", type=float, default=60.0, help="training seconds after the first logged step")
     ap.add_argument("--startup-limit", type=float, default=300.0, help="give up if no step is logged by then")
+    ap.add_argument("--deadline", type=float, default=float("inf"),
+                    help="stop the trainer this many seconds after its launch, whatever it has done")
+    ap.add_argument("--grace", type=float, default=120.0, help="seconds the stopped trainer gets to save and exit")
+    ap.add_argument("--prepare-data", action="store_true",
+                    help="only build the preset's synthetic dataset in the cache (the GPU check runs this "
+                         "in the background during its build) and exit")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -110,11 +122,15 @@ def main(argv=None) -> int:
     from cola_fast.config import get_preset
 
     cfg = get_preset(args.preset)
+    if args.prepare_data:
+        from cola_fast.train import prepare_data
+        prepare_data(cfg)
+        return 0
     with tempfile.TemporaryDirectory(prefix="e2e_") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "cola_fast.train", "--preset", args.preset, "--device", args.device,
                "--out", str(run_dir), "--quiet"]
-        recs, startup, rc = run_trainer(cmd, run_dir, args.seconds, args.startup_limit)
+        recs, startup, rc = run_trainer(cmd, run_dir, args.seconds, args.startup_limit, args.deadline, args.grace)
     s = summarise(recs, cfg.steps, cfg.eval_every)
     md = table(args.preset, args.device, cfg.steps, cfg.eval_every, startup, s)
     print(md)

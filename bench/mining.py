@@ -99,7 +99,10 @@ def main():
                     help="torch intra-op threads on CPU (default 1: the 2 shared cores give noisy multi-thread times)")
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--shapes", default="all", choices=["all", "paper"],
+                    help="'paper': THUMOS'14's (16,750) only (the GPU check)")
     args = ap.parse_args()
+    shapes = SHAPES if args.shapes == "all" else SHAPES[:1]
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device")
@@ -116,7 +119,7 @@ def main():
 
     rows = []
     g = torch.Generator().manual_seed(0)
-    for B, T, k_easy, k_hard in SHAPES:
+    for B, T, k_easy, k_hard in shapes:
         # N_INPUTS different inputs, taken in turn: with one input repeated, the branch
         # predictor learns it and the native kernel looks faster than it is in training
         inputs = []
@@ -154,7 +157,7 @@ def main():
     if device.type == "cpu" and "native" in backends:
         from cola_fast.ops import mining_cpu_isa
         dev += f", native CPU build: {mining_cpu_isa()}"
-    for B, T, k_easy, k_hard in SHAPES:  # what backend="auto" chooses at each shape (measured once)
+    for B, T, k_easy, k_hard in shapes:  # what backend="auto" chooses at each shape (measured once)
         a = torch.rand(B, T, device=device)
         mine_snippets(a, (torch.rand(B, T, device=device) < 0.4).to(a.dtype), k_easy, k_hard, backend="auto")
     lines = [

@@ -180,6 +180,7 @@ def main():
     ap.add_argument("--shapes", default=None, help="semicolon list of B,T,D,kE,kH")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; default: torch's)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--out", default=None, help="markdown output (default bench/results/snico_<device>[_dtype].md)")
     args = ap.parse_args()
 
     import torch
@@ -249,7 +250,7 @@ def main():
         suffix = "cpu" if dev == "cpu" else "cuda"
         name = f"snico_{suffix}" + ("" if args.dtype == "float32" else f"_{args.dtype}") + (
             f"_{args.threads}thread" if args.threads else "") + ".md"
-        path = os.path.join(ROOT, "bench", "results", name)
+        path = args.out or os.path.join(ROOT, "bench", "results", name)
         with open(path, "w") as fh:
             fh.write(text)
         print(f"wrote {path}")

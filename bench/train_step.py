@@ -12,7 +12,8 @@ side by side in one run on the same inputs (interleaved: one step of each in tur
              conv1d, or the native kernel with either GEMM library): the step's arithmetic floor.
 
     python bench/train_step.py [--device cpu|cuda] [--repeats R] [--shape thumos|anet|B,T,D,E[,K]]
-Writes bench/results/train_step_<device>_<shape>.md.
+                               [--amp bf16] [--out FILE]
+Writes bench/results/train_step_<device>_<shape>[_bf16].md (or --out).
 """
 from __future__ import annotations
 
@@ -38,16 +39,22 @@ from mining import published as published_mining  # noqa: E402
 SHAPES = {"thumos": ((16, 750, 2048, 2048, 3), "thumos"), "anet": ((256, 50, 2048, 2048, 9), "anet")}
 
 
-def published_step(model: CoLA, opt, x, y, cfg: ModelConfig, lam=0.01):
+def _autocast(device, amp: str):
+    """bf16 autocast around the forward, as the trainer's --amp bf16 does (losses in float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
+def published_step(model: CoLA, opt, x, y, cfg: ModelConfig, lam=0.01, amp="none"):
     """The published step, written as the published code computes it."""
     k_easy, k_hard = mining_counts(x.shape[1], cfg.r_easy, cfg.r_hard)
-    emb = F.relu(F.conv1d(x.permute(0, 2, 1), model.embed_weight, model.embed_bias,
-                          padding=cfg.embed_kernel // 2))                      # (B,E,T)
-    h = model.classifier(model.dropout(emb))
-    if model.depthwise is not None:
-        h = model.depthwise(h)
-    cas = F.relu(h).permute(0, 2, 1)
-    emb = emb.permute(0, 2, 1)
+    with _autocast(x.device, amp):
+        emb = F.relu(F.conv1d(x.permute(0, 2, 1), model.embed_weight, model.embed_bias,
+                              padding=cfg.embed_kernel // 2))                  # (B,E,T)
+        h = model.classifier(model.dropout(emb))
+        if model.depthwise is not None:
+            h = model.depthwise(h)
+    cas = F.relu(h.float()).permute(0, 2, 1)
+    emb = emb.float().permute(0, 2, 1)
     actionness = cas.sum(2)
     keep = F.dropout(torch.ones_like(actionness), p=0.6) > 0
     ea, eb, ha, hb = published_mining(actionness.detach(), keep.to(actionness.dtype), k_easy, k_hard)
@@ -58,8 +65,10 @@ def published_step(model: CoLA, opt, x, y, cfg: ModelConfig, lam=0.01):
     opt.step()
 
 
-def model_step(model: CoLA, loss_fn, opt, x, y):
-    loss, _ = loss_fn(model(x), y)
+def model_step(model: CoLA, loss_fn, opt, x, y, amp="none"):
+    with _autocast(x.device, amp):
+        out = model(x)
+    loss, _ = loss_fn(out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -89,6 +98,9 @@ def main():
     p.add_argument("--shape", default="thumos", help="thumos (16,750,2048,2048,k3), anet (256,50,2048,2048,k9) "
                    "or B,T,D,E[,K]")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--amp", default="none", choices=["none", "bf16"],
+                   help="bf16 autocast around every model's forward, as the trainer's --amp bf16")
+    p.add_argument("--out", default=None, help="markdown output (default bench/results/train_step_<device>_<shape>[_bf16].md)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,19 +130,21 @@ def main():
     mr, lr_, or_ = fresh("reference")
     mf, lf, of = fresh(None)
     t0 = time.perf_counter()
-    model_step(mf, lf, of, x, y)  # the first step makes auto's decisions (timed here, apart)
+    model_step(mf, lf, of, x, y, args.amp)  # the first step makes auto's decisions (timed here, apart)
     first = time.perf_counter() - t0
     w = mf.embed_weight.detach().clone().requires_grad_(True)
     b = mf.embed_bias.detach().clone().requires_grad_(True)
 
     def floor_of(impl):
         def f():
-            out = conv_embed.run(x, w, b, impl)
+            with _autocast(device, args.amp):
+                out = conv_embed.run(x, w, b, impl)
             out.backward(torch.ones_like(out))
         return f
-    fns = {"published (host mining, gathered SniCo)": lambda: published_step(mp, op_, x, y, cfg, lam),
-           "reference (pure PyTorch)": lambda: model_step(mr, lr_, or_, x, y),
-           "fast (backend auto)": lambda: model_step(mf, lf, of, x, y)}
+    amp = args.amp
+    fns = {"published (host mining, gathered SniCo)": lambda: published_step(mp, op_, x, y, cfg, lam, amp),
+           "reference (pure PyTorch)": lambda: model_step(mr, lr_, or_, x, y, amp),
+           "fast (backend auto)": lambda: model_step(mf, lf, of, x, y, amp)}
     floors = {f"floor: conv embedding fwd+bwd, {impl}": floor_of(impl)
               for impl in conv_embed.candidates(device, x.dtype)}
     times = interleaved({**fns, **floors}, device, repeats, warmup)
@@ -138,7 +152,8 @@ def main():
     pub, fast = times[next(iter(fns))], times["fast (backend auto)"]
     floor_name = min(floors, key=times.get)
     fl = times[floor_name]
-    lines = [f"## Training step, (B,T,D,E,K) = ({B},{T},{D},{E},{K}), {classifier} classifier, {device.type}", "",
+    lines = [f"## Training step, (B,T,D,E,K) = ({B},{T},{D},{E},{K}), {classifier} classifier, {device.type}"
+             + (", bf16 autocast" if args.amp == "bf16" else ""), "",
              *machine_lines(device),
              f"- median of {repeats} steps after {warmup} warm-up, the rows interleaved; the fast model's first step "
              f"took {first:.2f} s, of which auto's measurements "
@@ -152,8 +167,10 @@ def main():
               f"(floor = {floor_name.split(', ')[-1]})"]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", f"train_step_{device.type}_{label}.md"), "w") as f:
+    out = args.out or os.path.join(HERE, "results", f"train_step_{device.type}_{label}"
+                                   + ("_bf16" if args.amp == "bf16" else "") + ".md")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         f.write(text + "\n")
 
 

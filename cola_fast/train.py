@@ -39,6 +39,7 @@ from .cli import ArgumentParser, fail
 from .config import TrainConfig, get_preset, parse_override
 from .evaluation import format_table
 from .model import CoLA, CoLALoss, ModelConfig
+from .ops.snico import check_index_errors
 from .run import RunError, RunFolder, atomic_torch_save, atomic_write_text, restore_training_state  # noqa: F401
 
 
@@ -505,6 +506,7 @@ class Training:
             done = step + 1
             if done % 10 == 0 or done == cfg.steps:  # one host sync per 10 steps
                 avg = dist_ctx.mean({k: float(v) / n_run for k, v in run.items()})
+                check_index_errors()  # the Triton SniCo kernels' deferred index check (synced above)
                 for v in run.values():
                     v.zero_()
                 n_run = 0

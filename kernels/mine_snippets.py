@@ -14,7 +14,11 @@ Values are computed in float32 and rounded to the input dtype after every operat
 reproduces the reference's float16 / bfloat16 arithmetic exactly.
 
 Limits: float16, bfloat16 and float32 (float64 goes to the native or reference backend; a
-64-bit value key does not pack with an index into one sort key), T <= MAX_T = 8192.
+64-bit value key does not pack with an index into one sort key), T <= MAX_T = 2048: a row
+lives in registers, and at BLOCK 8192 (16 warps) the sorts spill and one compile takes about
+two minutes (sm_90), so longer rows go to the native kernel ("auto" does not offer Triton there).
+The integer arguments are not specialised (do_not_specialize): Triton would otherwise compile
+again for each pattern of "== 1" and "divisible by 16" among T, the counts and the windows.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import triton.language as tl
 
 from . import on_device
 
-MAX_T = 8192
+MAX_T = 2048
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 _I32_MAX: tl.constexpr = tl.constexpr(0x7FFFFFFF)  # a global read by @triton.jit code must be constexpr
@@ -64,7 +68,7 @@ def _topk_store(v, offs, T, k, out_ptr, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, idx, mask=offs < k)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "k_easy", "k_hard", "m", "M", "cm", "cM", "DR"])
 def _mine_kernel(a_ptr, keep_ptr, ea_ptr, eb_ptr, ha_ptr, hb_ptr, T, k_easy, k_hard, m, M, cm, cM, DR,
                  BLOCK: tl.constexpr):
     DT: tl.constexpr = a_ptr.dtype.element_ty
@@ -140,7 +144,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
     if B == 0:
         return ea, eb, ha, hb
     BLOCK = max(16, triton.next_power_of_2(T))
-    num_warps = 4 if BLOCK <= 1024 else (8 if BLOCK <= 4096 else 16)
+    num_warps = 4 if BLOCK <= 1024 else 8
     with on_device(a):
         _mine_kernel[(B,)](a, kp, ea, eb, ha, hb, T, k_easy, k_hard, m, M, m // 2, M // 2, min(M, T - 1),
                            BLOCK=BLOCK, num_warps=num_warps)

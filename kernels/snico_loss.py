@@ -17,8 +17,12 @@ over several threads). The rows were just loaded as a block, so these reloads hi
 Returns the gradient in emb's dtype. Saved tensors as the native op: means (B,4,D),
 mean_norms (B,4), neg_norms (B,2,k_easy), logits (B,2,1+k_easy), lse (B,2), all float32.
 
-The wrappers check what the CUDA kernel asserts (indices in [0, T), one host sync) and
-launch on emb's device. Every grid axis but the first stays small (no 65535 limit on B).
+Indices outside [0, T) are checked without a host sync: _means counts them into a small
+per-device flag tensor, and every kernel clamps the indices it reads into [0, T), so a bad
+index never reads or writes outside emb's video. raise_index_errors() reads the flag (a host
+sync: the trainer calls it at its logging, every 10 steps; on a CPU tensor the wrapper calls it
+at once) and raises a ValueError naming the count and T. The wrappers launch on emb's device.
+Every grid axis but the first stays small (no 65535 limit on B).
 """
 from __future__ import annotations
 
@@ -40,28 +44,54 @@ def _clamp_eps(n):
 
 
 @triton.jit
-def _set_mean(Eb, I, k, D, offs, mask, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
+def _rows_in(I, ok, T):
+    # the indices at I (masked by ok), clamped into [0, T): a bad one reads a row of the video,
+    # never memory outside it (it was counted by _count_bad)
+    rows = tl.load(I, mask=ok, other=0)
+    return tl.minimum(tl.maximum(rows, 0), T - 1)
+
+
+@triton.jit
+def _count_bad(I, k, T, ERR, K_TILE: tl.constexpr):
+    # ERR[0] += the number of indices I[0..k) outside [0, T); ERR[1] = T when there was one
+    ark = tl.arange(0, K_TILE)
+    for i0 in range(0, k, K_TILE):
+        ok = i0 + ark < k
+        rows = tl.load(I + i0 + ark, mask=ok, other=0)
+        n = tl.sum((ok & ((rows < 0) | (rows >= T))).to(tl.int32), axis=0)
+        if n > 0:
+            tl.atomic_add(ERR, n)
+            tl.store(ERR + 1, T)
+
+
+@triton.jit
+def _set_mean(Eb, I, k, T, D, offs, mask, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
     # mean over the rows I[0..k) of the video at Eb, channels offs: K_TILE rows per block
     ark = tl.arange(0, K_TILE)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for i0 in range(0, k, K_TILE):
         ok = i0 + ark < k
-        rows = tl.load(I + i0 + ark, mask=ok, other=0)
+        rows = _rows_in(I + i0 + ark, ok, T)
         v = tl.load(Eb + rows[:, None] * D + offs[None, :], mask=ok[:, None] & mask[None, :], other=0.0)
         acc += tl.sum(v.to(tl.float32), axis=0)
     return acc / k
 
 
 @triton.jit
-def _means(E, HA, EA, HB, EB, M, T, D, kE, kH, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
+def _means(E, HA, EA, HB, EB, M, ERR, T, D, kE, kH, BLOCK: tl.constexpr, K_TILE: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < D
     Eb = E + b * T * D
-    tl.store(M + (b * 4 + 0) * D + offs, _set_mean(Eb, HA + b * kH, kH, D, offs, mask, BLOCK, K_TILE), mask=mask)
-    tl.store(M + (b * 4 + 1) * D + offs, _set_mean(Eb, EA + b * kE, kE, D, offs, mask, BLOCK, K_TILE), mask=mask)
-    tl.store(M + (b * 4 + 2) * D + offs, _set_mean(Eb, HB + b * kH, kH, D, offs, mask, BLOCK, K_TILE), mask=mask)
-    tl.store(M + (b * 4 + 3) * D + offs, _set_mean(Eb, EB + b * kE, kE, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    if tl.program_id(1) == 0:  # one program per video counts its bad indices
+        _count_bad(HA + b * kH, kH, T, ERR, K_TILE)
+        _count_bad(EA + b * kE, kE, T, ERR, K_TILE)
+        _count_bad(HB + b * kH, kH, T, ERR, K_TILE)
+        _count_bad(EB + b * kE, kE, T, ERR, K_TILE)
+    tl.store(M + (b * 4 + 0) * D + offs, _set_mean(Eb, HA + b * kH, kH, T, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    tl.store(M + (b * 4 + 1) * D + offs, _set_mean(Eb, EA + b * kE, kE, T, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    tl.store(M + (b * 4 + 2) * D + offs, _set_mean(Eb, HB + b * kH, kH, T, D, offs, mask, BLOCK, K_TILE), mask=mask)
+    tl.store(M + (b * 4 + 3) * D + offs, _set_mean(Eb, EB + b * kE, kE, T, D, offs, mask, BLOCK, K_TILE), mask=mask)
 
 
 @triton.jit
@@ -148,9 +178,9 @@ def _dots(E, EA, EB, M, MN, NN, QK, QE, T, D, kE, BLOCK: tl.constexpr, K_TILE: t
         ok = j < kE
         q = M + (b * 4 + 2 * t) * D
         if t == 0:
-            rows = tl.load(EB + b * kE + j, mask=ok, other=0)
+            rows = _rows_in(EB + b * kE + j, ok, T)
         else:
-            rows = tl.load(EA + b * kE + j, mask=ok, other=0)
+            rows = _rows_in(EA + b * kE + j, ok, T)
         res, n = _rows_dot_over_norm(q, E + (b * T + rows) * D, ok, D, BLOCK, K_TILE)
         tl.store(QE + (b * 2 + t) * kE + j, res, mask=ok)
         tl.store(NN + (b * 2 + t) * kE + j, n, mask=ok)
@@ -218,11 +248,11 @@ def _pick(x, ar, u):
 
 
 @triton.jit
-def _add_to_rows(Ob, I, k, D, offs, mask, val, K_TILE: tl.constexpr):
+def _add_to_rows(Ob, I, k, T, D, offs, mask, val, K_TILE: tl.constexpr):
     # Ob[I[i]] += val for i < k: one load per K_TILE indices, then the adds row by row
     ark = tl.arange(0, K_TILE)
     for i0 in range(0, k, K_TILE):
-        rows = tl.load(I + i0 + ark, mask=i0 + ark < k, other=0)
+        rows = _rows_in(I + i0 + ark, i0 + ark < k, T)
         for u in tl.static_range(K_TILE):
             row = _pick(rows, ark, u)
             tl.atomic_add(Ob + row * D + offs, val, mask=mask & (i0 + u < k), sem="relaxed")
@@ -254,7 +284,7 @@ def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.const
         S = tl.zeros([BLOCK], dtype=tl.float32)
         for j0 in range(0, kE, K_TILE):
             ok = j0 + ark < kE
-            rows = tl.load(NEG + j0 + ark, mask=ok, other=0)
+            rows = _rows_in(NEG + j0 + ark, ok, T)
             wj = tl.load(Wt + j0 + ark, mask=ok, other=0.0)
             v = tl.load(Eb + rows[:, None] * D + offs[None, :], mask=ok[:, None] & mask[None, :],
                         other=0.0).to(tl.float32)                      # [K_TILE, BLOCK]
@@ -269,17 +299,17 @@ def _scatter(E, HA, EA, HB, EB, M, W, BETA, SC, O, T, D, kE, kH, BLOCK: tl.const
         dq = (a0 * kn + S - gq * qn) / (nq * kH)
         dk = (a0 * qn - gk * kn) / (nk * kE)
         if t == 0:
-            _add_to_rows(Ob, HA + b * kH, kH, D, offs, mask, dq, K_TILE)
-            _add_to_rows(Ob, EA + b * kE, kE, D, offs, mask, dk, K_TILE)
+            _add_to_rows(Ob, HA + b * kH, kH, T, D, offs, mask, dq, K_TILE)
+            _add_to_rows(Ob, EA + b * kE, kE, T, D, offs, mask, dk, K_TILE)
         else:
-            _add_to_rows(Ob, HB + b * kH, kH, D, offs, mask, dq, K_TILE)
-            _add_to_rows(Ob, EB + b * kE, kE, D, offs, mask, dk, K_TILE)
+            _add_to_rows(Ob, HB + b * kH, kH, T, D, offs, mask, dq, K_TILE)
+            _add_to_rows(Ob, EB + b * kE, kE, T, D, offs, mask, dk, K_TILE)
 
 
 def _check(emb, ea, eb, ha, hb):
-    """What the CUDA kernel asserts, as the ValueErrors of cola_fast.ops.snico_loss: a
-    non-empty batch and indices in [0, T) (out-of-range ones would corrupt memory through
-    the scatter's atomics). One host sync on CUDA."""
+    """What the CUDA kernel asserts, as the ValueErrors of cola_fast.ops.snico_loss, without a
+    host sync: a non-empty batch (the index range is checked by the kernels, see the module's
+    docstring)."""
     if emb.dtype == torch.float64:
         raise TypeError("snico_loss (triton): float64 is not supported; use backend='native' or 'reference'")
     B, T, D = emb.shape
@@ -287,10 +317,30 @@ def _check(emb, ea, eb, ha, hb):
         raise ValueError(f"snico_loss: emb is empty, shape {tuple(emb.shape)}")
     if ea.shape[1] == 0 or ha.shape[1] == 0:
         raise ValueError(f"snico_loss: empty index sets, k_easy={ea.shape[1]} k_hard={ha.shape[1]}")
-    lo, hi = torch.aminmax(torch.cat([x.reshape(-1) for x in (ea, eb, ha, hb)]))
-    lo, hi = int(lo), int(hi)
-    if lo < 0 or hi >= T:
-        raise ValueError(f"snico_loss: indices in [{lo}, {hi}], outside [0, T={T})")
+
+
+_INDEX_ERRORS: dict[torch.device, torch.Tensor] = {}  # per device: [count of bad indices, T of the last]
+
+
+def _error_flag(device: torch.device) -> torch.Tensor:
+    flag = _INDEX_ERRORS.get(device)
+    if flag is None:
+        flag = _INDEX_ERRORS[device] = torch.zeros(2, dtype=torch.int32, device=device)
+    return flag
+
+
+def raise_index_errors(device: torch.device | None = None) -> None:
+    """Raise a ValueError if a launch since the last call was given indices outside [0, T)
+    (on device, or on any device used so far), and clear the count. Reads the flag: a host
+    sync, to be made where the caller syncs anyway."""
+    for dev, flag in list(_INDEX_ERRORS.items()):
+        if device is not None and dev != device:
+            continue
+        n, T = flag.tolist()
+        if n:
+            flag.zero_()
+            raise ValueError(f"snico_loss (triton, {dev}): {n} indices outside [0, T={T}) since the last check; "
+                             "the kernels clamped them into [0, T), so those losses and gradients are wrong")
 
 
 def _prep(emb, ea, eb, ha, hb):
@@ -316,13 +366,17 @@ def snico_fwd(emb, ea, eb, ha, hb, tau):
     qk = torch.empty((B, 2), **f32)
     qe = torch.empty((B, 2, kE), **f32)
     per_video = torch.empty((B,), **f32)
+    err = _error_flag(emb.device)
     with on_device(emb):
-        _means[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, T, D, kE, kH, BLOCK=BLOCK_D, K_TILE=K_TILE)
+        _means[(B, triton.cdiv(D, BLOCK_D))](emb, ha, ea, hb, eb, means, err, T, D, kE, kH, BLOCK=BLOCK_D,
+                                             K_TILE=K_TILE)
         _dots[(dots_programs(B, kE),)](emb, ea, eb, means, mean_norms, neg_norms, qk, qe, T, D, kE,
                                        BLOCK=BLOCK_D, K_TILE=K_TILE)
         _loss[(B,)](mean_norms, qk, qe, logits, lse, per_video, kE, 1.0 / tau,
                     BLOCK_K=max(16, triton.next_power_of_2(kE + 1)))
         loss = (per_video.sum() / B).to(emb.dtype)
+    if emb.device.type == "cpu":  # no sync to save on a CPU: say it now
+        raise_index_errors(emb.device)
     return loss, means, mean_norms, neg_norms, logits, lse
 
 

@@ -14,9 +14,10 @@ with g = (0 where y <= 0, else dy) recomputed on the fly from dy and the saved y
 reads it (the ReLU mask is never materialised).
 
 Weights are used as Wk (K, Cin, Cout), a small permuted copy per call.
-On the GPU the kernels are autotuned over several block shapes, keyed on the channels, K and
-the power-of-2 bucket of the row count N = B*T (ROWS_BUCKET), so that videos of every length
-do not each start a new autotuning; under the interpreter (TRITON_INTERPRET=1), and when
+On the GPU the kernels are autotuned over several block shapes, keyed on the channels, K, the
+dot precision, the flags and the power-of-2 bucket of the row count N = B*T (ROWS_BUCKET), so
+that videos of every length do not each start a new autotuning; configurations that need more
+shared memory than the device has are pruned before compiling (_fits_shared_memory); under the interpreter (TRITON_INTERPRET=1), and when
 COLA_FAST_TRITON_AUTOTUNE=0 (set by the tests: compile time stays bounded), a single
 configuration is used. Launches run on x's device (on_device).
 """
@@ -32,7 +33,9 @@ from . import on_device
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _ONE_CONFIG = os.environ.get("COLA_FAST_TRITON_AUTOTUNE", "1") == "0"
-_KEY = ["Cin", "Cout", "K", "ROWS_BUCKET"]
+# what a tuned configuration is reused for (names a kernel lacks are left out by the autotuner;
+# the tensors' dtypes are part of the key anyway)
+_KEY = ["Cin", "Cout", "K", "ROWS_BUCKET", "PREC", "ACC_F64", "HAS_BIAS", "HAS_DB"]
 
 
 def rows_bucket(n: int) -> int:
@@ -53,7 +56,30 @@ def _configs(kind: str):
     return cfgs
 
 
-@triton.autotune(configs=_configs("fwd"), key=_KEY)
+def prune_to_fit(configs, element_size: int, limit: int):
+    """The configurations whose pipelined operand tiles, stages x (BM x BK + BK x BN) elements,
+    fit in limit bytes of shared memory (the smallest one if none does)."""
+    def need(c):
+        m = c.kwargs
+        return c.num_stages * (m["BM"] * m["BK"] + m["BK"] * m["BN"]) * element_size
+    fit = [c for c in configs if need(c) <= limit]
+    return fit or [min(configs, key=need)]
+
+
+def _fits_shared_memory(configs, named_args, **kwargs):
+    """early_config_prune: before compiling, drop the configurations that need more shared
+    memory than the device has (the fp64 ones at 128x256 ask for 288 KiB; an H100 has 227)."""
+    t = next(v for v in named_args.values() if isinstance(v, torch.Tensor))
+    if len(configs) <= 1 or t.device.type != "cuda":
+        return configs
+    limit = torch.cuda.get_device_properties(t.device).shared_memory_per_block_optin
+    return prune_to_fit(configs, t.element_size(), limit)
+
+
+_PRUNE = {"early_config_prune": _fits_shared_memory}
+
+
+@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout, ROWS_BUCKET,
                 K: tl.constexpr, HAS_BIAS: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
@@ -87,7 +113,7 @@ def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, T, Cin, Cout, ROWS_BUCKET,
              mask=row_ok[:, None] & col_ok[None, :])
 
 
-@triton.autotune(configs=_configs("dx"), key=_KEY)
+@triton.autotune(configs=_configs("dx"), key=_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout, ROWS_BUCKET,
                K: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,
@@ -123,7 +149,7 @@ def _dx_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, N, T, Cin, Cout, ROWS_BUCKET,
              mask=row_ok[:, None] & ci_ok[None, :])
 
 
-@triton.autotune(configs=_configs("dw"), key=_KEY)
+@triton.autotune(configs=_configs("dw"), key=_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _dw_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, N, T, Cin, Cout, ROWS_BUCKET,
                K: tl.constexpr, HAS_DB: tl.constexpr, PREC: tl.constexpr, ACC_F64: tl.constexpr,

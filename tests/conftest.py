@@ -11,8 +11,9 @@ if not torch.cuda.is_available():
 os.environ.setdefault("COLA_FAST_TRITON_AUTOTUNE", "0")
 
 
+import fcntl  # noqa: E402
+import json  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -44,11 +45,25 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(cache, tmp_path_factory):
-    """One run of the `tiny` preset: (run dir, summary, seconds)."""
+    """One run of the `tiny` preset: (run dir, summary, seconds). Under pytest-xdist the
+    workers share it: the first to ask trains (under a file lock) in the folder all workers of
+    this session see, the others wait and read it, and make the run's synthetic dataset in
+    their own cache (seconds, not a training run). The run folder is read-only for the tests."""
     from cola_fast.config import get_preset
-    from cola_fast.train import train
+    from cola_fast.train import prepare_data, train
 
-    out = tmp_path_factory.mktemp("tiny")
-    t0 = time.time()
-    summary = train(get_preset("tiny"), Path(out), quiet=True)
-    return Path(out), summary, time.time() - t0
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    out, record = root / "tiny_run", root / "tiny_run.json"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        trained_here = not record.exists()
+        if trained_here:
+            t0 = time.time()
+            summary = train(get_preset("tiny"), out, quiet=True)
+            record.write_text(json.dumps({"summary": summary, "seconds": time.time() - t0}))
+        rec = json.loads(record.read_text())
+    if not trained_here:  # the tests find the run's data in this worker's cache, as after a run here
+        prepare_data(get_preset("tiny"), log=lambda *a: None)
+    return out, rec["summary"], rec["seconds"]

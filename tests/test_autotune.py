@@ -339,3 +339,35 @@ def test_resumed_run_reuses_the_recorded_choices_and_ends_bit_identical(cache, t
     for k in b["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     _autotune.reset()
+
+
+def test_key_names_the_precision_settings_and_the_versions():
+    """A decision made under other float32 settings (TF32) or other software is not reused."""
+    import cola_fast
+
+    key = _autotune.make_key("toy", "v", "cpu", "float32", (16,), "none")
+    assert _autotune.precision() in key and f"cola_fast {cola_fast.__version__}" in key and "triton " in key
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium" if old != "medium" else "highest")
+        assert _autotune.make_key("toy", "v", "cpu", "float32", (16,), "none") != key
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_single_videos_share_shape_classes(monkeypatch):
+    """Evaluation calls the classifier and the conv on one video at a time, of every length:
+    T is bucketed (a power of two), so a test set costs a handful of measurements, not one per
+    length. Training batches keep their exact shape."""
+    from cola_fast.ops import classifier, conv_embed
+
+    seen = []
+    monkeypatch.setattr(_autotune, "choose", lambda op, variant, dev, dtype, shape, *a: seen.append(shape) or "linear")
+    w = torch.zeros(3, 8, 1)
+    for T in (300, 400, 500, 511):
+        classifier.classifier_1x1(torch.zeros(1, T, 8), w, backend="auto")
+    classifier.classifier_1x1(torch.zeros(16, 750, 8), w, backend="auto")
+    assert seen == [(1, 512, 8, 3)] * 4 + [(16, 750, 8, 3)]
+    # the conv tunes on the whole batch on a GPU (its Triton kernels tune per bucket of B*T rows)
+    assert conv_embed.tuning_batch(torch.device("cuda"), 16, 750) == 16
+    assert conv_embed.tuning_batch(torch.device("cpu"), 16, 750) == 2

@@ -62,6 +62,7 @@ def test_bank_errors(ds):
         DeviceFeatureBank(ds, device="cuda", pin_memory=True)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bank_on_cuda(ds):
     bank = DeviceFeatureBank(ds, device="cuda")

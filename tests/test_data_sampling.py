@@ -153,6 +153,7 @@ def test_batch_reproducible_and_errors():
         sample_random_perturb_batch(torch.tensor([5]), 0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batch_on_cuda():
     T = torch.tensor([750, 100, 1835, 3])

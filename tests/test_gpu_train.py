@@ -11,7 +11,7 @@ import torch
 
 from cola_fast.model import CoLA, CoLALoss, ModelConfig
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_fast_step_has_no_host_sync(cache):

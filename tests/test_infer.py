@@ -31,6 +31,7 @@ def feats_dir(tiny_run, cache, tmp_path_factory):
     return out, vids, root
 
 
+@pytest.mark.gpu
 def test_infer_reproduces_trainer_detections(tiny_run, feats_dir, tmp_path):
     """At 1e-9, so on the device the trainer evaluated on (its config's device, "auto": CUDA
     on a GPU machine), with the same kernels; CPU and CUDA results differ by float rounding."""

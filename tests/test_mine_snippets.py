@@ -186,9 +186,9 @@ def test_native_sse2_build_matches_reference_too():
 
 @pytest.mark.parametrize("backend,device", [
     pytest.param("native", "cpu", marks=needs_native),
-    pytest.param("native", "cuda", marks=needs_native_cuda),
+    pytest.param("native", "cuda", marks=[needs_native_cuda, pytest.mark.gpu]),
     pytest.param("triton", "cpu", marks=needs_triton_cpu),
-    pytest.param("triton", "cuda", marks=needs_triton_cuda),
+    pytest.param("triton", "cuda", marks=[needs_triton_cuda, pytest.mark.gpu]),
 ])
 @pytest.mark.parametrize("T", [1, 7, 50])
 def test_windows_longer_than_the_row(T, backend, device):
@@ -382,7 +382,21 @@ def test_triton_refuses_clearly():
     with pytest.raises(TypeError, match="float64"):
         mine_snippets(torch.rand(1, 5, dtype=torch.float64), torch.ones(1, 5), 1, 1, backend="triton")
     with pytest.raises(ValueError, match="MAX_T"):
-        mine_snippets(torch.rand(1, 9000), torch.ones(1, 9000), 1, 1, backend="triton")
+        mine_snippets(torch.rand(1, 2049), torch.ones(1, 2049), 1, 1, backend="triton")
+    from cola_fast.ops import mining
+    from cola_fast.ops._triton import kernels_module
+
+    assert mining.TRITON_MAX_T == kernels_module("mine_snippets").MAX_T == 2048
+
+
+def test_auto_offers_triton_only_up_to_its_max_t(monkeypatch):
+    """Long rows go to the native kernel: at T > TRITON_MAX_T auto does not time Triton."""
+    from cola_fast.ops import mining
+
+    monkeypatch.setattr(mining, "candidates", lambda device: ["reference", "native", "triton"])
+    short = mining._tuning("indices", torch.device("cuda"), torch.float32, (16, 750, 150, 37, 3, 6), "none")
+    long = mining._tuning("indices", torch.device("cuda"), torch.float32, (4, 2613, 522, 130, 3, 6), "none")
+    assert "triton" in short.candidates and "triton" not in long.candidates
 
 
 @needs_triton_cpu
@@ -403,6 +417,7 @@ def test_triton_backend_unavailable_message():
 CUDA_CASES = [(1, 1), (3, 2), (5, 6), (7, 50), (512, 50), (16, 750), (4, 2613), (512, 5000), (2, 9000)]
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 @pytest.mark.parametrize("B,T", CUDA_CASES)
 @pytest.mark.parametrize("kind", ["rand", "quantised", "zeros", "signed", "bump"])
@@ -412,6 +427,7 @@ def test_native_cuda_matches_reference(B, T, kind):
         _check(a, keep, k_easy, k_hard)
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B,T", [(3, 7), (16, 750), (8, 5000)])
@@ -421,6 +437,7 @@ def test_native_cuda_dtypes(dtype, B, T):
         _check(a, keep, T // 5, max(T // 20, 1))
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 def test_native_cuda_specials_and_opcheck():
     x = torch.tensor([[0.0, -0.0, float("inf"), 1e-45, -1e-45, 2.0, float("nan"), 3.0, -float("inf"), 0.5,
@@ -436,8 +453,9 @@ def test_native_cuda_specials_and_opcheck():
         mine_snippets(a, keep.cpu(), 1, 1)
 
 
+@pytest.mark.gpu
 @needs_triton_cuda
-@pytest.mark.parametrize("B,T", [(1, 1), (3, 2), (5, 6), (7, 50), (512, 50), (16, 750), (4, 2613), (512, 5000)])
+@pytest.mark.parametrize("B,T", [(1, 1), (3, 2), (5, 6), (7, 50), (512, 50), (16, 750), (4, 2048)])
 @pytest.mark.parametrize("kind", ["rand", "quantised", "signed", "bump"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_triton_cuda_matches_reference(B, T, kind, dtype):

@@ -249,6 +249,7 @@ needs_triton = pytest.mark.skipif(not triton_available(TRITON_DEV),
                                   reason="triton missing (or not interpreting on CPU)")
 
 
+@pytest.mark.gpu
 @needs_triton
 @pytest.mark.parametrize("shape", [(1, 6, 16, 3, 1), (2, 4, 37, 5, 2), (2, 9, 70, 1, 1), (2, 5, 200, 3, 2),
                                    (2, 40, 50, 35, 17)])  # index sets of several K_TILE tiles
@@ -260,6 +261,7 @@ def test_triton_matches_reference(shape):
     torch.testing.assert_close(g_tr, g_ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.gpu
 @needs_triton
 def test_triton_repeated_indices_and_opcheck():
     emb, _ = make(2, 6, 24, 1, 1, dtype=torch.float32, device=TRITON_DEV, seed=5)
@@ -275,6 +277,7 @@ def test_triton_repeated_indices_and_opcheck():
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
+@pytest.mark.gpu
 @needs_triton
 def test_triton_zero_row():
     emb, _ = make(1, 5, 8, 1, 1, dtype=torch.float32, device=TRITON_DEV, seed=1)
@@ -292,6 +295,7 @@ needs_native_cuda = pytest.mark.skipif(not (HAS_CUDA and native_has_kernel("snic
                                        reason="needs a CUDA device and the CUDA kernels")
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 @pytest.mark.parametrize("shape", SHAPES + [(16, 750, 2048, 150, 37), (64, 50, 2048, 5, 6)])
 def test_native_cuda_matches_reference(shape):
@@ -302,6 +306,7 @@ def test_native_cuda_matches_reference(shape):
     torch.testing.assert_close(g_nat.double(), g_ref, rtol=1e-4, atol=1e-5 * g_ref.abs().max().item())
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 def test_native_cuda_saved_tensors_and_backward_match_cpu_op():
     # stage by stage against the tested CPU op: forward outputs, then the backward fed the same
@@ -318,6 +323,7 @@ def test_native_cuda_saved_tensors_and_backward_match_cpu_op():
     torch.testing.assert_close(d_gpu.cpu(), d_cpu, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 def test_native_cuda_zero_row_and_repeats():
     emb, _ = make(2, 6, 40, 1, 1, dtype=torch.float32, device="cuda", seed=8)
@@ -330,12 +336,14 @@ def test_native_cuda_zero_row_and_repeats():
     torch.testing.assert_close(g_nat, g_ref, rtol=1e-4, atol=1e-5 * g_ref.abs().max().item())
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_native_cuda_low_precision(dtype):
     _lowp_check("native", dtype, "cuda", shape=(8, 200, 512, 40, 10))
 
 
+@pytest.mark.gpu
 @needs_native_cuda
 def test_opcheck_native_cuda():
     emb, idx = make(2, 8, 20, 3, 2, dtype=torch.float32, device="cuda", seed=4)
@@ -343,6 +351,7 @@ def test_opcheck_native_cuda():
                           (emb.clone().requires_grad_(True), *idx, 0.07))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_triton_cuda_low_precision(dtype):
@@ -353,8 +362,8 @@ def test_triton_cuda_low_precision(dtype):
 ALL_BACKENDS = [
     pytest.param("reference", "cpu"),
     pytest.param("native", "cpu", marks=needs_native),
-    pytest.param("triton", TRITON_DEV, marks=needs_triton),
-    pytest.param("native", "cuda", marks=needs_native_cuda),
+    pytest.param("triton", TRITON_DEV, marks=[needs_triton, pytest.mark.gpu]),
+    pytest.param("native", "cuda", marks=[needs_native_cuda, pytest.mark.gpu]),
 ]
 
 
@@ -381,10 +390,12 @@ def test_empty_batch_is_refused_the_same_everywhere(backend, device):
         snico_loss(emb, *idx, backend=backend)
 
 
+@pytest.mark.gpu
 @needs_triton
 def test_triton_wrapper_checks_indices_and_empty_batches_itself():
-    """On CUDA the op's own range check is skipped (a host sync), so the Triton wrapper checks:
-    an out-of-range index would otherwise corrupt memory through the scatter's atomics."""
+    """On CUDA the op's own range check is skipped (a host sync), so the Triton kernels check,
+    without one: they count bad indices into a device flag (read by raise_index_errors, at
+    once on a CPU tensor) and clamp them, so that the scatter's atomics stay inside the video."""
     from cola_fast.ops._triton import kernels_module
 
     km = kernels_module("snico_loss")
@@ -393,8 +404,37 @@ def test_triton_wrapper_checks_indices_and_empty_batches_itself():
         for i in range(4):
             wrong = [t.clone() for t in idx]
             wrong[i][1, 0] = bad
-            with pytest.raises(ValueError, match=r"outside \[0, T=6\)"):
-                km.snico_fwd(emb, *wrong, 0.07)
+            with pytest.raises(ValueError, match=r"1 indices outside \[0, T=6\)"):
+                km.snico_fwd(emb, *wrong, 0.07)  # raises here on a CPU tensor
+                km.raise_index_errors(emb.device)  # on CUDA: at the caller's sync
+    km.snico_fwd(emb, *idx, 0.07)
+    km.raise_index_errors(emb.device)  # the count was cleared: nothing to report
     with pytest.raises(ValueError, match="emb is empty"):
         km.snico_fwd(emb[:0], *[t[:0] for t in idx], 0.07)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_CUDA and triton_available("cuda")), reason="needs CUDA and triton")
+def test_triton_cuda_bad_indices_no_sync_clamped_then_reported():
+    """On CUDA the Triton op neither syncs nor raises at the call: a bad index is clamped (the
+    forward and backward run and stay finite), and check_index_errors() reports it."""
+    from cola_fast.ops.snico import check_index_errors
+
+    emb, idx = make(2, 6, 8, 3, 2, dtype=torch.float32, device="cuda")
+    emb.requires_grad_(True)
+    snico_loss(emb, *idx, backend="triton").backward()
+    check_index_errors()
+    wrong = [t.clone() for t in idx]
+    wrong[1][0, 1] = 1000
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = snico_loss(emb, *wrong, backend="triton")
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
+    with pytest.raises(ValueError, match=r"1 indices outside \[0, T=6\)"):
+        check_index_errors()
+    check_index_errors()  # cleared
 

@@ -60,7 +60,8 @@ def capture(call) -> list:
 
     def jit_run(self, *args, grid, warmup=False, **kwargs):
         values = dict(zip(self.arg_names, args)) | kwargs
-        launches.append((self, values, {}, grid_of(grid, values)))
+        opts = {k: kwargs[k] for k in ("num_warps", "num_stages") if k in kwargs}  # as the launch asks
+        launches.append((self, values, opts, grid_of(grid, values)))
 
     def tuned_run(self, *args, grid, **kwargs):
         cfg = self.configs[0]

@@ -14,7 +14,8 @@ autotuner do:
   3. the eligible ones are timed, a few calls each within a time budget; the fastest is chosen.
 
 The decision is kept in memory, in an on-disk cache ($COLA_FAST_CACHE or ~/.cache/cola_fast,
-file autotune.json) keyed by op, device name, dtype, shape class, threads and torch version, and in
+file autotune.json) keyed by op, device name, dtype, shape class, threads, the float32 precision
+settings (TF32) and the torch, Triton and cola_fast versions, and in
 this process's list of decisions (`decisions()`), which a training run records in its folder;
 `pin()` makes a resumed run take exactly the recorded choices again. The choice is a constant
 for torch.compile (`choose` is evaluated once at trace time).
@@ -107,10 +108,45 @@ def device_name(device: torch.device) -> str:
     return f"{_DEVICE_NAMES[key]}, {torch.get_num_threads()} threads"
 
 
+def precision() -> str:
+    """The float32 settings that change results (TF32 in cuBLAS and cuDNN, reduced precision in
+    oneDNN), as the keys name them: the float32 matmul precision and each backend's
+    fp32_precision (torch >= 2.9; "none" inherits)."""
+    b = torch.backends
+    parts = [f"matmul {torch.get_float32_matmul_precision()}"]
+    for name, obj in (("cublas", getattr(b.cuda, "matmul", None)), ("cudnn", b.cudnn),
+                      ("cudnn.conv", getattr(b.cudnn, "conv", None)), ("mkldnn", b.mkldnn)):
+        value = getattr(obj, "fp32_precision", None)
+        if value is not None:
+            parts.append(f"{name} {value}")
+    return ", ".join(parts)
+
+
+_VERSIONS: list[str] = []
+
+
+def versions() -> str:
+    """The software whose change can change a choice: torch, Triton (its compiler and its
+    kernels' code generation) and cola_fast (its kernels)."""
+    if not _VERSIONS:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from .. import __version__
+        try:
+            triton = version("triton")
+        except PackageNotFoundError:
+            triton = "none"
+        _VERSIONS.append(f"torch {torch.__version__}, triton {triton}, cola_fast {__version__}")
+    return _VERSIONS[0]
+
+
 def make_key(op: str, variant: str, device: str, dtype: str, shape: tuple, autocast: str) -> str:
+    """The key of a decision, in memory and on disk: what the op is called on (op, variant,
+    device, dtype, shape class, autocast) and what decides the result and speed besides
+    (float32 precision settings, software versions)."""
     dev = device_name(torch.device(device))
     shape_s = "x".join(str(v) for v in shape)
-    return f"{op}/{variant}|{dev}|{dtype}|{shape_s}|autocast={autocast}|torch {torch.__version__}"
+    return f"{op}/{variant}|{dev}|{dtype}|{shape_s}|autocast={autocast}|{precision()}|{versions()}"
 
 
 # --------------------------------------------------------------------------------------
@@ -275,7 +311,10 @@ def choose(op: str, variant: str, device: str, dtype: str, shape: tuple, autocas
     """The candidate to run for this call (see the module docstring). All arguments are plain
     constants: the op's name, a variant ("forward", "train", ...), the device ("cpu", "cuda:0"),
     the dtype's name, the shape class and the autocast dtype ("none" outside autocast)."""
-    fast = (op, variant, device, dtype, shape, autocast, torch.get_num_threads())
+    # the per-call lookup reads only the cheap settings (0.1 us; precision() takes about 10 us):
+    # a per-backend fp32_precision changed in mid-process is keyed from the next reset()
+    fast = (op, variant, device, dtype, shape, autocast, torch.get_num_threads(),
+            torch.get_float32_matmul_precision())
     got = _FAST.get(fast)
     if got is None:
         got = _decide(op, variant, device, dtype, shape, autocast).choice

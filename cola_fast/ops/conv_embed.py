@@ -258,14 +258,24 @@ def _shape_class(B: int, T: int, cin: int, cout: int, k: int, has_bias: bool) ->
     return (B, T, cin, cout, k, int(has_bias))
 
 
-_TUNE_ROWS = 768  # rows (B*T) of the inputs the candidates are timed on (at least one video): a
-# measurement of about a second at the paper's shapes; per-call costs (the weight transform) weigh
-# more there than in the real batch, which can only favour torch's conv
+_TUNE_ROWS = 768  # rows (B*T) of the inputs the candidates are timed on a CPU (at least one video):
+# a measurement of about a second at the paper's shapes; per-call costs (the weight transform) weigh
+# more there than in the real batch, which can only favour torch's conv. On a GPU the whole batch
+# (12000 rows at THUMOS'14's shape, milliseconds): the Triton kernels tune per power-of-2 bucket
+# of the rows, so a smaller tuning batch would tune them for a bucket training never uses.
+
+
+def tuning_batch(device: torch.device, B: int, T: int) -> int:
+    """The videos the candidates are timed on: the class's whole batch on a GPU, about
+    _TUNE_ROWS rows on a CPU."""
+    if device.type == "cuda":
+        return B
+    return max(1, min(B, -(-_TUNE_ROWS // max(T, 1))))
 
 
 def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
     B, T, cin, cout, k, has_bias = shape
-    b = max(1, min(B, -(-_TUNE_ROWS // T)))
+    b = tuning_batch(device, B, T)
     grads = variant != "forward"
 
     def make_inputs(gen):

@@ -57,7 +57,8 @@ def _validate(emb, ea, eb, ha, hb, tau):
         raise ValueError(f"snico_loss: tau must be a positive finite number, got {tau}")
     # Range check on CPU only (on CUDA it would cost a host sync) and not while torch.compile
     # traces (data-dependent); the C++ CPU op checks the range itself as well, the CUDA kernel
-    # asserts, and the Triton wrapper checks it itself (one host sync, on CUDA too).
+    # asserts, and the Triton kernels count bad indices into a flag that check_index_errors()
+    # reads at the caller's next sync (the trainer's logging), clamping them meanwhile.
     if emb.device.type == "cpu" and not torch.compiler.is_compiling():
         for name, x in (("ea", ea), ("eb", eb), ("ha", ha), ("hb", hb)):
             lo, hi = int(x.min()), int(x.max())
@@ -153,6 +154,16 @@ def _triton():
     t_fwd.register_autograd(_make_backward(t_bwd), setup_context=_setup_context)
     _triton_ops = (t_fwd, t_bwd)
     return _triton_ops
+
+
+def check_index_errors() -> None:
+    """Raise a ValueError if a Triton snico_loss launch since the last check was given indices
+    outside [0, T) (its kernels clamp them and count them on the device, without a host sync).
+    A host sync when Triton SniCo has run in this process, nothing otherwise: call it where the
+    caller syncs anyway (the trainer: at its logging, every 10 steps)."""
+    if _triton_ops is not None:
+        from ._triton import kernels_module
+        kernels_module("snico_loss").raise_index_errors()
 
 
 # --------------------------------------------------------------------------------------
