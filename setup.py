@@ -63,6 +63,41 @@ def _find_cuda_home():
     return os.path.dirname(os.path.dirname(real))
 
 
+def _cublaslt(cuda_home):
+    """(include_dirs, extra_link_args) for cuBLASLt (csrc/cuda/temporal_conv_embed.cu), or None.
+
+    The library is the one torch's CUDA build loads: the nvidia-* wheel beside torch when there is
+    one (site-packages/nvidia/*/lib, torch's own rpath), else torch/lib or the toolkit's lib64. The
+    wheel ships libcublasLt.so.<major> without the unversioned link, hence -l:<file name>; an rpath
+    to its folder lets a fresh process resolve it even before torch has loaded it. The header
+    comes from the same place; the toolkit here lacks cublas headers, and the wheel's include folder
+    also holds its own copies of the toolkit's headers, so only cublasLt.h and cublas_api.h are
+    linked into a private folder (build/cublaslt_include) on the include path."""
+    import torch
+    site = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+    places = sorted(glob.glob(os.path.join(site, "nvidia", "*"))) + [os.path.join(site, "torch")]
+    places += [cuda_home] if cuda_home else []
+    for root in places:
+        libs = [p for d in ("lib", "lib64") for p in glob.glob(os.path.join(root, d, "libcublasLt.so*"))]
+        if not libs:
+            continue
+        lib = min(libs, key=len)  # libcublasLt.so, else libcublasLt.so.<major>
+        inc = next((d for d in (os.path.join(root, "include"), os.path.join(cuda_home or "", "include"))
+                    if os.path.exists(os.path.join(d, "cublasLt.h"))), None)
+        if inc is None:
+            continue
+        private = os.path.join(ROOT, "build", "cublaslt_include")
+        os.makedirs(private, exist_ok=True)
+        for h in ("cublasLt.h", "cublas_api.h"):
+            dst = os.path.join(private, h)
+            if os.path.lexists(dst):
+                os.remove(dst)
+            os.symlink(os.path.join(inc, h), dst)
+        libdir = os.path.dirname(lib)
+        return [private], [f"-L{libdir}", f"-l:{os.path.basename(lib)}", f"-Wl,-rpath,{libdir}"]
+    return None
+
+
 def _extensions():
     import torch
     from torch.utils import cpp_extension
@@ -73,11 +108,13 @@ def _extensions():
     want_cuda = not _env_flag("FORCE_ONLY_CPU")
     cuda_home = _find_cuda_home() if want_cuda else None
     torch_has_cuda = torch.version.cuda is not None
-    build_cuda = bool(want_cuda and cuda_home and torch_has_cuda and cuda_sources)
+    cublaslt = _cublaslt(cuda_home) if (want_cuda and cuda_home and torch_has_cuda) else None
+    build_cuda = bool(want_cuda and cuda_home and torch_has_cuda and cuda_sources and cublaslt)
     if _env_flag("FORCE_CUDA") and not build_cuda:
         sys.exit(
             "FORCE_CUDA=1 but the CUDA kernels cannot be built: "
-            f"nvcc toolkit={cuda_home!r}, torch.version.cuda={torch.version.cuda!r}"
+            f"nvcc toolkit={cuda_home!r}, torch.version.cuda={torch.version.cuda!r}, "
+            f"cuBLASLt (library and cublasLt.h) found: {cublaslt is not None}"
         )
 
     openmp = ["-fopenmp"]
@@ -98,18 +135,20 @@ def _extensions():
         ext = cpp_extension.CUDAExtension(
             "cola_fast._C",
             cpu_sources + cuda_sources,
+            include_dirs=cublaslt[0],
             define_macros=define_macros + [("COLA_FAST_WITH_CUDA", "1")],
             extra_compile_args={
                 "cxx": cxx_flags,
                 "nvcc": ["-O3", "-lineinfo"],
             },
-            extra_link_args=openmp,
+            extra_link_args=openmp + cublaslt[1],
             py_limited_api=True,
         )
     else:
         why = ("FORCE_ONLY_CPU=1" if not want_cuda else
                "no nvcc found" if not cuda_home else
-               "torch is a CPU-only build" if not torch_has_cuda else "no CUDA sources")
+               "torch is a CPU-only build" if not torch_has_cuda else
+               "no CUDA sources" if not cuda_sources else "cuBLASLt (library and cublasLt.h) not found")
         print(f"[cola_fast] building CPU kernels only ({why})")
         ext = cpp_extension.CppExtension(
             "cola_fast._C",
