@@ -59,6 +59,35 @@ def test_cuda_kernels_compiled_and_linked():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", "CUDA"), op
 
 
+@pytest.mark.skipif(not _cuda_build_expected(),
+                    reason="CUDA build not expected here (no nvcc, a CPU-only torch, FORCE_ONLY_CPU=1 "
+                           "or COLA_FAST_EXPECT_CUDA_BUILD=0)")
+def test_cuda_build_links_cublaslt():
+    """The CUDA conv embedding's GEMMs are cuBLASLt's: the extension names libcublasLt, and in a
+    fresh process every symbol resolves when it is loaded (LD_BIND_NOW=1, so not only at the first
+    call on a GPU), with one copy of the library mapped: the one torch's CUDA build loads."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import sys
+    import cola_fast._C as C
+    if shutil.which("readelf") is None:
+        pytest.skip("needs readelf")
+    dynamic = subprocess.check_output(["readelf", "-d", "--wide", C.__file__], text=True)
+    needed = re.findall(r"\(NEEDED\).*\[(.+?)\]", dynamic)
+    assert any(n.startswith("libcublasLt.so") for n in needed), needed
+    code = ("import json, torch, cola_fast._C\n"
+            "maps = open('/proc/self/maps').read().splitlines()\n"
+            "print(json.dumps(sorted({ln.split()[-1] for ln in maps if 'libcublasLt.so' in ln})))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(C.__file__)))
+    env = dict(os.environ, LD_BIND_NOW="1", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    mapped = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(mapped) == 1, mapped
+
+
 def test_avx512_code_only_in_its_own_functions():
     """The mining kernel is compiled a second time under "#pragma GCC target(avx512...)" and
     chosen at run time. That is only safe if no function the linker may share between the two

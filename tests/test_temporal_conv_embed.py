@@ -289,6 +289,19 @@ def test_cuda_f64_matches_reference(backend, B, T, Cin, Cout, K):
     compare(backend, x, w, b, atol=1e-10, rtol=1e-8)
 
 
+def _away_from_the_kink(x, w, b, go, frac=0.05):
+    """(go with zeros, mask): the ReLU's mask may differ between correct implementations wherever a
+    pre-activation lies within rounding of 0 (one flip moves dW by up to |dy x|), so the gradient
+    is not sent back through the outputs whose true (float64) pre-activation lies within `frac` of
+    its spread of 0, and the outputs are compared only where it does not. Both sides of the mask
+    stay tested (about half the outputs are on)."""
+    with torch.no_grad():
+        pre = torch.nn.functional.conv1d(x.double().transpose(1, 2), w.double(),
+                                         None if b is None else b.double(), padding=w.shape[2] // 2).transpose(1, 2)
+        keep = pre.abs() >= frac * pre.std()
+    return go * keep.to(go.dtype), keep
+
+
 def low_precision_errors(impl, dtype, x, w, b, go):
     """Max errors of impl's output and gradients in dtype against the float64 truth, and the
     ReLU mask flips: (errors {y, dx, dw, db}, flips, band). A pre-activation within rounding of
@@ -313,7 +326,8 @@ def low_precision_errors(impl, dtype, x, w, b, go):
 @needs_cuda
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("B,T,Cin,Cout,K", [(16, 37, 64, 96, 3), (4, 50, 256, 128, 9), (2, 750, 128, 256, 3)])
+@pytest.mark.parametrize("B,T,Cin,Cout,K", [(16, 37, 64, 96, 3), (4, 50, 256, 128, 9), (2, 750, 128, 256, 3),
+                                            (3, 3, 40, 24, 9)])  # T < K/2
 def test_cuda_low_precision_rule(backend, dtype, B, T, Cin, Cout, K):
     """flash-attention rule: error vs the float64 truth at most 2x PyTorch's own error in that
     dtype (plus a small floor), each compared under its own ReLU mask (low_precision_errors);
@@ -331,6 +345,112 @@ def test_cuda_low_precision_rule(backend, dtype, B, T, Cin, Cout, K):
         assert e_kern[name] <= 2 * e_torch[name] + rel * top[name], (name, e_kern[name], e_torch[name])
     band = 4 * (e_torch["y"] + rel * top["y"])
     assert (z[flips].abs() <= band).all(), (z[flips].abs().max().item(), band)  # mask flips only near 0
+
+
+class _ieee_fp32_convs:
+    """TF32 off for torch's cuDNN convolutions (and so for the kernels that follow that setting)."""
+
+    def __enter__(self):
+        self.get = getattr(torch._C, "_get_fp32_precision_getter", None)
+        if self.get is not None:
+            self.saved = self.get("cuda", "conv")
+            torch._C._set_fp32_precision_setter("cuda", "conv", "ieee")
+        else:
+            self.saved = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        if self.get is not None:
+            torch._C._set_fp32_precision_setter("cuda", "conv", self.saved)
+        else:
+            torch.backends.cudnn.allow_tf32 = self.saved
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("B,T,Cin,Cout,K,bias", [(1, 1, 5, 7, 3, True), (16, 37, 64, 96, 3, True),
+                                                 (4, 50, 256, 128, 9, False), (2, 3, 33, 20, 9, True)])
+def test_cuda_f32_ieee_matches_reference(backend, B, T, Cin, Cout, K, bias):
+    """float32 without TF32: the float64 reference's values to float32 rounding (away from the kink)."""
+    _cuda_backend_ok(backend)
+    x, w, b = make(B, T, Cin, Cout, K, bias=bias, device="cuda")
+    g = torch.Generator().manual_seed(9)
+    go, keep = _away_from_the_kink(x, w, b, torch.randn(B, T, Cout, generator=g, dtype=torch.float64).cuda())
+    yt, gt = run(reference.temporal_conv_embed, x, w, b, go)
+    low = [None if t is None else t.detach().float().requires_grad_(True) for t in (x, w, b)]
+    with _ieee_fp32_convs():
+        yk, gk = run(lambda *a: temporal_conv_embed(*a, backend=backend), *low, go.float())
+    torch.testing.assert_close(yk.double()[keep], yt[keep], atol=1e-5 * yt.abs().max().item(), rtol=1e-5)
+    for name, t, k in zip(("dx", "dw", "db"), gt, gk):
+        torch.testing.assert_close(k.double(), t, atol=1e-5 * t.abs().max().item(), rtol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_cuda_nonfinite_at_video_boundaries(backend, dtype):
+    """NaN and inf in the first and last rows of videos, where the per-tap dW GEMMs of the native
+    kernel pair the zeroed gradient rows of one video with the next video's x (0 * NaN): the NaN /
+    inf patterns of the output and of every gradient are the reference's (the guard recomputes)."""
+    _cuda_backend_ok(backend)
+    B, T, Cin, Cout, K = 3, 9, 6, 5, 5
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(B, T, Cin, generator=g, dtype=torch.float64)
+    x[1, 0, 1] = float("nan")   # first row of a middle video
+    x[1, T - 1, 3] = float("inf")  # last row of the same video
+    x[0, T - 2, 4] = float("nan")  # inside the last K/2 rows of the first video
+    w = torch.randn(Cout, Cin, K, generator=g, dtype=torch.float64) / (Cin * K) ** 0.5
+    b = 0.3 * torch.randn(Cout, generator=g, dtype=torch.float64)
+    dy = torch.randn(B, T, Cout, generator=g, dtype=torch.float64)
+    ref_dt = torch.float64 if dtype == torch.float64 else torch.float32  # the CPU reference's dtype
+    got_in = [t.to(dtype).cuda().requires_grad_() for t in (x, w, b)]
+    ref_in = [t.to(dtype).to(ref_dt).requires_grad_() for t in (x, w, b)]
+    got = temporal_conv_embed(*got_in, backend=backend)
+    want = reference.temporal_conv_embed(*ref_in)
+    got.backward(dy.to(dtype).cuda())
+    want.backward(dy.to(dtype).to(ref_dt))
+    assert torch.isnan(want[1, 0]).all() and torch.isfinite(want[2]).all()  # the case is what it says
+    assert torch.isfinite(ref_in[1].grad[:, 1, K // 2 + 1:]).all()  # taps that never reach x[1, 0]
+    for name, a, r in (("y", got, want), ("dx", got_in[0].grad, ref_in[0].grad),
+                       ("dw", got_in[1].grad, ref_in[1].grad), ("db", got_in[2].grad, ref_in[2].grad)):
+        a = a.detach().cpu()
+        assert torch.equal(torch.isnan(a), torch.isnan(r)), (name, torch.isnan(a) ^ torch.isnan(r))
+        assert torch.equal(torch.isinf(a), torch.isinf(r)), name
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+def test_cuda_large_finite_inputs(backend):
+    """|x| ~ 1e19 with w ~ 1e-19 (float32): finite products whose size makes the native kernel's
+    guard recompute the fused forward by the direct sum; the values must still be the reference's."""
+    _cuda_backend_ok(backend)
+    x, w, b = make(4, 20, 16, 12, 3, device="cuda")
+    scaled = [(x * 1e19), (w * 1e-19), b]
+    go = torch.randn(4, 20, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64).cuda()
+    go, keep = _away_from_the_kink(*scaled, go)
+    yt, gt = run(reference.temporal_conv_embed, *[t.detach().requires_grad_(True) for t in scaled], go)
+    low = [t.detach().float().requires_grad_(True) for t in scaled]
+    with _ieee_fp32_convs():
+        yk, gk = run(lambda *a: temporal_conv_embed(*a, backend=backend), *low, go.float())
+    torch.testing.assert_close(yk.double()[keep], yt[keep], atol=1e-5 * yt.abs().max().item(), rtol=1e-5)
+    for name, t, k in zip(("dx", "dw", "db"), gt, gk):
+        torch.testing.assert_close(k.double(), t, atol=1e-5 * t.abs().max().item(), rtol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_cuda_candidates_include_the_cublaslt_kernel():
+    """auto's CUDA candidates hold the native cuBLASLt kernel whenever the extension has its CUDA
+    kernels (checked without a GPU: the dispatch key has a kernel), under its own name."""
+    from cola_fast.ops import conv_embed
+
+    names = conv_embed.candidates(torch.device("cuda"), torch.float32)
+    assert names[0] == "reference"
+    assert ("native:cublaslt" in names) == native_has_kernel("temporal_conv_embed", "cuda")
+    assert "native" not in names
 
 
 @pytest.mark.gpu

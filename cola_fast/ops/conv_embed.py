@@ -10,14 +10,15 @@ Backends (see cola_fast.ops._backend):
              (float32/float64, Winograd F(2,3) or implicit GEMM on shifted row views, its GEMMs
              through BLAS or oneDNN: the op's `gemm` argument; a library is offered only where
              the probe at import found it running, _backend.gemm_libraries) and CUDA
-             kernel (WMMA implicit GEMM: bf16/fp16, tf32 for float32 when torch lets
-             its cuDNN convolutions use TF32 (conv_allows_tf32 below),
-             float64 exact)
+             kernel (one cuBLASLt GEMM per tap; bias + ReLU in the last GEMM's epilogue for
+             float32/float64, in one small kernel for bf16/fp16, which accumulate in fp32;
+             TF32 for float32 when torch lets its cuDNN convolutions use TF32
+             (conv_allows_tf32 below), float64 exact; see csrc/cuda/temporal_conv_embed.cu)
   triton     kernels/temporal_conv_embed.py through the custom op
              cola_fast_triton::temporal_conv_embed (GPU, or CPU under TRITON_INTERPRET=1)
 
 "auto" chooses by measurement per shape class (cola_fast/ops/_autotune.py) among
-"reference", "native:blas", "native:onednn" (CPU, float32) / "native", "triton" (CUDA), timing
+"reference", "native:blas", "native:onednn" (CPU, float32) / "native:cublaslt", "triton" (CUDA), timing
 the forward alone under no_grad and forward+backward when gradients are wanted.
 
 The backward is fused: the ReLU mask is applied once, then dx, dweight and dbias; the
@@ -203,6 +204,7 @@ def _autocast(x, weight, bias):
 
 
 GEMM_LIBRARIES = {"blas": 0, "onednn": 1}  # the native CPU op's `gemm` argument
+CUDA_NATIVE = "native:cublaslt"  # the native CUDA op (its GEMMs are cuBLASLt's; it ignores `gemm`)
 
 
 def candidates(device: torch.device, dtype: torch.dtype) -> list[str]:
@@ -214,7 +216,7 @@ def candidates(device: torch.device, dtype: torch.dtype) -> list[str]:
             libs = [lib for lib, why in gemm_libraries().items() if not why]
             names += [f"native:{lib}" for lib in libs if lib == "blas" or dtype != torch.float64]
         else:
-            names.append("native")
+            names.append(CUDA_NATIVE)
     if device.type == "cuda" and triton_available(device):
         names.append("triton")
     return names
@@ -227,7 +229,7 @@ def run(x, weight, bias, impl: str) -> torch.Tensor:
     x, weight, bias = _autocast(x, weight, bias)
     if impl.startswith("native"):
         fwd = torch.ops.cola_fast.temporal_conv_embed.default
-        gemm = GEMM_LIBRARIES[impl.split(":")[1]] if ":" in impl else 0
+        gemm = GEMM_LIBRARIES[impl.split(":")[1]] if ":" in impl and impl != CUDA_NATIVE else 0
         if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
             dt = x.dtype
             up = (lambda t: None if t is None else t.float())
