@@ -21,8 +21,9 @@
 //             as the CPU kernel does), so a pair that crosses a video boundary adds 0 * x.
 //   G         = dY where Y > 0 or Y is NaN, 0 where Y <= 0 (torch's threshold_backward), computed by
 //             one small kernel that also writes per-chunk column sums: db, reduced deterministically.
-// The cuBLASLt schema has no mask input, and DRELU_BGRAD would need the forward's ReLU bit-mask
-// (an extra saved tensor the op's schema does not carry), so the ReLU gradient is that kernel.
+// CUBLASLT_EPILOGUE_DRELU_BGRAD would need the forward's ReLU bit-mask (RELU_AUX_BIAS), a second
+// saved tensor that the op's schema (grad_out, out, x, weight) does not carry; it would also zero
+// the gradient at a NaN output, where torch passes it. So the ReLU gradient is that kernel.
 //
 // Precision: float32 uses TF32 tensor cores exactly when torch lets its cuDNN convolutions do so
 // (CUBLAS_COMPUTE_32F_FAST_TF32), float64 is exact; bf16 / fp16 multiply on tensor cores and
