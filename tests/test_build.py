@@ -59,6 +59,7 @@ def test_cuda_kernels_compiled_and_linked():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", "CUDA"), op
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_build_expected(),
                     reason="CUDA build not expected here (no nvcc, a CPU-only torch, FORCE_ONLY_CPU=1 "
                            "or COLA_FAST_EXPECT_CUDA_BUILD=0)")
