@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from cola_fast.evaluation import (ProposalConfig, evaluate_detection, generate_proposals,  # noqa: E402
                                   generate_proposals_batch)
 from cola_fast.infer import load_model  # noqa: E402
-from cola_fast.train import prepare_data  # noqa: E402
+from cola_fast.data import prepare_data  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine_lines  # noqa: E402
 

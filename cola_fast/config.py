@@ -182,6 +182,26 @@ class TrainConfig:
         return self
 
 
+def resolve_device(name: str):
+    """The torch.device a device setting names (auto | cpu | cuda | cuda:N) on this machine;
+    ValueError when it names one this machine lacks."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: asked for, but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N")
+    return dev
+
+
 PRESETS: dict[str, TrainConfig] = {
     "thumos14": TrainConfig(preset="thumos14"),
     "anet12": TrainConfig(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cola_fast.infer import main
-from cola_fast.train import resolve_device
+from cola_fast.config import resolve_device
 
 
 def _dataset_root(cache) -> Path:

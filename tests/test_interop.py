@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from cola_fast.config import TrainConfig, get_preset, parse_override
-from cola_fast.train import BatchStream, build_parser, main as train_main, train
+from cola_fast.data import BatchStream
+from cola_fast.train import build_parser, main as train_main, train
 
 
 
