@@ -13,7 +13,7 @@
 Times are medians over --repeats runs taken side by side in this process.
 
     The fast rows use the proposal path that generate_proposals picks (native C++ ops of
-    cola_fast._C when built, else numpy; COLA_FAST_PROPOSALS=numpy|native|auto) and, for
+    cola_fast._C when built, else numpy: backend "auto") and, for
     comparison, the numpy path forced. The table says which path ran.
 
     PYTHONPATH=. python bench/evaluate.py [--repeats 3] [--out bench/results/evaluate_cpu.md]
@@ -145,8 +145,8 @@ def main():
     # ---------------- (a) P-MIL file ----------------
     thr = np.linspace(0.1, 0.7, 7)
     exp = json.load(open(EXPECTED))
-    fast, t_fast, _ = timed(lambda: evaluate_detection(GT, PMIL, "test", thr, impl="fast"), R)
-    ref, t_ref, _ = timed(lambda: evaluate_detection(GT, PMIL, "test", thr, impl="reference"), R)
+    fast, t_fast, _ = timed(lambda: evaluate_detection(GT, PMIL, "test", thr, backend="auto"), R)
+    ref, t_ref, _ = timed(lambda: evaluate_detection(GT, PMIL, "test", thr, backend="reference"), R)
     pdres, t_pd, _ = timed(lambda: anet_pandas.evaluate(GT, PMIL, "test", thr), args.pandas_repeats)
     assert fast["mAP"] == ref["mAP"] == list(pdres[0]), (fast["mAP"], ref["mAP"], pdres[0])
     assert fast["average_mAP"] == ref["average_mAP"] == pdres[1]
@@ -154,7 +154,7 @@ def main():
     # core only (files already parsed)
     gtd, resd = load_gt(GT), load_results(PMIL)
     rawg, rawr = json.load(open(GT)), json.load(open(PMIL))
-    _, tc_fast, _ = timed(lambda: evaluate_detection(gtd, resd, "test", thr, impl="fast"), R)
+    _, tc_fast, _ = timed(lambda: evaluate_detection(gtd, resd, "test", thr, backend="auto"), R)
     _, tc_pd, _ = timed(lambda: anet_pandas.evaluate(rawg, rawr, "test", thr), args.pandas_repeats)
     lines += ["## (a) Detection mAP, real P-MIL results (31,587 detections, 210 test videos)", "",
               "mAP@0.1:0.7 = " + ", ".join(f"{100 * m:.2f}" for m in fast["mAP"]) +
@@ -175,47 +175,47 @@ def main():
     cfg = ProposalConfig.thumos14()
     n_snip = sum(it[3] for it in items)
 
-    path = fast_props.proposal_path()  # what impl="fast" uses (native when built)
+    path = fast_props.proposal_backend()  # what backend "auto" uses (native when built)
 
-    def pipeline(impl, batch=True, native=None):
-        if impl == "reference":
-            dets = generate_proposals_batch(items, CLASSES, cfg, impl=impl)
+    def pipeline(backend, batch=True):
+        if backend == "reference":
+            dets = generate_proposals_batch(items, CLASSES, cfg, backend=backend)
         elif batch:
-            dets = fast_props.generate_proposals_batch(items, CLASSES, cfg, native=native)
+            dets = fast_props.generate_proposals_batch(items, CLASSES, cfg, backend=backend)
         else:
-            dets = [generate_proposals(*it, CLASSES, cfg, impl=impl) for it in items]
+            dets = [generate_proposals(*it, CLASSES, cfg, backend=backend) for it in items]
         res = results_json(dict(zip(vids, dets)))
-        return res, evaluate_detection(GT, res, "test", thr, impl=impl)
+        return res, evaluate_detection(GT, res, "test", thr, backend=backend)
 
     (res_r, m_r), t_pr, _ = timed(lambda: pipeline("reference"), R)
-    (res_f, m_f), t_pf, _ = timed(lambda: pipeline("fast"), R)
+    (res_f, m_f), t_pf, _ = timed(lambda: pipeline("auto"), R)
     assert res_f == res_r, "results JSON differ"
     del res_r
-    (res_v, m_v), t_pv, _ = timed(lambda: pipeline("fast", batch=False), R)
+    (res_v, m_v), t_pv, _ = timed(lambda: pipeline("auto", batch=False), R)
     assert res_v == res_f, "results JSON differ"
     del res_v
-    (res_n, m_n), t_pn, _ = timed(lambda: pipeline("fast", native="numpy"), R)
+    (res_n, m_n), t_pn, _ = timed(lambda: pipeline("numpy"), R)
     assert res_n == res_f, "results JSON differ"
     del res_n
     assert m_f == m_r == m_v == m_n
     # proposals alone
-    _, tp_r, _ = timed(lambda: generate_proposals_batch(items, CLASSES, cfg, impl="reference"), R)
+    _, tp_r, _ = timed(lambda: generate_proposals_batch(items, CLASSES, cfg, backend="reference"), R)
     _, tp_f, _ = timed(lambda: fast_props.generate_proposals_batch(items, CLASSES, cfg), R)
     _, tp_v, _ = timed(lambda: [generate_proposals(*it, CLASSES, cfg) for it in items], R)
-    _, tp_n, _ = timed(lambda: fast_props.generate_proposals_batch(items, CLASSES, cfg, native="numpy"), R)
+    _, tp_n, _ = timed(lambda: fast_props.generate_proposals_batch(items, CLASSES, cfg, backend="numpy"), R)
     # the same with Python's cyclic GC on during the runs (its default)
     _, tg_pr, _ = timed(lambda: pipeline("reference"), R, gc_on=True)
-    _, tg_pf, _ = timed(lambda: pipeline("fast"), R, gc_on=True)
-    _, tgp_r, _ = timed(lambda: generate_proposals_batch(items, CLASSES, cfg, impl="reference"), R, gc_on=True)
+    _, tg_pf, _ = timed(lambda: pipeline("auto"), R, gc_on=True)
+    _, tgp_r, _ = timed(lambda: generate_proposals_batch(items, CLASSES, cfg, backend="reference"), R, gc_on=True)
     _, tgp_f, _ = timed(lambda: fast_props.generate_proposals_batch(items, CLASSES, cfg), R, gc_on=True)
     n_det = sum(len(v) for v in res_f["results"].values())
-    print(f"proposal path of impl='fast': {path}")
+    print(f"proposal path of backend 'auto': {path}")
     b = ["## (b) Whole THUMOS'14 test set, model-like outputs", "",
          f"{len(items)} videos, {n_snip} snippets in all, {n_det} detections after NMS; "
          "synthetic CAS with bumps on the real instances (see the script). Same results JSON "
          "(dict ==) and the same mAP for all rows. mAP@0.1:0.7 of these outputs: " +
          ", ".join(f"{100 * m:.2f}" for m in m_f["mAP"]) + f"; avg {100 * m_f['average_mAP']:.2f}.", "",
-         f"Proposal path of impl=\"fast\" in this run: **{path}**"
+         f"Proposal path of backend \"auto\" in this run: **{path}**"
          + (" (C++ CPU ops of cola_fast._C, single-threaded)" if path == "native" else
             " (cola_fast._C not built: vectorised numpy)") + "; the numpy row forces the numpy path.", "",
          "| pipeline | proposals + NMS (s) | speed-up | + results JSON + mAP (s) | speed-up |",

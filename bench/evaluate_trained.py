@@ -1,7 +1,7 @@
 """Whole test-set evaluation of a trained model, the two evaluation pipelines side by side:
 the model's outputs for the 210 THUMOS'14 test videos are computed once, then
-proposals + NMS + mAP are timed with impl="reference" (the foundation's loop-style
-pipeline) and impl="fast"; the results JSON and the mAP must be identical.
+proposals + NMS + mAP are timed with backend="reference" (the foundation's loop-style
+pipeline) and backend="auto"; the results JSON and the mAP must be identical.
 
     python bench/evaluate_trained.py RUN_DIR/best.pt [--repeats 3]
 Writes bench/results/evaluate_trained_cpu.md.
@@ -47,12 +47,12 @@ def main():
     thr = np.asarray(cfg.tiou)
 
     def reference():
-        res = {v: generate_proposals(s, c, a, n, names, pcfg, impl="reference") for v, s, c, a, n in outs}
-        return res, evaluate_detection(test.gt_path, {"results": res}, "test", thr, impl="reference")
+        res = {v: generate_proposals(s, c, a, n, names, pcfg, backend="reference") for v, s, c, a, n in outs}
+        return res, evaluate_detection(test.gt_path, {"results": res}, "test", thr, backend="reference")
 
     def fast():
         res = dict(zip([o[0] for o in outs], generate_proposals_batch([o[1:] for o in outs], names, pcfg)))
-        return res, evaluate_detection(test.gt_path, {"results": res}, "test", thr, impl="fast")
+        return res, evaluate_detection(test.gt_path, {"results": res}, "test", thr, backend="auto")
 
     times = {"reference": [], "fast": []}
     results = {}
@@ -75,8 +75,8 @@ def main():
         f"both read gt.json from its path; median of {args.repeats} runs each, alternating, cyclic GC on; identical detections (==) and mAP "
         f"(avg {100 * f_map['average_mAP']:.2f}).", "",
         "| pipeline | median s | speed-up |", "|---|---:|---:|",
-        f"| reference (impl=\"reference\", per video) | {tr:.3f} | 1.0x |",
-        f"| fast (impl=\"fast\", all videos in one call) | {tf:.3f} | {tr / tf:.1f}x |"])
+        f"| reference (backend=\"reference\", per video) | {tr:.3f} | 1.0x |",
+        f"| fast (backend=\"auto\", all videos in one call) | {tf:.3f} | {tr / tf:.1f}x |"])
     print(text)
     with open(os.path.join(HERE, "results", "evaluate_trained_cpu.md"), "w") as f:
         f.write(text + "\n")

@@ -5,7 +5,7 @@
 Training's evaluation (evaluate, below) and python -m cola_fast.infer both call
 detect_video, so that the detections of a checkpoint are computed one way only: the
 model in eval mode (set by the caller) on the video's test-time snippets x (N, D),
-then the proposals of COLA_SPEC 5 with the run's ProposalConfig and eval_impl.
+then the proposals of COLA_SPEC 5 with the run's ProposalConfig and eval_backend.
 plot_detections draws one video's PNG for both; VideoPlotter is training's
 never-fatal wrapper around it.
 """
@@ -43,7 +43,7 @@ def detect_video(model, x, num_snippets: int, class_names: list, cfg: TrainConfi
     out = model(x, mine=False)
     curves = {k: out[k][0].float().cpu().numpy() for k in CURVES}
     dets = generate_proposals(*(curves[k] for k in CURVES), num_snippets, class_names,
-                              cfg.proposal_config(), impl=cfg.eval_impl)
+                              cfg.proposal_config(), backend=cfg.eval_backend)
     return dets, curves
 
 
@@ -69,7 +69,7 @@ def evaluate(model, test_ds, cfg: TrainConfig, device: torch.device, plot_dir: P
             plotter.plot(item, curves, dets, test_ds)
     model.train(was_training)
     res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
-                             tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
+                             tiou_thresholds=np.asarray(cfg.tiou), backend=cfg.eval_backend)
     return res, results_document(results)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .cli import ArgumentParser, fail
-from .config import TrainConfig, get_preset, parse_override, resolve_device
+from .config import TrainConfig, get_preset, parse_override, renamed_fields, resolve_device
 from .data import BatchStream, prepare_data
 from .detect import check_plotting, evaluate
 from .evaluation import format_table
@@ -486,6 +486,7 @@ def read_config_file(path) -> dict:
         raise ValueError(f"--config {path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(data).__name__}")
+    data = renamed_fields(data)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
