@@ -52,3 +52,49 @@ def tiny_run(cache, tmp_path_factory):
     t0 = time.time()
     summary = train(get_preset("tiny"), Path(out), quiet=True)
     return Path(out), summary, time.time() - t0
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tiny_run, cache) -> Path:
+    """The folder of the synthetic dataset that the tiny run built in the session's cache."""
+    roots = sorted(Path(cache).glob("synthetic_thumos14_*"))
+    assert roots, "the tiny run should have built its synthetic dataset in the cache"
+    return roots[0]
+
+
+@pytest.fixture(scope="session")
+def video_features(synthetic_root):
+    """video id -> its (T, D) test features, rgb then flow: a features file as infer reads it."""
+    import numpy as np
+
+    def features(vid: str):
+        d = synthetic_root / "features" / "test"
+        return np.concatenate([np.load(d / "rgb" / f"{vid}.npy"), np.load(d / "flow" / f"{vid}.npy")], axis=1)
+    return features
+
+
+@pytest.fixture(scope="session")
+def quick():
+    """quick(**fields): the tiny preset cut to 10 steps with one evaluation at the end,
+    fields replaced."""
+    from cola_fast.config import get_preset
+
+    def config(**kw):
+        return get_preset("tiny").replace(**{"steps": 10, "eval_every": 10, **kw})
+    return config
+
+
+# the P-MIL results file on THUMOS'14 test and its ground truth (tests/data), loaded once per module
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def gt():
+    from cola_fast.evaluation import load_gt
+    return load_gt(str(DATA / "gt.json"))
+
+
+@pytest.fixture(scope="module")
+def pmil():
+    from cola_fast.evaluation import load_results
+    return load_results(str(DATA / "thumos14_test_pmil.json"))

@@ -24,16 +24,6 @@ except ImportError:  # pragma: no cover
     HAVE_PANDAS = False
 
 
-@pytest.fixture(scope="module")
-def gt():
-    return load_gt(GT)
-
-
-@pytest.fixture(scope="module")
-def pmil():
-    return load_results(PMIL)
-
-
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_pmil_expected_numbers(gt, pmil, backend):
     exp = json.load(open(EXPECTED))
