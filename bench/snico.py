@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import measure_laps  # noqa: E402
 
 SHAPES = [(16, 750, 2048, 150, 37), (256, 50, 2048, 5, 6)]
 PHASES = ("fwd", "bwd", "fwd+bwd")
@@ -121,37 +122,28 @@ def cuda_peak(shape, backend, phase, dtype_name):
 
 
 def time_all(shape, backends, device, repeats, warmup, dtype_name):
-    import torch
+    """Median seconds per (backend, phase): a repeat runs, for each backend in turn, forward
+    then backward (laps "fwd", "bwd"), then forward+backward in one go."""
     emb, idx = _inputs(shape, device, dtype_name)
-    fns = {b: _fn(b) for b in backends}
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = {(b, p): [] for b in backends for p in PHASES}
-    for r in range(warmup + repeats):
-        for b in backends:
-            f = fns[b]
-            # fwd
-            sync()
-            t0 = time.perf_counter()
+    steps = {}
+    for b in backends:
+        f = _fn(b)
+
+        def split(lap, f=f):
             loss = f(emb, idx)
-            sync()
-            t1 = time.perf_counter()
+            lap("fwd")
             loss.backward()
-            sync()
-            t2 = time.perf_counter()
+            lap("bwd")
             emb.grad = None
-            del loss
-            # fwd+bwd in one go
-            sync()
-            t3 = time.perf_counter()
+
+        def whole(lap, f=f):
             f(emb, idx).backward()
-            sync()
-            t4 = time.perf_counter()
+            lap("fwd+bwd")
             emb.grad = None
-            if r >= warmup:
-                times[(b, "fwd")].append(t1 - t0)
-                times[(b, "bwd")].append(t2 - t1)
-                times[(b, "fwd+bwd")].append(t4 - t3)
-    return {k: statistics.median(v) for k, v in times.items()}
+
+        steps[(b, "split")], steps[(b, "whole")] = split, whole
+    laps = measure_laps(steps, repeats, warmup, device)
+    return {(b, phase): t.median for ((b, _), phase), t in laps.items()}
 
 
 def _commit():
@@ -171,6 +163,16 @@ def main():
         shape = tuple(int(v) for v in sys.argv[2].split(","))
         print("PEAK", _cpu_peak_child(shape, sys.argv[3], sys.argv[4]))
         return
+    args = _parser().parse_args()
+    text = table(measure_all(args))
+    print(text)
+    from cola_fast.ops import describe
+    print(json.dumps({"native_cuda": describe().get("native_cuda")}))
+    if not args.no_write:
+        write(text, args)
+
+
+def _parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5 CPU, 20 CUDA)")
@@ -181,10 +183,14 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; default: torch's)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--out", default=None, help="markdown output (default bench/results/snico_<device>[_dtype].md)")
-    args = ap.parse_args()
+    return ap
 
+
+def measure_all(args) -> dict:
+    """Times and peak memory of every (shape, backend, phase), then what backend="auto"
+    chooses at each shape (recorded for the table's header)."""
     import torch
-    from cola_fast.ops import describe, resolve
+    from cola_fast.ops import resolve, snico_loss
 
     dev = args.device
     if args.threads:
@@ -198,36 +204,34 @@ def main():
     for b in backends:  # fail loudly for a missing backend
         resolve(b, torch.device(dev), "snico_loss_fwd")
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")] if args.shapes else SHAPES
-
     rows = []
     for shape in shapes:
         med = time_all(shape, backends, dev, repeats, warmup, args.dtype)
         for b in backends:
             for p in PHASES:
-                if dev == "cpu":
-                    mem = cpu_peak(shape, b, p)
-                else:
-                    mem = cuda_peak(shape, b, p, args.dtype)
+                mem = cpu_peak(shape, b, p) if dev == "cpu" else cuda_peak(shape, b, p, args.dtype)
                 rows.append(dict(shape=shape, backend=b, phase=p, ms=med[(b, p)] * 1e3,
                                  speedup=med[("reference", p)] / med[(b, p)] if "reference" in backends else float("nan"),
                                  mib=mem / 2**20))
-
-    commit = _commit()
-    info = describe()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from machine import auto_lines, machine_lines
-    from cola_fast.ops import snico_loss
     for B, T, D, ke, kh in shapes:  # what backend="auto" chooses at each shape (measured once)
         emb = torch.randn(B, T, D, device=dev, requires_grad=True)
         idx = [torch.randint(0, T, (B, k), device=dev) for k in (ke, ke, kh, kh)]
         snico_loss(emb, *idx, backend="auto").backward()
+    return dict(rows=rows, device=dev, dtype=args.dtype, repeats=repeats, warmup=warmup)
+
+
+def table(m: dict) -> str:
+    import torch
+    from machine import auto_lines, machine_lines
+
+    dev, repeats, warmup = m["device"], m["repeats"], m["warmup"]
     head = [
-        f"# snico_loss benchmark ({dev}, {args.dtype})",
+        f"# snico_loss benchmark ({dev}, {m['dtype']})",
         "",
         *machine_lines(dev),
         *auto_lines(),
         "",
-        f"commit {commit}; torch {torch.__version__}; "
+        f"commit {_commit()}; torch {torch.__version__}; "
         + (f"{torch.get_num_threads()} CPU threads" if dev == "cpu" else torch.cuda.get_device_name())
         + f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"median of {repeats} repeats after {warmup} warm-up, backends alternating; speed-up = reference / backend "
@@ -241,19 +245,19 @@ def main():
         "|---|---|---|---:|---:|---:|",
     ]
     lines = [f"| {r['shape']} | {r['backend']} | {r['phase']} | {r['ms']:.2f} | {r['speedup']:.2f}x | {r['mib']:.1f} |"
-             for r in rows]
-    text = "\n".join(head + lines) + "\n"
-    print(text)
-    print(json.dumps({"native_cuda": info.get("native_cuda")}))
-    if not args.no_write:
-        os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-        suffix = "cpu" if dev == "cpu" else "cuda"
-        name = f"snico_{suffix}" + ("" if args.dtype == "float32" else f"_{args.dtype}") + (
-            f"_{args.threads}thread" if args.threads else "") + ".md"
-        path = args.out or os.path.join(ROOT, "bench", "results", name)
-        with open(path, "w") as fh:
-            fh.write(text)
-        print(f"wrote {path}")
+             for r in m["rows"]]
+    return "\n".join(head + lines) + "\n"
+
+
+def write(text: str, args) -> None:
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    suffix = "cpu" if args.device == "cpu" else "cuda"
+    name = f"snico_{suffix}" + ("" if args.dtype == "float32" else f"_{args.dtype}") + (
+        f"_{args.threads}thread" if args.threads else "") + ".md"
+    path = args.out or os.path.join(ROOT, "bench", "results", name)
+    with open(path, "w") as fh:
+        fh.write(text)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

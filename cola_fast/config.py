@@ -23,7 +23,7 @@ CHOICES = {
     "modality": ("all", "rgb", "flow"),
     "classifier": ("thumos", "anet"),
     "proposals": ("thumos14", "anet12"),
-    "eval_impl": ("fast", "reference"),
+    "eval_backend": ("auto", "reference", "native", "numpy"),  # cola_fast.evaluation.BACKENDS
     "backend": ("auto", "reference", "native", "triton"),
     "amp": ("none", "bf16"),
     "data_on_device": ("auto", "yes", "no"),
@@ -34,6 +34,20 @@ MIN_INT = {"num_segments": 1, "synthetic_feature_dim": 1, "synthetic_seed": 0, "
            "embed_kernel": 1, "r_easy": 1, "r_hard": 1, "m": 1, "M": 2, "batch_size": 1, "steps": 1,
            "seed": 0, "eval_every": 1, "plot_videos": 0, "threads": 0}
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# fields under their former names, read from saved configurations and --set:
+# former name -> (name, {former value: value})
+RENAMED = {"eval_impl": ("eval_backend", {"fast": "auto", "reference": "reference"})}
+
+
+def renamed_fields(d: dict) -> dict:
+    """A saved configuration dict with RENAMED fields under their present names and values
+    (a run saved before the rename resumes, and its config.json is read, as before)."""
+    out = dict(d)
+    for old, (new, values) in RENAMED.items():
+        if old in out and new not in out:
+            v = out.pop(old)
+            out[new] = values.get(v, v) if isinstance(v, str) else v
+    return out
 
 
 BATCH_SCHEDULES = ("stream", "official")
@@ -73,7 +87,7 @@ class TrainConfig:
     eval_every: int = 100
     proposals: str = "thumos14"           # thumos14 | anet12 (ProposalConfig preset)
     tiou: list = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    eval_impl: str = "fast"               # fast | reference evaluation pipeline
+    eval_backend: str = "auto"            # auto | reference | native | numpy: proposals and mAP
     plot_videos: int = 0                  # at each evaluation, plot this many test videos (out/plots/)
     report: bool = True                   # at the end, out/report/index.html for the best checkpoint
     # execution
@@ -122,6 +136,7 @@ class TrainConfig:
         """A validated TrainConfig from a saved dict; ValueError naming source otherwise."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: the configuration is not a dict but {type(d).__name__}")
+        d = renamed_fields(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in d if k not in names)
         if unknown:
@@ -182,6 +197,26 @@ class TrainConfig:
         return self
 
 
+def resolve_device(name: str):
+    """The torch.device a device setting names (auto | cpu | cuda | cuda:N) on this machine;
+    ValueError when it names one this machine lacks."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: asked for, but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N")
+    return dev
+
+
 PRESETS: dict[str, TrainConfig] = {
     "thumos14": TrainConfig(preset="thumos14"),
     "anet12": TrainConfig(
@@ -213,6 +248,12 @@ def parse_override(cfg: TrainConfig, item: str) -> TrainConfig:
         raise ValueError(f"--set expects field=value, got {item!r}")
     key, value = item.split("=", 1)
     key = key.strip().replace("-", "_")
+    if key in RENAMED:
+        new, values = RENAMED[key]
+        if value not in values:
+            raise ValueError(f"--set {key}={value!r}: choose one of {', '.join(values)} "
+                             f"({key} is the former name of {new})")
+        key, value = new, values[value]
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     if key not in fields:
         raise ValueError(f"unknown config field {key!r}; fields: {', '.join(sorted(fields))}")

@@ -1,7 +1,7 @@
 """Detection mAP of an ActivityNet-format results file (COLA_SPEC 6).
 
     python -m cola_fast.evaluate RESULTS.json --gt GT.json [--subset test]
-        [--tiou 0.1:0.7:0.1] [--json] [--impl fast|reference]
+        [--tiou 0.1:0.7:0.1] [--json] [--backend auto|numpy|native|reference]
         [--report DIR [--compare OTHER_RESULTS.json]]
 
 Prints a table (tIoU thresholds as columns, mAP in percent, plus the average), or with
@@ -32,8 +32,11 @@ def _parser():
                         "(default 0.1:0.7:0.1; ActivityNet: 0.5:0.95:0.05)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-class", action="store_true", help="also print / include per-class AP")
-    p.add_argument("--impl", choices=("fast", "reference"), default="fast",
-                   help="vectorised evaluator (default) or the loop-style reference")
+    p.add_argument("--backend", choices=("auto", "numpy", "native", "reference"), default=None,
+                   help="the evaluator, in the ops' vocabulary: auto (vectorised; default), numpy, "
+                        "native (C++ proposal ops), or reference (the loop-style oracle)")
+    p.add_argument("--impl", choices=("fast", "reference"), default=None,
+                   help="the former name of --backend: fast = auto, reference = reference")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/index.html: per-class AP, PR curves, error breakdown, "
                         "length buckets, worst videos (one offline page)")
@@ -76,13 +79,16 @@ def main(argv=None) -> int:
         thr = parse_tiou(args.tiou)
     except ValueError as e:
         parser.error(f"--tiou: {e}")
+    if args.impl and args.backend:
+        parser.error("--impl is the former name of --backend: give one of them")
+    backend = args.backend or {"fast": "auto", "reference": "reference", None: "auto"}[args.impl]
     if args.compare and not args.report:
         parser.error("--compare needs --report DIR (the comparison is drawn on the report page)")
     try:
         gt = load_gt(args.gt)
         results = load_results(args.results)
         res = evaluate_detection(gt, results, subset=args.subset, tiou_thresholds=thr,
-                                 impl=args.impl)
+                                 backend=backend)
         if args.report:
             try:
                 _write_report(args, gt, results, thr)

@@ -20,19 +20,10 @@ import numpy as np
 import torch
 
 from .cli import ArgumentParser, fail
-from .config import TrainConfig
+from .config import TrainConfig, resolve_device
+from .detect import detect_video, plot_detections, uniform_snippets
 from .model import CoLA, ModelConfig
-
-
-def pin_recorded_choices(state: dict, path) -> None:
-    """backend="auto" takes the implementations the run recorded in its checkpoint (the ones
-    its evaluations ran), so that infer reproduces them on the same machine and thread count."""
-    from .ops import _autotune
-
-    choices = state.get("auto_choices", [])
-    if not isinstance(choices, list):
-        raise ValueError(f"checkpoint {path}: auto_choices is not a list of backend choices")
-    _autotune.pin(choices)
+from .run import pin_recorded_choices
 
 
 def load_model(path, device="cpu", gt=None):
@@ -67,7 +58,7 @@ def load_model(path, device="cpu", gt=None):
         if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
             raise ValueError(f"checkpoint {path}: feature_dim {feature_dim!r} is not a positive integer")
         class_names = list(class_names)
-        pin_recorded_choices(state, path)
+        pin_recorded_choices(state, f"checkpoint {path}")
     mcfg = ModelConfig(feature_dim=feature_dim, num_classes=len(class_names),
                        embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
                        dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
@@ -111,20 +102,11 @@ def _check_out(path) -> None:
         raise ValueError(f"--out {p}: {p.parent} is not a folder")
 
 
-@torch.no_grad()
 def infer_video(model: CoLA, feats: np.ndarray, cfg: TrainConfig, class_names: list, device="cpu"):
     """Detections and the curves behind them for one video's (T, D) features: test-time
-    uniform sampling to num_segments (COLA_SPEC 1), forward in eval mode, proposals."""
-    from .data import sample_uniform
-    from .evaluation import generate_proposals
-
-    T = feats.shape[0]
-    x = feats if T <= cfg.num_segments else feats[sample_uniform(T, cfg.num_segments)]
-    out = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)[None], mine=False)
-    curves = {k: out[k][0].float().cpu().numpy() for k in ("video_scores", "cas", "actionness")}
-    pcfg = cfg.proposal_config()  # seconds = snippets * cfg.snippet_frames / cfg.feature_fps
-    dets = generate_proposals(curves["video_scores"], curves["cas"], curves["actionness"], T, class_names, pcfg)
-    return dets, curves
+    uniform sampling to num_segments (COLA_SPEC 1), then detect_video, as the trainer's
+    evaluation does."""
+    return detect_video(model, uniform_snippets(feats, cfg.num_segments), feats.shape[0], class_names, cfg, device)
 
 
 def main(argv=None) -> int:
@@ -143,7 +125,6 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     args = p.parse_args(argv)
     try:
-        from .train import resolve_device
         device = resolve_device(args.device)
         if args.out:
             _check_out(args.out)
@@ -174,11 +155,8 @@ def main(argv=None) -> int:
             dets, curves = infer_video(model, feats, cfg, class_names, device)
             results[vid] = dets
             if args.plot:
-                from .visualize import plot_video
-                anns = _gt_annotations(gt, vid)
-                png = plot_video(Path(args.plot) / f"{vid}.png", vid, curves["actionness"], curves["cas"],
-                                 curves["video_scores"], class_names, dets, feats.shape[0], anns,
-                                 snippet_seconds=cfg.snippet_seconds)
+                png = plot_detections(Path(args.plot) / f"{vid}.png", vid, curves, dets, feats.shape[0],
+                                      class_names, _gt_annotations(gt, vid), cfg)
                 print(f"plot: {png}", file=sys.stderr)
     except (ValueError, OSError) as e:  # DataError, EvaluationInputError, a folder not writable
         return fail(e)

@@ -38,7 +38,7 @@ def cpu_candidates() -> dict:
 
 
 def _isa_line(info: dict) -> str:
-    cap = f"; capped by COLA_FAST_CPU_ISA" if info["cpu_isa"] != info["cpu_isa_host"] else ""
+    cap = "; capped by COLA_FAST_CPU_ISA" if info["cpu_isa"] != info["cpu_isa_host"] else ""
     onednn = info["onednn_max_cpu_isa"]
     return (f"CPU kernels' instruction set: {info['cpu_isa']} (this CPU: {info['cpu_isa_host']}{cap}); "
             f"mining build: {info['mining_cpu_isa']}; oneDNN: {'at most ' + onednn if onednn else 'all the CPU has'}")

@@ -1,5 +1,10 @@
 """The run folder of a training run: what it holds, who may write it, how it resumes.
 
+Everything about --resume lives here: open_run (lock the folder, read the checkpoint
+once, reconcile_resumed_config: which settings a resumed run may change), and
+pin_recorded_choices (the backend choices a checkpoint recorded, used by the trainer
+on resume and by infer).
+
     folder = RunFolder(Path("runs/t14"))
     folder.open("new")          # or "resume", "overwrite"; takes the folder's lock
     ck = folder.resume_checkpoint()        # (path, state) of the newest checkpoint, or None
@@ -133,6 +138,7 @@ class RunFolder:
     def __init__(self, path):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._checkpoint = None  # (file identity, state) of the last checkpoint read
 
     def __repr__(self):
         return f"RunFolder({str(self.path)!r})"
@@ -248,14 +254,8 @@ class RunFolder:
     def read_start_files(self, state: dict) -> None:
         """Read back, on --resume, what write_start_files() wrote; state is the checkpoint
         resumed from (config.json itself is not read: the checkpoint's config rules). The
-        backend choices recorded in the checkpoint are pinned, so that the resumed run runs
-        the same kernels (bit-identical weights) whatever this machine would measure now."""
-        from .ops import _autotune
-
-        choices = state.get("auto_choices", [])
-        if not isinstance(choices, list):
-            raise RunError(f"{self.path}: the checkpoint's auto_choices is not a list of backend choices")
-        _autotune.pin(choices)
+        backend choices recorded in the checkpoint are pinned (pin_recorded_choices)."""
+        pin_recorded_choices(state, self.path)
 
     def save_checkpoint_with_choices(self, name: str, state: dict) -> None:
         """A checkpoint holding backend="auto"'s choices so far, and autotune.json beside it."""
@@ -267,12 +267,20 @@ class RunFolder:
 
     def resume_checkpoint(self):
         """(path, checked state) of the checkpoint to resume from: last.pt, else best.pt
-        (a run killed between writing them at its first evaluation), else None."""
+        (a run killed between writing them at its first evaluation), else None. Read from
+        disk once: asked again, it returns the same state while the file is unchanged."""
         for name in ("last.pt", "best.pt"):
             path = self.path / name
             if path.exists():
-                return path, load_checkpoint(path)
+                return path, self._read_checkpoint(path)
         return None
+
+    def _read_checkpoint(self, path: Path) -> dict:
+        st = path.stat()
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._checkpoint is None or self._checkpoint[0] != key:
+            self._checkpoint = (key, load_checkpoint(path))
+        return self._checkpoint[1]
 
     def saved_config(self) -> TrainConfig | None:
         """The configuration of the run in the folder: its checkpoint's, else config.json's."""
@@ -311,3 +319,59 @@ class RunFolder:
             if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
                 keep.append(line + "\n")
         atomic_write_text(path, "".join(keep))
+
+
+# --------------------------------------------------------------------------------------
+# resume: the settings a resumed run continues with, the backend choices it keeps
+# --------------------------------------------------------------------------------------
+# settings a resumed run takes from the command line; every other one keeps the run's own
+# value (changing lr or seed halfway would make a different run under the same name)
+RESUME_MAY_CHANGE = ("steps", "eval_every", "plot_videos", "threads", "device")
+
+
+def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path, note) -> TrainConfig:
+    """The configuration a resumed run continues with: the saved one, with the settings
+    of RESUME_MAY_CHANGE taken from cfg. Every difference is reported through note."""
+    new, kept = {}, []
+    for k, v in cfg.to_dict().items():
+        old = getattr(saved, k)
+        if v == old:
+            continue
+        if k in RESUME_MAY_CHANGE:
+            new[k] = v
+            note(f"resume: {k} changed from {old!r} to {v!r}")
+        else:
+            kept.append(f"{k}={old!r} (given {v!r})")
+    if kept:
+        note(f"resume: kept the run's own {', '.join(kept)}: a run continues with its settings "
+             f"(start a new run to change them); saved in {source}")
+    return saved.replace(**new)
+
+
+def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool, dist_ctx, note):
+    """Open (rank 0: lock, refuse or move aside) the run folder; on resume, find the
+    checkpoint and the configuration to continue with. dist_ctx: the trainer's process
+    group (.main, .barrier()). Returns (cfg, (path, state) or None)."""
+    if dist_ctx.main:
+        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
+    dist_ctx.barrier()
+    if not resume:
+        return cfg, None
+    ck = folder.resume_checkpoint()
+    if ck is None:
+        note(f"resume: {folder.path} holds no checkpoint yet: starting from step 0")
+        return cfg, None
+    return reconcile_resumed_config(cfg, TrainConfig.from_dict(ck[1]["config"]), ck[0], note), ck
+
+
+def pin_recorded_choices(state: dict, source) -> None:
+    """backend="auto" takes the implementations a run recorded in its checkpoint
+    (state["auto_choices"]), so that a resumed run runs the same kernels (bit-identical
+    weights) and infer reproduces the run's evaluations, whatever this machine would
+    measure now. source names the checkpoint's folder or file in the error."""
+    from .ops import _autotune
+
+    choices = state.get("auto_choices", [])
+    if not isinstance(choices, list):
+        raise RunError(f"{source}: the checkpoint's auto_choices is not a list of backend choices")
+    _autotune.pin(choices)

@@ -36,37 +36,18 @@ import numpy as np
 import torch
 
 from .cli import ArgumentParser, fail
-from .config import TrainConfig, get_preset, parse_override
+from .config import TrainConfig, get_preset, parse_override, renamed_fields, resolve_device
+from .data import BatchStream, prepare_data
+from .detect import check_plotting, evaluate
 from .evaluation import format_table
 from .model import CoLA, CoLALoss, ModelConfig
 from .ops.snico import check_index_errors
-from .run import RunError, RunFolder, atomic_torch_save, atomic_write_text, restore_training_state  # noqa: F401
+from .run import RunError, RunFolder, open_run, restore_training_state
 
 
-# --------------------------------------------------------------------------------------
-# small utilities
-# --------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name}: asked for, but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r}: choose auto, cpu, cuda or cuda:N")
-    return dev
-
-
-def default_cache_dir() -> Path:
-    from .ops._autotune import cache_dir
-    return cache_dir()
-
-
+# ======================================================================================
+# the training loop: one run, from its folder to its summary (train)
+# ======================================================================================
 class MetricLog:
     """metrics.jsonl, plus TensorBoard when it is installed."""
 
@@ -99,201 +80,6 @@ class MetricLog:
             self.tb.close()
 
 
-# --------------------------------------------------------------------------------------
-# data
-# --------------------------------------------------------------------------------------
-def prepare_data(cfg: TrainConfig, log=print):
-    from .data import VideoDataset, make_synthetic_dataset, SyntheticSpec
-
-    if cfg.data_root is None:
-        spec = SyntheticSpec(seed=cfg.synthetic_seed, feature_dim=cfg.synthetic_feature_dim,
-                             time_scale=cfg.synthetic_time_scale)
-        name = f"synthetic_thumos14_d{cfg.synthetic_feature_dim}_ts{cfg.synthetic_time_scale:g}_s{cfg.synthetic_seed}"
-        t0 = time.time()
-        root = make_synthetic_dataset(default_cache_dir() / name, spec)
-        log(f"data: built-in synthetic THUMOS'14-shaped dataset at {root} ({time.time() - t0:.1f}s)")
-    else:
-        root = cfg.data_root
-        log(f"data: {root}")
-    train = VideoDataset(root, split="train", modality=cfg.modality, num_segments=cfg.num_segments,
-                         sampling="random", seed=cfg.seed)
-    test = VideoDataset(root, split="test", modality=cfg.modality, num_segments=cfg.num_segments,
-                        sampling="uniform", class_names=train.class_names)
-    return root, train, test
-
-
-class BatchStream:
-    """Step s's batch is a pure function of (seed, s): epoch e visits the videos in the
-    order of a permutation drawn from (seed, e), and the random-perturb sampling of step
-    s draws from (seed, s). A resumed run therefore sees exactly the batches the
-    uninterrupted run would have seen.
-
-    Two schedules (COLA_SPEC 4): "stream" (the default) reads the permutations as one
-    endless stream, every batch full, batches crossing epoch ends; "official" cuts each
-    epoch's permutation into batches of B without drop_last, as the official code's
-    shuffled DataLoader does, so an epoch's last batch holds n mod B videos when B does
-    not divide n.
-
-    Two data paths: host (numpy features, one sampling call per video, then a copy to
-    the device) and device (every feature of the split in one DeviceFeatureBank tensor on
-    the device, sampling vectorised there, the batch one gather; the video order is
-    uploaded once per `chunk` steps, so a step never waits for the host)."""
-
-    def __init__(self, ds, batch_size: int, num_segments: int, seed: int,
-                 device: torch.device | None = None, chunk: int = 500, schedule: str = "stream"):
-        # videos without any action label cannot be trained on (label / sum(label))
-        self.index = torch.nonzero(ds.labels.sum(1) > 0).flatten().numpy()
-        if len(self.index) == 0:
-            raise ValueError("no training video has an action label")
-        self.ds = ds
-        self.skipped = len(ds) - len(self.index)
-        self.labels = ds.labels[torch.from_numpy(self.index)].float()
-        self.B, self.N, self.seed = batch_size, num_segments, seed
-        if schedule not in ("stream", "official"):
-            raise ValueError(f"batch_schedule must be 'stream' or 'official', got {schedule!r}")
-        self.schedule = schedule
-        self.batches_per_epoch = -(-len(self.index) // batch_size)  # official schedule: ceil(n / B)
-        self._perm_cache: dict[int, np.ndarray] = {}
-        self.bank = None
-        if device is not None:
-            from .data import DeviceFeatureBank
-            self.bank = DeviceFeatureBank(ds, device=device)
-            self.device = torch.device(device)
-            self.chunk = chunk
-            self._chunk_id, self._chunk_dev = -1, None
-            self._gen = torch.Generator(device=self.device)
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perm_cache:
-            self._perm_cache = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.index))}
-        return self._perm_cache[epoch]
-
-    def picks(self, steps: range) -> np.ndarray:
-        """Dataset indices of the videos of each step in steps: (len(steps), B)."""
-        n = len(self.index)
-        out = np.empty((len(steps), self.B), dtype=np.int64)
-        for r, step in enumerate(steps):
-            for j in range(self.B):
-                p = step * self.B + j
-                out[r, j] = self.index[self._perm(p // n)[p % n]]
-        return out
-
-    def step_videos(self, step: int) -> np.ndarray:
-        """Dataset indices of step's videos: B of them, fewer for the last batch of an
-        epoch under the official schedule."""
-        if self.schedule == "official":
-            epoch, k = divmod(step, self.batches_per_epoch)
-            return self.index[self._perm(epoch)[k * self.B:(k + 1) * self.B]]
-        return self.picks(range(step, step + 1))[0]
-
-    def batch(self, step: int, rows: slice = slice(None)):
-        """Features (b,N,D) and labels (b,C) of step's batch, restricted to rows (the
-        share of one process under torchrun)."""
-        if self.bank is not None and self.schedule == "official":  # one small upload per step
-            vids = torch.from_numpy(self.step_videos(step)).to(self.device)[rows]
-            self._gen.manual_seed(int(np.random.default_rng([self.seed, 2, step]).integers(2**62)))
-            b = self.bank.random_batch(vids, self.N, self._gen)
-            return b["features"], b["label"]
-        if self.bank is not None:
-            c = step // self.chunk
-            if c != self._chunk_id:
-                first = c * self.chunk
-                self._chunk_dev = torch.from_numpy(self.picks(range(first, first + self.chunk))).to(self.device)
-                self._chunk_id = c
-            vids = self._chunk_dev[step - c * self.chunk][rows]
-            self._gen.manual_seed(int(np.random.default_rng([self.seed, 2, step]).integers(2**62)))
-            b = self.bank.random_batch(vids, self.N, self._gen)
-            return b["features"], b["label"]
-        from .data import sample_random_perturb
-
-        picks = self.step_videos(step)
-        js = list(range(len(picks)))[rows]
-        feats = []
-        for j in js:
-            x = self.ds.features_of(int(picks[j]))            # (T, D) float32 numpy
-            rng = np.random.default_rng([self.seed, 2, step, j])
-            feats.append(x[sample_random_perturb(x.shape[0], self.N, rng)])
-        x = torch.from_numpy(np.stack(feats))
-        return x, self.ds.labels[torch.from_numpy(picks[js])].float()
-
-
-# --------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: CoLA, test_ds, cfg: TrainConfig, device: torch.device, plot_dir: Path | None = None,
-             gt=None):
-    """Run the model over the test split, build proposals, compute detection mAP.
-    Returns (metrics dict, results dict in the ActivityNet results format). With
-    plot_dir, the first cfg.plot_videos test videos get a PNG there; a plot that fails
-    is reported and skipped, never fatal to the run."""
-    from .evaluation import evaluate_detection, generate_proposals, results_document
-
-    pcfg = cfg.proposal_config()
-    was_training = model.training
-    model.eval()
-    results = {}
-    plotter = VideoPlotter(plot_dir, cfg) if plot_dir is not None else None
-    for i in range(len(test_ds)):
-        item = test_ds[i]
-        x = item["features"].to(device)[None]
-        out = model(x, mine=False)
-        curves = [out[k][0].float().cpu().numpy() for k in ("video_scores", "cas", "actionness")]
-        dets = generate_proposals(*curves, item["num_snippets"], test_ds.class_names, pcfg, impl=cfg.eval_impl)
-        results[item["vid"]] = dets
-        if plotter is not None and i < cfg.plot_videos:
-            plotter.plot(item, curves, dets, test_ds)
-    model.train(was_training)
-    res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
-                             tiou_thresholds=np.asarray(cfg.tiou), impl=cfg.eval_impl)
-    return res, results_document(results)
-
-
-class VideoPlotter:
-    """One PNG per test video at an evaluation (--set plot_videos=N). Any failure while
-    plotting (matplotlib missing or broken, a full disk) is printed once and plotting is
-    switched off for the rest of the run: a picture is never worth a training run."""
-
-    failed = False  # class-wide: once plotting has failed, later evaluations skip it
-
-    def __init__(self, plot_dir: Path, cfg: TrainConfig):
-        self.dir, self.cfg = Path(plot_dir), cfg
-
-    def plot(self, item, curves, dets, test_ds) -> None:
-        if VideoPlotter.failed:
-            return
-        from .visualize import plot_video
-        vid = item["vid"]
-        anns = [{"label": lab, "segment": [s, e]} for lab, s, e in test_ds.annotations[vid]]
-        video_scores, cas, actionness = curves
-        try:
-            plot_video(self.dir / f"{vid}.png", vid, actionness, cas, video_scores, test_ds.class_names,
-                       dets, item["num_snippets"], anns, snippet_seconds=self.cfg.snippet_seconds)
-        except Exception as e:  # noqa: BLE001 - see the class docstring
-            VideoPlotter.failed = True
-            print(f"warning: plotting {vid} failed ({type(e).__name__}: {e}); no more plots in this run",
-                  file=sys.stderr)
-
-
-def check_plotting(cfg: TrainConfig) -> bool:
-    """Before the first step: plot_videos > 0 needs matplotlib. Without it, say so once
-    (with the install command) and train without plots. True when plots will be made."""
-    VideoPlotter.failed = False
-    if cfg.plot_videos <= 0:
-        return False
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        VideoPlotter.failed = True
-        print(f"warning: plot_videos={cfg.plot_videos} needs matplotlib, which is not installed "
-              f"(pip install cola_fast[plot]); training without plots", file=sys.stderr)
-        return False
-    return True
-
-
-# --------------------------------------------------------------------------------------
-# training
-# --------------------------------------------------------------------------------------
 def build(cfg: TrainConfig, feature_dim: int, num_classes: int, device: torch.device):
     backend = None if cfg.backend == "auto" else cfg.backend
     mcfg = ModelConfig(feature_dim=feature_dim, num_classes=num_classes, embed_dim=cfg.embed_dim,
@@ -365,11 +151,6 @@ class Dist:
                 dist.destroy_process_group()
 
 
-# settings a resumed run takes from the command line; every other one keeps the run's own
-# value (changing lr or seed halfway would make a different run under the same name)
-RESUME_MAY_CHANGE = ("steps", "eval_every", "plot_videos", "threads", "device")
-
-
 def check_backend(backend: str, device: torch.device) -> None:
     """ValueError, before any work, when backend cannot run the ops on device."""
     from .ops import BackendUnavailable, resolve
@@ -378,25 +159,6 @@ def check_backend(backend: str, device: torch.device) -> None:
             resolve(None if backend == "auto" else backend, device, op)
         except BackendUnavailable as e:
             raise ValueError(f"backend={backend}: {e}") from None
-
-
-def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path, note) -> TrainConfig:
-    """The configuration a resumed run continues with: the saved one, with the settings
-    of RESUME_MAY_CHANGE taken from cfg. Every difference is reported through note."""
-    new, kept = {}, []
-    for k, v in cfg.to_dict().items():
-        old = getattr(saved, k)
-        if v == old:
-            continue
-        if k in RESUME_MAY_CHANGE:
-            new[k] = v
-            note(f"resume: {k} changed from {old!r} to {v!r}")
-        else:
-            kept.append(f"{k}={old!r} (given {v!r})")
-    if kept:
-        note(f"resume: kept the run's own {', '.join(kept)}: a run continues with its settings "
-             f"(start a new run to change them); saved in {source}")
-    return saved.replace(**new)
 
 
 class Training:
@@ -566,7 +328,7 @@ def check_test_split(test_ds, gt: dict) -> None:
         raise ValueError(f"{test_ds.gt_path}: no video of split_test.txt has an annotation: nothing to evaluate")
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False,
+def train(cfg: TrainConfig, out: Path | RunFolder, resume: bool = False, quiet: bool = False,
           deterministic: bool = False, overwrite: bool = False) -> dict:
     """Train one model into the run folder out; returns a summary dict (best mAP,
     timings). A fresh run refuses a folder holding a run unless overwrite (which moves
@@ -586,7 +348,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         if dist_ctx.main:
             print(msg, file=sys.stderr)
 
-    folder = RunFolder(out)
+    folder = out if isinstance(out, RunFolder) else RunFolder(out)
     restore_execution = run = None
     try:
         cfg, ck = open_run(folder, cfg, resume, overwrite, dist_ctx, note)
@@ -620,21 +382,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
             restore_execution()
         folder.close()
         dist_ctx.close()
-
-
-def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool, dist_ctx: Dist, note):
-    """Open (rank 0: lock, refuse or move aside) the run folder; on resume, find the
-    checkpoint and the configuration to continue with. Returns (cfg, (path, state) or None)."""
-    if dist_ctx.main:
-        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
-    dist_ctx.barrier()
-    if not resume:
-        return cfg, None
-    ck = folder.resume_checkpoint()
-    if ck is None:
-        note(f"resume: {folder.path} holds no checkpoint yet: starting from step 0")
-        return cfg, None
-    return reconcile_resumed_config(cfg, TrainConfig.from_dict(ck[1]["config"]), ck[0], note), ck
 
 
 def set_execution(cfg: TrainConfig, deterministic: bool, device: torch.device):
@@ -671,6 +418,9 @@ def finish_run(run: Training, folder: RunFolder, say) -> dict:
     return summary
 
 
+# ======================================================================================
+# the command line: flags, config files, --seeds (main)
+# ======================================================================================
 def _preset_defaults(name: str) -> str:
     """'thumos14 6000, anet12 100000, ...': a field's default in each preset, for --help."""
     from .config import PRESETS
@@ -738,6 +488,7 @@ def read_config_file(path) -> dict:
         raise ValueError(f"--config {path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(data).__name__}")
+    data = renamed_fields(data)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -808,10 +559,10 @@ def run_command(args) -> int:
     kw = dict(resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, deterministic=args.deterministic)
     if not seeds:
         cfg = config_from_args(args)  # checked before the folder is touched
-        out = Path(args.out or f"runs/{cfg.preset}")
-        if args.resume:
-            cfg = config_from_args(args, RunFolder(out).saved_config())
-        train(cfg, out, **kw)
+        folder = RunFolder(args.out or f"runs/{cfg.preset}")
+        if args.resume:  # the folder reads its checkpoint once: here, and train() reuses it
+            cfg = config_from_args(args, folder.saved_config())
+        train(cfg, folder, **kw)
         return 0
     cfg = config_from_args(args)
     out = Path(args.out or f"runs/{cfg.preset}")
@@ -824,8 +575,8 @@ def run_command(args) -> int:
         summaries = []
         for seed in seeds:
             print(f"\n=== seed {seed} ===")
-            sub = out / f"seed{seed}"
-            base = RunFolder(sub).saved_config() if args.resume else None
+            sub = RunFolder(out / f"seed{seed}")
+            base = sub.saved_config() if args.resume else None
             scfg = config_from_args(args, base).replace(seed=seed)
             summaries.append(train(scfg, sub, **dict(kw, overwrite=False)))
         table = seeds_table(summaries)

@@ -14,6 +14,7 @@ os.environ.setdefault("COLA_FAST_TRITON_AUTOTUNE", "0")
 import fcntl  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -50,7 +51,8 @@ def tiny_run(cache, tmp_path_factory):
     this session see, the others wait and read it, and make the run's synthetic dataset in
     their own cache (seconds, not a training run). The run folder is read-only for the tests."""
     from cola_fast.config import get_preset
-    from cola_fast.train import prepare_data, train
+    from cola_fast.data import prepare_data
+    from cola_fast.train import train
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -67,3 +69,49 @@ def tiny_run(cache, tmp_path_factory):
     if not trained_here:  # the tests find the run's data in this worker's cache, as after a run here
         prepare_data(get_preset("tiny"), log=lambda *a: None)
     return out, rec["summary"], rec["seconds"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tiny_run, cache) -> Path:
+    """The folder of the synthetic dataset that the tiny run built in the session's cache."""
+    roots = sorted(Path(cache).glob("synthetic_thumos14_*"))
+    assert roots, "the tiny run should have built its synthetic dataset in the cache"
+    return roots[0]
+
+
+@pytest.fixture(scope="session")
+def video_features(synthetic_root):
+    """video id -> its (T, D) test features, rgb then flow: a features file as infer reads it."""
+    import numpy as np
+
+    def features(vid: str):
+        d = synthetic_root / "features" / "test"
+        return np.concatenate([np.load(d / "rgb" / f"{vid}.npy"), np.load(d / "flow" / f"{vid}.npy")], axis=1)
+    return features
+
+
+@pytest.fixture(scope="session")
+def quick():
+    """quick(**fields): the tiny preset cut to 10 steps with one evaluation at the end,
+    fields replaced."""
+    from cola_fast.config import get_preset
+
+    def config(**kw):
+        return get_preset("tiny").replace(**{"steps": 10, "eval_every": 10, **kw})
+    return config
+
+
+# the P-MIL results file on THUMOS'14 test and its ground truth (tests/data), loaded once per module
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def gt():
+    from cola_fast.evaluation import load_gt
+    return load_gt(str(DATA / "gt.json"))
+
+
+@pytest.fixture(scope="module")
+def pmil():
+    from cola_fast.evaluation import load_results
+    return load_results(str(DATA / "thumos14_test_pmil.json"))

@@ -1,6 +1,6 @@
 """Every command-line tool (train, infer, evaluate, data.convert_wtalc, data.probe) over
 a table of bad inputs: each gives exactly one line on stderr, exit status 2, and no
-traceback (issue 13). The table runs in-process (fast); a few rows run again as real
+traceback. The table runs in-process (fast); a few rows run again as real
 `python -m` processes.
 
 Each row: (id, tool, build(ctx) -> argv, a piece of the expected message)."""

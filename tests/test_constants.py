@@ -116,91 +116,89 @@ def _bumps(T=6, C=3):
     return cas
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
 @pytest.mark.parametrize("preset,th", [("thumos14", 0.2), ("anet12", 0.1)])
-def test_class_score_equal_to_threshold_is_predicted(impl, preset, th):
+def test_class_score_equal_to_threshold_is_predicted(backend, preset, th):
     """COLA_SPEC 5.2: score >= threshold. Class a sits exactly on it, class b just below."""
     cfg = getattr(ProposalConfig, preset)()
     cas = _bumps()
     vs = np.array([th, np.nextafter(th, 0), 1.0 - th - np.nextafter(th, 0)])
-    dets = generate_proposals(vs, cas, cas.sum(1), 6, ["a", "b", "c"], cfg, impl=impl)
+    dets = generate_proposals(vs, cas, cas.sum(1), 6, ["a", "b", "c"], cfg, backend=backend)
     assert {d["label"] for d in dets} == {"a", "c"}
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
-def test_no_class_above_threshold_takes_the_argmax(impl):
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_no_class_above_threshold_takes_the_argmax(backend):
     cas = _bumps()
     vs = np.array([0.05, 0.19, 0.18])
-    dets = generate_proposals(vs, cas, cas.sum(1), 6, ["a", "b", "c"], ProposalConfig.thumos14(), impl=impl)
+    dets = generate_proposals(vs, cas, cas.sum(1), 6, ["a", "b", "c"], ProposalConfig.thumos14(), backend=backend)
     assert {d["label"] for d in dets} == {"b"}
 
 
-@pytest.mark.parametrize("impl,path", [("fast", "numpy"), ("fast", "auto"), ("reference", "auto")])
-def test_actionness_equal_to_threshold_is_a_candidate(impl, path, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "auto", "reference"])
+def test_actionness_equal_to_threshold_is_a_candidate(backend):
     """COLA_SPEC 5.5: actionness' >= th. act = (0, 1, .5, .5, .5, 0) is its own normalised
     curve; upsampled 24x it is exactly 0.5 at x = 0.5 (j = 12) and on [2, 4] (j = 48..96),
     above 0.5 on (0.5, 2), below elsewhere. With th = 0.5 the one run is j = 12..96:
     start 12 f, end 97 f, f = 16 T / (24 T 25) = 16 / 600 (a strict > would give 13..47)."""
-    monkeypatch.setenv("COLA_FAST_PROPOSALS", path)
     act = np.array([0.0, 1.0, 0.5, 0.5, 0.5, 0.0])
     cfg = ProposalConfig(cas_thresholds=[], act_thresholds=[0.5])
-    dets = generate_proposals(np.array([1.0]), act[:, None], act, 6, ["a"], cfg, impl=impl)
+    dets = generate_proposals(np.array([1.0]), act[:, None], act, 6, ["a"], cfg, backend=backend)
     assert len(dets) == 1
     f = 16 / 600
     assert dets[0]["segment"] == pytest.approx([12 * f, 97 * f], rel=1e-12)
 
 
-@pytest.mark.parametrize("impl,path", [("fast", "numpy"), ("fast", "auto"), ("reference", "auto")])
-def test_cas_equal_to_threshold_is_a_candidate(impl, path, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "auto", "reference"])
+def test_cas_equal_to_threshold_is_a_candidate(backend):
     """COLA_SPEC 5.5: values < th are set to 0, then a > 0. cas = (0, 1, .05, .05, 0):
     upsampled it is exactly 0.05 on [2, 3] (j = 48..72) and at x = 0.05 * 1 (j = 1.2: no
     grid point), above on (0.05, 2). With th = 0.05 (= np.arange(0, .25, .025)[2]) the run
     is j = 2..72: start 2 f, end 73 f, f = 16 / 600."""
-    monkeypatch.setenv("COLA_FAST_PROPOSALS", path)
     th = np.arange(0, 0.25, 0.025)[2]
     assert th == 0.05
     cas = np.array([0.0, 1.0, 0.05, 0.05, 0.0])
     cfg = ProposalConfig(cas_thresholds=[th], act_thresholds=[])
-    dets = generate_proposals(np.array([1.0]), cas[:, None], cas, 5, ["a"], cfg, impl=impl)
+    dets = generate_proposals(np.array([1.0]), cas[:, None], cas, 5, ["a"], cfg, backend=backend)
     assert len(dets) == 1
     f = 16 / 600
     assert dets[0]["segment"] == pytest.approx([2 * f, 73 * f], rel=1e-12)
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference", "pandas"])
-def test_tiou_equal_to_threshold_is_a_match(impl):
+@pytest.mark.parametrize("backend", ["auto", "reference", "pandas"])
+def test_tiou_equal_to_threshold_is_a_match(backend):
     """COLA_SPEC 6: below the threshold -> false positive; equal -> true positive.
     gt [0, 10], prediction [0, 5]: tIoU = 5 / 10 = 0.5 exactly."""
     db = {"v": {"subset": "test", "annotations": [{"label": "a", "segment": [0.0, 10.0]}]}}
     res = {"results": {"v": [{"label": "a", "score": 0.5, "segment": [0.0, 5.0]}]}}
     thr = [0.5, np.nextafter(0.5, 1)]
-    if impl == "pandas":
+    if backend == "pandas":
         pytest.importorskip("pandas")
         from cola_fast.evaluation import anet_pandas
         m = anet_pandas.evaluate({"database": db}, res, "test", thr)[0]
     else:
-        m = evaluate_detection({"database": db}, res, "test", thr, impl=impl)["mAP"]
+        m = evaluate_detection({"database": db}, res, "test", thr, backend=backend)["mAP"]
     assert list(m) == [1.0, 0.0]
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference", "pandas"])
-def test_tiou_threshold_zero_matches_disjoint_segments(impl):
+@pytest.mark.parametrize("backend", ["auto", "reference", "pandas"])
+def test_tiou_threshold_zero_matches_disjoint_segments(backend):
     """tIoU = max(0, ...) / union: disjoint segments have tIoU exactly 0, which is not below
     a threshold of 0, so at threshold 0 the first prediction matches (AP 1)."""
     db = {"v": {"subset": "test", "annotations": [{"label": "a", "segment": [0.0, 10.0]}]}}
     res = {"results": {"v": [{"label": "a", "score": 0.5, "segment": [20.0, 30.0]}]}}
     thr = [0.0, 0.1]
-    if impl == "pandas":
+    if backend == "pandas":
         pytest.importorskip("pandas")
         from cola_fast.evaluation import anet_pandas
         m = anet_pandas.evaluate({"database": db}, res, "test", thr)[0]
     else:
-        m = evaluate_detection({"database": db}, res, "test", thr, impl=impl)["mAP"]
+        m = evaluate_detection({"database": db}, res, "test", thr, backend=backend)["mAP"]
     assert list(m) == [1.0, 0.0]
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference", "pandas"])
-def test_tied_scores_follow_reversed_argsort(impl):
+@pytest.mark.parametrize("backend", ["auto", "reference", "pandas"])
+def test_tied_scores_follow_reversed_argsort(backend):
     """COLA_SPEC 6: predictions sorted by numpy argsort then reversed, so of two equal
     scores the later one in the file comes first. File order: A (matches the one gt
     exactly), B (elsewhere). Walk: B (FP), A (TP): precision 0, 1/2; recall 0, 1 ->
@@ -208,12 +206,12 @@ def test_tied_scores_follow_reversed_argsort(impl):
     db = {"v": {"subset": "test", "annotations": [{"label": "a", "segment": [0.0, 10.0]}]}}
     res = {"results": {"v": [{"label": "a", "score": 0.5, "segment": [0.0, 10.0]},
                              {"label": "a", "score": 0.5, "segment": [50.0, 60.0]}]}}
-    if impl == "pandas":
+    if backend == "pandas":
         pytest.importorskip("pandas")
         from cola_fast.evaluation import anet_pandas
         m = anet_pandas.evaluate({"database": db}, res, "test", [0.5])[0]
     else:
-        m = evaluate_detection({"database": db}, res, "test", [0.5], impl=impl)["mAP"]
+        m = evaluate_detection({"database": db}, res, "test", [0.5], backend=backend)["mAP"]
     assert list(m) == [0.5]
 
 

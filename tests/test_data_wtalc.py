@@ -66,7 +66,7 @@ def test_round_trip(fixture, capsys):
     assert len(d) == 12 and d.subsets[:6] == ["validation"] * 6
     out = base / "converted"
     # the CLI says that it read pickled arrays in its closing line, not as a warning
-    # (which would put two more lines before any error message: issue 13)
+    # (which would put two more lines before any error message: a user error is one line)
     assert convert_main([str(f), str(a), str(out), "--allow-pickle"]) == 0
     assert "pickled" in capsys.readouterr().out
     for split in ("train", "test"):

@@ -42,10 +42,11 @@ def test_cli_reference_impl_small(tmp_path):
         {"label": "CricketBowling", "score": 0.4, "segment": [19.2, 21.76]}]}}
     f = tmp_path / "r.json"
     f.write_text(json.dumps(res))
-    a = run(str(f), "--gt", GT, "--json", "--impl", "reference")
+    a = run(str(f), "--gt", GT, "--json", "--backend", "reference")
     b = run(str(f), "--gt", GT, "--json")
-    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    assert json.loads(a.stdout) == json.loads(b.stdout)
+    c = run(str(f), "--gt", GT, "--json", "--impl", "reference")  # the flag's former name
+    assert a.returncode == 0 and b.returncode == 0 and c.returncode == 0, a.stderr + b.stderr + c.stderr
+    assert json.loads(a.stdout) == json.loads(b.stdout) == json.loads(c.stdout)
 
 
 @pytest.mark.parametrize("case", ["missing_results", "missing_gt", "malformed", "subset", "tiou",

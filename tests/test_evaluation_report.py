@@ -29,16 +29,6 @@ THR = np.linspace(0.1, 0.7, 7)
 
 
 @pytest.fixture(scope="module")
-def gt():
-    return load_gt(GT)
-
-
-@pytest.fixture(scope="module")
-def pmil():
-    return load_results(PMIL)
-
-
-@pytest.fixture(scope="module")
 def pmil_analysis(gt, pmil):
     return analyze(gt, pmil, "test", THR)
 

@@ -1,5 +1,5 @@
 """kill -9 at random moments, then --resume: the run ends with the weights of the
-uninterrupted run (issue 13). Moments: before the first checkpoint, several random
+uninterrupted run (resume after a kill). Moments: before the first checkpoint, several random
 ones in a row (startup, mid-step, mid-write included), and during --seeds.
 
 The random moments come from COLA_FAST_FAULT_SEED (default: a fresh seed, printed in

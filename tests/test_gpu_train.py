@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_fast_step_has_no_host_sync(cache):
     from cola_fast.config import get_preset
-    from cola_fast.train import BatchStream, prepare_data
+    from cola_fast.data import BatchStream, prepare_data
 
     dev = torch.device("cuda")
     cfg = get_preset("tiny")

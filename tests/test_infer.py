@@ -1,34 +1,21 @@
 """python -m cola_fast.infer: a checkpoint plus features -> the same detections the
 trainer's evaluation produced for those videos; plots; clear errors."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cola_fast.infer import main
-from cola_fast.train import resolve_device
-
-
-def _dataset_root(cache) -> Path:
-    roots = sorted(Path(cache).glob("synthetic_thumos14_*"))
-    assert roots, "the tiny run should have built its synthetic dataset in the cache"
-    return roots[0]
-
-
-def _video_features(root: Path, vid: str) -> np.ndarray:
-    d = root / "features" / "test"
-    return np.concatenate([np.load(d / "rgb" / f"{vid}.npy"), np.load(d / "flow" / f"{vid}.npy")], axis=1)
+from cola_fast.config import resolve_device
 
 
 @pytest.fixture(scope="module")
-def feats_dir(tiny_run, cache, tmp_path_factory):
-    root = _dataset_root(cache)
+def feats_dir(synthetic_root, video_features, tmp_path_factory):
     out = tmp_path_factory.mktemp("feats")
     vids = ["video_test_0000004", "video_test_0000007", "video_test_0000026"]
     for v in vids:
-        np.save(out / f"{v}.npy", _video_features(root, v))
-    return out, vids, root
+        np.save(out / f"{v}.npy", video_features(v))
+    return out, vids, synthetic_root
 
 
 @pytest.mark.gpu

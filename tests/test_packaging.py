@@ -1,4 +1,4 @@
-"""Packaging (issue 14): the sdist holds every source and header, a wheel built from it
+"""Packaging: the sdist holds every source and header, a wheel built from it
 installs and loads its extension, an isolated build stops at once with the command to use,
 and an extension that cannot be used gives one loud warning with the reason and the fix.
 

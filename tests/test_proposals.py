@@ -89,8 +89,8 @@ def test_hand_computed_single_bump():
     cas[:, 0] = [0, 1, 1, 0]
     vs = np.array([0.9, 0.1], np.float32)
     cfg = ProposalConfig(cas_thresholds=[0.5], act_thresholds=[])
-    for impl in ("fast", "reference"):
-        dets = generate_proposals(vs, cas, cas.sum(1), T, ["a", "b"], cfg, impl=impl)
+    for backend in ("auto", "reference"):
+        dets = generate_proposals(vs, cas, cas.sum(1), T, ["a", "b"], cfg, backend=backend)
         assert len(dets) == 1
         d = dets[0]
         # upsampled curve: x = j / 24; value 0 -> 1 on [0, 1], 1 on [1, 2], 1 -> 0 on [2, 3],
@@ -135,8 +135,8 @@ def test_fast_equals_reference(seed, T, ties):
     rng = np.random.default_rng(seed)
     vs, cas, act = _video(rng, T, ties=ties, n_present=1 + seed % 3)
     T_orig = T + int(rng.integers(0, 50))
-    a = generate_proposals(vs, cas, act, T_orig, NAMES, impl="fast")
-    b = generate_proposals(vs, cas, act, T_orig, NAMES, impl="reference")
+    a = generate_proposals(vs, cas, act, T_orig, NAMES, backend="auto")
+    b = generate_proposals(vs, cas, act, T_orig, NAMES, backend="reference")
     assert a == b  # same detections, same order, identical floats
     assert len(a) > 0 or T == 1  # T == 1: the normalised curve is all zero
 
@@ -157,8 +157,8 @@ def test_fast_equals_reference_configs(cfg_name):
     else:
         vs = np.full(20, 0.05, np.float32)
         vs[7] = 0.06  # nothing >= 0.2 -> argmax class only
-    a = generate_proposals(vs, cas, act, 130, NAMES, cfg, impl="fast")
-    b = generate_proposals(vs, cas, act, 130, NAMES, cfg, impl="reference")
+    a = generate_proposals(vs, cas, act, 130, NAMES, cfg, backend="auto")
+    b = generate_proposals(vs, cas, act, 130, NAMES, cfg, backend="reference")
     assert a == b
     if cfg_name == "no_class_above":
         assert {d["label"] for d in a} == {NAMES[7]}
@@ -170,12 +170,12 @@ def test_float64_and_torch_inputs():
     vs, cas, act = _video(rng, 80)
     a = generate_proposals(torch.from_numpy(vs), torch.from_numpy(cas), torch.from_numpy(act),
                            80, NAMES)
-    b = generate_proposals(vs, cas, act, 80, NAMES, impl="reference")
+    b = generate_proposals(vs, cas, act, 80, NAMES, backend="reference")
     assert a == b
     c = generate_proposals(vs.astype(np.float64), cas.astype(np.float64),
-                           act.astype(np.float64), 80, NAMES, impl="fast")
+                           act.astype(np.float64), 80, NAMES, backend="auto")
     d = generate_proposals(vs.astype(np.float64), cas.astype(np.float64),
-                           act.astype(np.float64), 80, NAMES, impl="reference")
+                           act.astype(np.float64), 80, NAMES, backend="reference")
     assert c == d
 
 
@@ -197,8 +197,8 @@ def test_input_validation():
         generate_proposals(vs, bad, act, 10, NAMES)
     with pytest.raises(ValueError, match="num_snippets_orig"):
         generate_proposals(vs, cas, act, 0, NAMES)
-    with pytest.raises(ValueError, match="impl"):
-        generate_proposals(vs, cas, act, 10, NAMES, impl="gpu")
+    with pytest.raises(ValueError, match="backend"):
+        generate_proposals(vs, cas, act, 10, NAMES, backend="gpu")
     with pytest.raises(ValueError, match="no snippets"):
         generate_proposals(vs, cas[:0], act[:0], 10, NAMES)
     with pytest.raises(ValueError, match="upsample"):
@@ -238,6 +238,6 @@ def test_batch_equals_per_video_reference():
         vs, cas, act = _video(rng, T, ties=bool(T % 2), n_present=1 + T % 3)
         items.append((vs, cas, act, T + 3))
     got = generate_proposals_batch(items, NAMES)
-    want = [generate_proposals(*it, NAMES, impl="reference") for it in items]
+    want = [generate_proposals(*it, NAMES, backend="reference") for it in items]
     assert got == want
     assert generate_proposals_batch([], NAMES) == []

@@ -1,7 +1,7 @@
 """The native (C++) proposal path (csrc/cpu/proposals.cpp) against numpy and the reference:
 numpy's own reductions bit for bit, common.minmax_norm + upsample bit for bit, and whole
 detection lists equal (==) to evaluation/reference.py. The numpy path is checked here too
-(native="numpy"), since the default path is the native one whenever the extension is built.
+(backend="numpy"), since the default path is the native one whenever the extension is built.
 """
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from cola_fast.evaluation import ProposalConfig
 from cola_fast.evaluation import reference as R
 from cola_fast.evaluation.common import prepare_curves
 from cola_fast.evaluation.proposals import (_native_ops, _prepare, _prepare_native,
-                                            generate_proposals_batch, proposal_path)
+                                            generate_proposals_batch, proposal_backend)
 from test_proposals import CASES, NAMES, _video
 
 torch = pytest.importorskip("torch")
@@ -88,7 +88,7 @@ def test_path_equals_reference(path, seed, T, ties):
     rng = np.random.default_rng(seed)
     vs, cas, act = _video(rng, T, ties=ties, n_present=1 + seed % 3)
     T_orig = T + int(rng.integers(0, 50))
-    got = generate_proposals_batch([(vs, cas, act, T_orig)], NAMES, native=path)[0]
+    got = generate_proposals_batch([(vs, cas, act, T_orig)], NAMES, backend=path)[0]
     want = R.generate_proposals(vs, cas, act, T_orig, NAMES)
     assert got == want  # same detections, same order, identical floats
     assert len(got) > 0 or T == 1
@@ -111,7 +111,7 @@ def test_path_equals_reference_batch_configs(path, cfg_name):
                np.arange(0, 0.25, 0.025)), act_thresholds=[0.5, 0.1, 0.3, 0.3], outer_ratio=0.5,
                nms_iou=0.4),
            "nms_above_1": ProposalConfig(nms_iou=1.5), "nms_0": ProposalConfig(nms_iou=0.0)}[cfg_name]
-    got = generate_proposals_batch(items, NAMES, cfg, native=path)
+    got = generate_proposals_batch(items, NAMES, cfg, backend=path)
     want = [R.generate_proposals(*it, NAMES, cfg) for it in items]
     assert got == want
 
@@ -124,8 +124,8 @@ def test_native_equals_numpy_many_videos():
         T = int(rng.integers(1, 400))
         vs, cas, act = _video(rng, T, ties=n % 3 == 0, n_present=1 + n % 4)
         items.append((vs, cas, act, T + int(rng.integers(0, 9))))
-    a = generate_proposals_batch(items, NAMES, native="native")
-    b = generate_proposals_batch(items, NAMES, native="numpy")
+    a = generate_proposals_batch(items, NAMES, backend="native")
+    b = generate_proposals_batch(items, NAMES, backend="numpy")
     assert a == b
     assert sum(map(len, a)) > 100
     # and the reference for a few of them
@@ -178,20 +178,18 @@ def test_nms_groups_equals_reference(thresh):
     assert at > 10
 
 
-def test_proposal_path_setting(monkeypatch):
-    assert proposal_path("numpy") == "numpy"
-    assert proposal_path(False) == "numpy"
-    with pytest.raises(ValueError, match="proposal path"):
-        proposal_path("gpu")
-    monkeypatch.setenv("COLA_FAST_PROPOSALS", "numpy")
-    assert proposal_path() == "numpy"
-    monkeypatch.setenv("COLA_FAST_PROPOSALS", "auto")
-    assert proposal_path() == ("native" if OPS is not None else "numpy")
+def test_proposal_backend_setting():
+    """The proposal path of each backend: numpy is numpy, auto the native ops when they are
+    built, native those ops or an error; another name is refused."""
+    assert proposal_backend("numpy") == "numpy"
+    with pytest.raises(ValueError, match="proposal backend"):
+        proposal_backend("gpu")
+    assert proposal_backend() == ("native" if OPS is not None else "numpy")
     if OPS is None:
         with pytest.raises(RuntimeError, match="not available"):
-            proposal_path("native")
+            proposal_backend("native")
     else:
-        assert proposal_path(True) == "native"
+        assert proposal_backend("native") == "native"
 
 
 @native
@@ -215,5 +213,5 @@ def test_fused_and_bank_routes_equal_reference(dtypes):
     for name in ("seg", "f", "score", "start", "end"):
         np.testing.assert_array_equal(P1[name], P2[name])
     np.testing.assert_array_equal(k1, k2)
-    got = generate_proposals_batch(items, NAMES, cfg, native="native")
+    got = generate_proposals_batch(items, NAMES, cfg, backend="native")
     assert got == [R.generate_proposals(*it, NAMES, cfg) for it in items]

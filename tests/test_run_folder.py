@@ -1,4 +1,4 @@
-"""The run folder protects itself (cola_fast/run.py, issue 13): a fresh run refuses a
+"""The run folder protects itself (cola_fast/run.py): a fresh run refuses a
 used folder, --overwrite moves the old run aside, one trainer per folder (a stale lock
 never blocks), --resume without a checkpoint / from best.pt, changed settings reported
 and --steps extending a finished run, --seeds resuming seed by seed, a full disk."""

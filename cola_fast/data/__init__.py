@@ -11,9 +11,11 @@ from .sampling import sample_random_perturb, sample_uniform, sample_random_pertu
 from .dataset import VideoDataset, load_gt, class_names_from_gt, read_split, load_feature
 from .synthetic import SyntheticSpec, make_synthetic_dataset, thumos14_files
 from .bank import DeviceFeatureBank
+from .batches import BatchStream, prepare_data
 
 __all__ = [
     "DataError", "sample_random_perturb", "sample_uniform", "sample_random_perturb_batch",
     "VideoDataset", "load_gt", "class_names_from_gt", "read_split", "load_feature",
     "SyntheticSpec", "make_synthetic_dataset", "thumos14_files", "DeviceFeatureBank",
+    "BatchStream", "prepare_data",
 ]

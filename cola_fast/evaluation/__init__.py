@@ -1,8 +1,12 @@
 """Proposals, NMS and detection mAP (COLA_SPEC sections 5 and 6).
 
-Two implementations of each: ``impl="reference"`` (evaluation/reference.py, the loop
-style of the published code, the oracle) and ``impl="fast"`` (vectorised numpy,
-identical results: same proposals in the same order with equal floats, same mAP).
+The backend is chosen in the ops' vocabulary (cola_fast.ops), ``backend=`` one of
+BACKENDS: "reference" (evaluation/reference.py, the loop style of the published code,
+the oracle), "numpy" (vectorised numpy), "native" (the proposals by the C++ ops of
+cola_fast._C, csrc/cpu/proposals.cpp; raises when they are not built) and "auto"
+(native when built, else numpy). All give identical results: the same proposals in the
+same order with equal floats, the same mAP. The mAP itself has no native path: every
+backend but "reference" computes it with numpy.
 """
 from __future__ import annotations
 
@@ -18,18 +22,18 @@ from .proposals import generate_proposals_fast as _props_fast
 
 __all__ = ["ProposalConfig", "generate_proposals", "generate_proposals_batch", "evaluate_detection", "load_gt",
            "load_results", "results_document", "results_json", "format_table", "parse_tiou", "EvaluationInputError",
-           "write_json_atomic"]
+           "write_json_atomic", "BACKENDS"]
 
-_IMPLS = ("fast", "reference")
+BACKENDS = ("auto", "reference", "native", "numpy")
 
 
-def _check_impl(impl):
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+def _check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def generate_proposals(video_scores, cas, actionness, num_snippets_orig, class_names,
-                       cfg: ProposalConfig | None = None, impl: str = "fast"):
+                       cfg: ProposalConfig | None = None, backend: str = "auto"):
     """COLA_SPEC 5 steps 2-7 for one video.
 
     video_scores (C,), cas (T, C), actionness (T,): numpy arrays or torch tensors.
@@ -37,21 +41,23 @@ def generate_proposals(video_scores, cas, actionness, num_snippets_orig, class_n
     seconds). Returns a list of {"label", "score", "segment": [start_s, end_s]} after
     per-class NMS, classes in the order the published code emits them.
     """
-    _check_impl(impl)
+    _check_backend(backend)
     cfg = cfg if cfg is not None else ProposalConfig.thumos14()
-    fn = _props_fast if impl == "fast" else _ref.generate_proposals
-    return fn(video_scores, cas, actionness, num_snippets_orig, class_names, cfg)
+    if backend == "reference":
+        return _ref.generate_proposals(video_scores, cas, actionness, num_snippets_orig, class_names, cfg)
+    return _props_fast(video_scores, cas, actionness, num_snippets_orig, class_names, cfg, backend)
 
 
 def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None,
-                             impl: str = "fast"):
+                             backend: str = "auto"):
     """generate_proposals for many videos: items is a sequence of (video_scores, cas,
-    actionness, num_snippets_orig); returns one detection list per item. The fast path
-    processes all videos in one vectorised pass (the way to evaluate a whole test set)."""
-    _check_impl(impl)
+    actionness, num_snippets_orig); returns one detection list per item. Every backend
+    but "reference" processes all videos in one vectorised pass (the way to evaluate a
+    whole test set)."""
+    _check_backend(backend)
     cfg = cfg if cfg is not None else ProposalConfig.thumos14()
-    if impl == "fast":
-        return _props_batch(items, class_names, cfg)
+    if backend != "reference":
+        return _props_batch(items, class_names, cfg, backend)
     return [_ref.generate_proposals(*it, class_names, cfg) for it in items]
 
 
@@ -87,7 +93,7 @@ def parse_tiou(spec) -> np.ndarray:
 
 
 def evaluate_detection(gt, results, subset: str = "test",
-                       tiou_thresholds=np.linspace(0.1, 0.7, 7), impl: str = "fast") -> dict:
+                       tiou_thresholds=np.linspace(0.1, 0.7, 7), backend: str = "auto") -> dict:
     """Detection mAP of COLA_SPEC 6.
 
     gt: path or dict (validated with load_gt); results: {"results": {vid: [dets]}} dict
@@ -95,14 +101,15 @@ def evaluate_detection(gt, results, subset: str = "test",
     "ap_per_class": {label: [AP per threshold]}}; classes are those of the ground truth of
     ``subset`` (prediction labels outside them are ignored).
     """
-    _check_impl(impl)
+    _check_backend(backend)
+    fast = backend != "reference"
     gt = load_gt(gt)
-    results = results_arrays(results) if impl == "fast" else load_results(results)
+    results = results_arrays(results) if fast else load_results(results)
     thr = parse_tiou(tiou_thresholds)
     subsets = sorted({v["subset"] for v in gt["database"].values()})
     if subset not in subsets:
         raise ValueError(f"unknown subset {subset!r}: the ground truth has {subsets}")
-    fn = _eval_fast if impl == "fast" else _ref.evaluate_detection
+    fn = _eval_fast if fast else _ref.evaluate_detection
     ap, names = fn(gt, results, subset, thr)
     if not names:
         raise ValueError(f"the ground truth has no annotations in subset {subset!r}")

@@ -75,6 +75,23 @@ def _document(path_or_dict, name, what: str, key: str):
     return src, data
 
 
+def _entries(items: list, where: str):
+    """(entry, "where i") for each entry of a video's annotation or detection list, each
+    checked to be a JSON object."""
+    for i, x in enumerate(items):
+        w = f"{where} {i}"
+        if not isinstance(x, dict):
+            raise EvaluationInputError(f"{w}: must be an object")
+        yield x, w
+
+
+def _label(entry: dict, where: str) -> str:
+    label = entry.get("label")
+    if not isinstance(label, str):
+        raise EvaluationInputError(f"{where}: missing or non-string 'label'")
+    return label
+
+
 def load_gt(path_or_dict, name: str | None = None) -> dict:
     """Load and validate a ground-truth file (COLA_SPEC 1 layout).
 
@@ -98,15 +115,8 @@ def load_gt(path_or_dict, name: str | None = None) -> dict:
         anns = v.get("annotations")
         if not isinstance(anns, list):
             raise EvaluationInputError(f"{where}: missing 'annotations' list")
-        clean = []
-        for i, a in enumerate(anns):
-            w = f"{where} annotation {i}"
-            if not isinstance(a, dict):
-                raise EvaluationInputError(f"{w}: must be an object")
-            label = a.get("label")
-            if not isinstance(label, str):
-                raise EvaluationInputError(f"{w}: missing or non-string 'label'")
-            clean.append({"label": label, "segment": _segment(a.get("segment"), w)})
+        clean = [{"label": _label(a, w), "segment": _segment(a.get("segment"), w)}
+                 for a, w in _entries(anns, f"{where} annotation")]
         out[vid] = {"subset": subset, "annotations": clean}
     return GroundTruth(database=out)
 
@@ -122,13 +132,8 @@ def load_results(path_or_dict, name: str | None = None) -> dict:
         if not isinstance(dets, list):
             raise EvaluationInputError(f"{where}: detections must be a list")
         clean = []
-        for i, d in enumerate(dets):
-            w = f"{where} detection {i}"
-            if not isinstance(d, dict):
-                raise EvaluationInputError(f"{w}: must be an object")
-            label = d.get("label")
-            if not isinstance(label, str):
-                raise EvaluationInputError(f"{w}: missing or non-string 'label'")
+        for d, w in _entries(dets, f"{where} detection"):
+            label = _label(d, w)
             if "score" not in d:
                 raise EvaluationInputError(f"{w}: missing 'score'")
             clean.append({"label": label, "score": _as_float(d["score"], w + " score"),

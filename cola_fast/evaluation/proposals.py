@@ -24,14 +24,13 @@ Native path: when the compiled extension cola_fast._C is built, runs, scores and
 done by its CPU ops instead (csrc/cpu/proposals.cpp: the same pairwise summation order,
 the same greedy NMS; groups whose rank order has score ties between different segments
 go to numpy's argsort, as the reference). The extension is optional at runtime: the
-setting is ``native=`` or the environment variable COLA_FAST_PROPOSALS (auto | native |
-numpy; auto = native when built); asking for native when it is not built raises.
+setting is ``backend=``, in the ops' vocabulary (cola_fast.ops): "auto" (native when
+built, else numpy), "native" (raises when it is not built) or "numpy".
 """
 from __future__ import annotations
 
 import functools
 import gc
-import os
 
 import numpy as np
 
@@ -249,45 +248,36 @@ def proposal_arrays_batch(vids, cfg: ProposalConfig):
             "start": s * tf, "end": (e + 1) * tf, "key": s * (int(Ls.max()) + 2) + e}
 
 
-_PATHS = ("auto", "native", "numpy")
+BACKENDS = ("auto", "native", "numpy")  # of this module; the package adds "reference"
+_NATIVE_OPS = ("pairwise_sum", "proposal_runs", "nms_groups")
 
 
 @functools.lru_cache(maxsize=None)
 def _native_ops():
-    """torch.ops.cola_fast when the extension with the proposal ops is built, else None."""
+    """torch.ops.cola_fast when the extension with the proposal ops is built, else None
+    (the ops' own check: cola_fast.ops._backend.native_has_kernel)."""
     try:
-        import torch
-        from cola_fast import _C  # noqa: F401  (registers the ops)
+        from cola_fast.ops._backend import native_has_kernel
     except ImportError:
         return None
-    for op in ("pairwise_sum", "proposal_runs", "nms_groups"):
-        try:
-            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"cola_fast::{op}", "CPU"):
-                return None
-        except RuntimeError:
-            return None
+    if not all(native_has_kernel(op, "cpu") for op in _NATIVE_OPS):
+        return None
+    import torch
     return torch.ops.cola_fast
 
 
-def proposal_path(native=None) -> str:
-    """The proposal path generate_proposals_batch takes: "native" (C++ ops) or "numpy".
-    native: None (use COLA_FAST_PROPOSALS, default auto), True/"native", False/"numpy",
-    or "auto"."""
-    if native is None:
-        native = os.environ.get("COLA_FAST_PROPOSALS", "auto").strip().lower() or "auto"
-    if native is True:
-        native = "native"
-    elif native is False:
-        native = "numpy"
-    if native not in _PATHS:
-        raise ValueError(f"proposal path must be one of {_PATHS} (or True/False/None), got {native!r}")
-    if native == "numpy":
+def proposal_backend(backend: str = "auto") -> str:
+    """The path generate_proposals_batch takes for backend ("auto", "native" or "numpy"):
+    "native" (C++ ops) or "numpy"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"proposal backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numpy":
         return "numpy"
     if _native_ops() is None:
-        if native == "native":
+        if backend == "native":
             raise RuntimeError("the native proposal ops are not available: cola_fast._C is not built "
                                "(or lacks the proposal ops); build it with "
-                               "`pip install --no-build-isolation -e .` or use the numpy path")
+                               "`pip install --no-build-isolation -e .` or use backend numpy")
         return "numpy"
     return "native"
 
@@ -408,15 +398,15 @@ def _native_arrays(vids, Ls, cas_bank, act_bank, cfg: ProposalConfig):
     return P, kept
 
 
-def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None, native=None):
+def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = None, backend: str = "auto"):
     """COLA_SPEC 5 steps 2-7 for many videos at once.
 
     items: sequence of (video_scores, cas, actionness, num_snippets_orig) per video.
-    native: which path (see proposal_path); both give the same result.
+    backend: which path (see proposal_backend); both give the same result.
     Returns one detection list per item, each equal to generate_proposals(..., "reference").
     """
     cfg = cfg or ProposalConfig.thumos14()
-    if proposal_path(native) == "native":
+    if proposal_backend(backend) == "native":
         vids, Ls, cas_bank, act_bank = _prepare_native(items, class_names, cfg, banks=False)
         if not vids:
             return []
@@ -462,6 +452,6 @@ def generate_proposals_batch(items, class_names, cfg: ProposalConfig | None = No
 
 
 def generate_proposals_fast(video_scores, cas, actionness, num_snippets_orig, class_names,
-                            cfg: ProposalConfig | None = None):
+                            cfg: ProposalConfig | None = None, backend: str = "auto"):
     return generate_proposals_batch([(video_scores, cas, actionness, num_snippets_orig)],
-                                    class_names, cfg)[0]
+                                    class_names, cfg, backend)[0]

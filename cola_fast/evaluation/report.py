@@ -302,23 +302,30 @@ def _errors_section(runs, labels) -> str:
                           fmt=lambda x: f"{100 * x:.2f}"))
     if len(runs) == 2:
         out.append(_legend(RUN_COLORS, labels))
-    thr = a.tiou_thresholds
-    head = "".join(f"<th>{t:.2f}</th>" for t in thr)
-    rows = []
-    for r, lab in zip(runs, labels):
-        for k, name in enumerate(ERROR_TYPES):
-            who = f"{_e(lab)}: " if len(runs) == 2 else ""
-            share = r.category_counts[k + 1] / max(r.category_counts.sum(), 1)
-            rows.append(f'<tr><td class="l">{who}{_e(name)}</td><td>{100 * share:.1f}</td>'
-                        + "".join(f"<td>{100 * g:+.2f}</td>" for g in r.gain[k])
-                        + f"<td><b>{100 * r.gain[k].mean():+.2f}</b></td></tr>")
+    head = "".join(f"<th>{t:.2f}</th>" for t in a.tiou_thresholds)
+
+    def cells(r, k):
+        share = r.category_counts[k + 1] / max(r.category_counts.sum(), 1)
+        return (f"<td>{100 * share:.1f}</td>" + "".join(f"<td>{100 * g:+.2f}</td>" for g in r.gain[k])
+                + f"<td><b>{100 * r.gain[k].mean():+.2f}</b></td>")
+    rows = _rows_per_run(runs, labels, [_e(n) for n in ERROR_TYPES], cells)
     out.append(f'<table><tr><th class="l">error type</th><th>% of all predictions at '
                f"{a.error_tiou:g}</th>{head}"
-               f"<th>Avg</th></tr>{''.join(rows)}</table>")
+               f"<th>Avg</th></tr>{rows}</table>")
     out.append('<p class="note">The table gives the mAP gain (points) at every tIoU threshold of '
                "the evaluation, the category taken at that threshold; the chart, at tIoU "
                f"{a.error_tiou:g}.</p>")
     return "".join(out)
+
+
+def _rows_per_run(runs, labels, names, cells) -> str:
+    """Table rows, one per (run, name): the name (HTML, after the run's label when two runs
+    are compared), then cells(run, index of the name), the row's other <td>s."""
+    rows = []
+    for r, lab in zip(runs, labels):
+        who = f"{_e(lab)}: " if len(runs) == 2 else ""
+        rows += [f'<tr><td class="l">{who}{name}</td>{cells(r, k)}</tr>' for k, name in enumerate(names)]
+    return "".join(rows)
 
 
 def _length_section(runs, labels) -> str:
@@ -346,18 +353,15 @@ def _length_section(runs, labels) -> str:
                + vbar_chart(plain, bucket_map, RUN_COLORS, width=420) + "</div>")
     map_names = [f"average mAP per bucket{': ' + lab if len(runs) == 2 else ''}" for lab in labels]
     out.append(_legend(colors, legend) + _legend(RUN_COLORS[:len(runs)], map_names))
-    thr = a.tiou_thresholds
-    head = "".join(f"<th>{t:.2f}</th>" for t in thr)
-    rows = []
-    for r, lab in zip(runs, labels):
-        for b, name in enumerate(names):
-            who = f"{_e(lab)}: " if len(runs) == 2 else ""
-            rows.append(f'<tr><td class="l">{who}{name}</td><td>{a.length_gt_counts[b]}</td>'
-                        f"<td>{r.length_pred_counts[b]}</td><td>{r.length_top_counts[b]}</td>"
-                        + "".join(f"<td>{_pct(x)}</td>" for x in r.length_mAP[b])
-                        + f"<td><b>{_pct(r.length_mAP[b].mean())}</b></td></tr>")
+    head = "".join(f"<th>{t:.2f}</th>" for t in a.tiou_thresholds)
+
+    def cells(r, b):
+        return (f"<td>{a.length_gt_counts[b]}</td><td>{r.length_pred_counts[b]}</td>"
+                f"<td>{r.length_top_counts[b]}</td>" + "".join(f"<td>{_pct(x)}</td>" for x in r.length_mAP[b])
+                + f"<td><b>{_pct(r.length_mAP[b].mean())}</b></td>")
+    rows = _rows_per_run(runs, labels, names, cells)
     out.append(f'<table><tr><th class="l">bucket</th><th>instances</th><th>detections</th><th>top</th>'
-               f"{head}<th>Avg</th></tr>{''.join(rows)}</table>")
+               f"{head}<th>Avg</th></tr>{rows}</table>")
     return "".join(out)
 
 

@@ -22,6 +22,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../checks.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -111,17 +113,9 @@ void mine_rows(const scalar_t* ap, const scalar_t* kpp, int64_t B, int64_t T, in
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
     const at::Tensor& actionness, const at::Tensor& keep, int64_t k_easy, int64_t k_hard, int64_t m,
     int64_t M) {
-  TORCH_CHECK(actionness.dim() == 2, "mine_snippets: actionness must be (B,T), got ", actionness.sizes());
-  TORCH_CHECK(keep.sizes() == actionness.sizes(), "mine_snippets: keep ", keep.sizes(),
-              " must have the shape of actionness ", actionness.sizes());
-  TORCH_CHECK(keep.scalar_type() == actionness.scalar_type(), "mine_snippets: keep dtype ",
-              keep.scalar_type(), " must equal actionness dtype ", actionness.scalar_type());
+  checks::mine_snippets_inputs(actionness, keep, k_easy, k_hard, m, M);
   TORCH_CHECK(actionness.device().is_cpu() && keep.device().is_cpu(), "mine_snippets (CPU): tensors must be on the CPU");
   const int64_t B = actionness.size(0), T = actionness.size(1);
-  TORCH_CHECK(T >= 1, "mine_snippets: T must be >= 1");
-  TORCH_CHECK(0 <= k_easy && k_easy <= T, "mine_snippets: k_easy=", k_easy, " must lie in [0, T=", T, "]");
-  TORCH_CHECK(0 <= k_hard && k_hard <= T, "mine_snippets: k_hard=", k_hard, " must lie in [0, T=", T, "]");
-  TORCH_CHECK(1 <= m && m < M, "mine_snippets: need 1 <= m < M, got m=", m, ", M=", M);
   TORCH_CHECK(T < (int64_t(1) << 32), "mine_snippets: T too large");
 
   const at::Tensor a = actionness.contiguous();

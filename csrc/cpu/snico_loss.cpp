@@ -32,6 +32,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -105,30 +107,6 @@ inline void dot_over_norm(const acc_t* q, const scalar_t* e, int64_t D, acc_t& d
   dot_over_ne = ds * sq_max / (clamp_eps(ne) * ie);
 }
 
-void check_inputs(const at::Tensor& emb, const at::Tensor& ea, const at::Tensor& eb, const at::Tensor& ha,
-                  const at::Tensor& hb, double tau) {
-  TORCH_CHECK(emb.dim() == 3, "snico_loss: emb must be (B,T,D), got ", emb.sizes());
-  TORCH_CHECK(at::isFloatingType(emb.scalar_type()), "snico_loss: emb must be floating point, got ",
-              emb.scalar_type());
-  const int64_t B = emb.size(0), T = emb.size(1), D = emb.size(2);
-  TORCH_CHECK(B > 0 && T > 0 && D > 0, "snico_loss: empty emb ", emb.sizes());
-  TORCH_CHECK(tau > 0 && std::isfinite(tau), "snico_loss: tau must be a positive finite number, got ", tau);
-  const char* names[4] = {"ea", "eb", "ha", "hb"};
-  const at::Tensor* idx[4] = {&ea, &eb, &ha, &hb};
-  for (int s = 0; s < 4; ++s) {
-    const at::Tensor& x = *idx[s];
-    TORCH_CHECK(x.scalar_type() == at::kLong, "snico_loss: ", names[s], " must be int64, got ", x.scalar_type());
-    TORCH_CHECK(x.dim() == 2 && x.size(0) == B && x.size(1) > 0, "snico_loss: ", names[s],
-                " must be (B=", B, ", k>0), got ", x.sizes());
-    TORCH_CHECK(x.device() == emb.device(), "snico_loss: ", names[s], " is on ", x.device(), " but emb on ",
-                emb.device());
-  }
-  TORCH_CHECK(ea.sizes() == eb.sizes(), "snico_loss: ea and eb must have the same shape, got ", ea.sizes(),
-              " and ", eb.sizes());
-  TORCH_CHECK(ha.sizes() == hb.sizes(), "snico_loss: ha and hb must have the same shape, got ", ha.sizes(),
-              " and ", hb.sizes());
-}
-
 void check_range_cpu(const at::Tensor& x, int64_t T, const char* name) {
   const int64_t* p = x.data_ptr<int64_t>();
   const int64_t n = x.numel();
@@ -144,7 +122,7 @@ at::ScalarType acc_type_of(at::ScalarType st) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> snico_loss_fwd_cpu(
     const at::Tensor& emb_in, const at::Tensor& ea_in, const at::Tensor& eb_in, const at::Tensor& ha_in,
     const at::Tensor& hb_in, double tau) {
-  check_inputs(emb_in, ea_in, eb_in, ha_in, hb_in, tau);
+  checks::snico_loss_inputs(emb_in, ea_in, eb_in, ha_in, hb_in, tau);
   const at::Tensor emb = emb_in.contiguous();
   const at::Tensor ea = ea_in.contiguous(), eb = eb_in.contiguous(), ha = ha_in.contiguous(),
                    hb = hb_in.contiguous();
@@ -264,7 +242,7 @@ at::Tensor snico_loss_bwd_cpu(const at::Tensor& grad, const at::Tensor& emb_in, 
                               const at::Tensor& means_in, const at::Tensor& mean_norms_in,
                               const at::Tensor& neg_norms_in, const at::Tensor& logits_in,
                               const at::Tensor& lse_in, double tau) {
-  check_inputs(emb_in, ea_in, eb_in, ha_in, hb_in, tau);
+  checks::snico_loss_inputs(emb_in, ea_in, eb_in, ha_in, hb_in, tau);
   TORCH_CHECK(grad.numel() == 1, "snico_loss_bwd: grad must be a scalar, got ", grad.sizes());
   const at::Tensor emb = emb_in.contiguous();
   const at::Tensor ea = ea_in.contiguous(), eb = eb_in.contiguous(), ha = ha_in.contiguous(),
@@ -275,10 +253,7 @@ at::Tensor snico_loss_bwd_cpu(const at::Tensor& grad, const at::Tensor& emb_in, 
   const at::Tensor means = means_in.to(acc_st).contiguous(), mean_norms = mean_norms_in.to(acc_st).contiguous(),
                    neg_norms = neg_norms_in.to(acc_st).contiguous(), logits = logits_in.to(acc_st).contiguous(),
                    lse = lse_in.to(acc_st).contiguous();
-  TORCH_CHECK(means.sizes() == at::IntArrayRef({B, 4, D}) && mean_norms.sizes() == at::IntArrayRef({B, 4}) &&
-                  neg_norms.sizes() == at::IntArrayRef({B, 2, kE}) &&
-                  logits.sizes() == at::IntArrayRef({B, 2, 1 + kE}) && lse.sizes() == at::IntArrayRef({B, 2}),
-              "snico_loss_bwd: saved tensors do not match the inputs' shapes");
+  checks::snico_loss_saved(means, mean_norms, neg_norms, logits, lse, B, D, kE);
   const double g = grad.item<double>() / static_cast<double>(B);
 
   // low precision: accumulate the gradient in float32, convert at the end

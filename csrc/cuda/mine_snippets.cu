@@ -24,6 +24,8 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include "../checks.h"
+
 #include <cstdint>
 #include <type_traits>
 
@@ -286,20 +288,12 @@ void launch(const at::Tensor& a, const at::Tensor& kp, int64_t B, int64_t T, int
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cuda(
     const at::Tensor& actionness, const at::Tensor& keep, int64_t k_easy, int64_t k_hard, int64_t m,
     int64_t M) {
-  TORCH_CHECK(actionness.dim() == 2, "mine_snippets: actionness must be (B,T), got ", actionness.sizes());
-  TORCH_CHECK(keep.sizes() == actionness.sizes(), "mine_snippets: keep ", keep.sizes(),
-              " must have the shape of actionness ", actionness.sizes());
-  TORCH_CHECK(keep.scalar_type() == actionness.scalar_type(), "mine_snippets: keep dtype ",
-              keep.scalar_type(), " must equal actionness dtype ", actionness.scalar_type());
+  checks::mine_snippets_inputs(actionness, keep, k_easy, k_hard, m, M);
   TORCH_CHECK(actionness.is_cuda() && keep.is_cuda() && keep.device() == actionness.device(),
               "mine_snippets (CUDA): tensors must be on the same CUDA device");
   const int64_t B = actionness.size(0), T = actionness.size(1);
-  TORCH_CHECK(T >= 1, "mine_snippets: T must be >= 1");
   TORCH_CHECK(T <= (int64_t(1) << 29), "mine_snippets (CUDA): T=", T, " too large");
   TORCH_CHECK(B <= 0x7fffffff, "mine_snippets (CUDA): B too large");
-  TORCH_CHECK(0 <= k_easy && k_easy <= T, "mine_snippets: k_easy=", k_easy, " must lie in [0, T=", T, "]");
-  TORCH_CHECK(0 <= k_hard && k_hard <= T, "mine_snippets: k_hard=", k_hard, " must lie in [0, T=", T, "]");
-  TORCH_CHECK(1 <= m && m < M, "mine_snippets: need 1 <= m < M, got m=", m, ", M=", M);
   // Windows longer than 2T+2 give the masks of a 2T+2 window (erosion: never all inside the row;
   // dilation: always the whole row), as in the CPU kernel; this also keeps m, M within int.
   m = std::min<int64_t>(m, 2 * T + 2);

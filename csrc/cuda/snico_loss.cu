@@ -21,6 +21,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../checks.h"
+
 #include <cmath>
 #include <tuple>
 
@@ -57,46 +59,37 @@ __device__ __forceinline__ T warp_max(T v) {
   return v;
 }
 
-// sum over the block of two values; result valid in every thread
-template <typename T>
-__device__ __forceinline__ void block_sum2(T& a, T& b) {
-  __shared__ T sa[32], sb[32];
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  a = warp_sum(a);
-  b = warp_sum(b);
-  if (lane == 0) {
-    sa[wid] = a;
-    sb[wid] = b;
-  }
-  __syncthreads();
-  T x = lane < nw ? sa[lane] : T(0), y = lane < nw ? sb[lane] : T(0);
-  x = warp_sum(x);
-  y = warp_sum(y);
-  a = x;
-  b = y;
-  __syncthreads();
-}
-
 template <typename T>
 __device__ __forceinline__ T warp_absmax(T v) {
   for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
-// max over the block of two non-negative values; result valid in every thread
-template <typename T>
-__device__ __forceinline__ void block_max2(T& a, T& b) {
+struct WarpSum {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T v) const { return warp_sum(v); }
+};
+
+struct WarpAbsMax {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T v) const { return warp_absmax(v); }
+};
+
+// two values reduced over the block by a warp reduction (WarpSum, or WarpAbsMax for
+// non-negative values: T(0) is the identity of both); result valid in every thread
+template <typename T, typename WarpReduce>
+__device__ __forceinline__ void block_reduce2(T& a, T& b, WarpReduce reduce) {
   __shared__ T sa[32], sb[32];
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  a = warp_absmax(a);
-  b = warp_absmax(b);
+  a = reduce(a);
+  b = reduce(b);
   if (lane == 0) {
     sa[wid] = a;
     sb[wid] = b;
   }
   __syncthreads();
-  a = warp_absmax(lane < nw ? sa[lane] : T(0));
-  b = warp_absmax(lane < nw ? sb[lane] : T(0));
+  a = reduce(lane < nw ? sa[lane] : T(0));
+  b = reduce(lane < nw ? sb[lane] : T(0));
   __syncthreads();
 }
 
@@ -113,7 +106,7 @@ __device__ void block_dot_over_norm(const qT* __restrict__ q, const eT* __restri
     dot += a * v;
     sq += v * v;
   }
-  block_sum2(dot, sq);
+  block_reduce2(dot, sq, WarpSum{});
   if (!isinf(dot) && !isinf(sq)) {
     ne = sqrt(sq);
     dot_over_ne = dot / clamp_eps(ne);
@@ -124,7 +117,7 @@ __device__ void block_dot_over_norm(const qT* __restrict__ q, const eT* __restri
     mq = fmax(mq, fabs(static_cast<acc_t>(q[d])));
     me = fmax(me, fabs(static_cast<acc_t>(e[d])));
   }
-  block_max2(mq, me);
+  block_reduce2(mq, me, WarpAbsMax{});
   const acc_t iq = mq > 0 ? acc_t(1) / mq : acc_t(1), ie = me > 0 ? acc_t(1) / me : acc_t(1);
   acc_t ds = 0, ss = 0;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
@@ -132,7 +125,7 @@ __device__ void block_dot_over_norm(const qT* __restrict__ q, const eT* __restri
     ds += a * v;
     ss += v * v;
   }
-  block_sum2(ds, ss);
+  block_reduce2(ds, ss, WarpSum{});
   ne = me * sqrt(ss);
   dot_over_ne = ds * mq / (clamp_eps(ne) * ie);
 }
@@ -259,7 +252,7 @@ __global__ void scalars_kernel(const acc_t* __restrict__ grad, const acc_t* __re
       gamma += aj * cj;
     }
     acc_t zero = 0;
-    block_sum2(gamma, zero);
+    block_reduce2(gamma, zero, WarpSum{});
     if (threadIdx.x == 0) {
       const acc_t a0 = gt * (exp(l[0] - lse) - acc_t(1));
       const acc_t c0 = tau * l[0];
@@ -336,29 +329,11 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ E, const int64_t* __
 }
 
 // ---- host side ----------------------------------------------------------------------------
+// snico_loss's checks (csrc/checks.h), then the CUDA grid's limit on B
 void check_inputs(const at::Tensor& emb, const at::Tensor& ea, const at::Tensor& eb, const at::Tensor& ha,
                   const at::Tensor& hb, double tau) {
-  TORCH_CHECK(emb.dim() == 3, "snico_loss: emb must be (B,T,D), got ", emb.sizes());
-  TORCH_CHECK(at::isFloatingType(emb.scalar_type()), "snico_loss: emb must be floating point, got ",
-              emb.scalar_type());
-  const int64_t B = emb.size(0), T = emb.size(1), D = emb.size(2);
-  TORCH_CHECK(B > 0 && T > 0 && D > 0, "snico_loss: empty emb ", emb.sizes());
-  TORCH_CHECK(B <= 65535, "snico_loss (CUDA): at most 65535 videos per batch, got ", B);
-  TORCH_CHECK(tau > 0 && std::isfinite(tau), "snico_loss: tau must be a positive finite number, got ", tau);
-  const char* names[4] = {"ea", "eb", "ha", "hb"};
-  const at::Tensor* idx[4] = {&ea, &eb, &ha, &hb};
-  for (int s = 0; s < 4; ++s) {
-    const at::Tensor& x = *idx[s];
-    TORCH_CHECK(x.scalar_type() == at::kLong, "snico_loss: ", names[s], " must be int64, got ", x.scalar_type());
-    TORCH_CHECK(x.dim() == 2 && x.size(0) == B && x.size(1) > 0, "snico_loss: ", names[s],
-                " must be (B=", B, ", k>0), got ", x.sizes());
-    TORCH_CHECK(x.device() == emb.device(), "snico_loss: ", names[s], " is on ", x.device(), " but emb on ",
-                emb.device());
-  }
-  TORCH_CHECK(ea.sizes() == eb.sizes(), "snico_loss: ea and eb must have the same shape, got ", ea.sizes(),
-              " and ", eb.sizes());
-  TORCH_CHECK(ha.sizes() == hb.sizes(), "snico_loss: ha and hb must have the same shape, got ", ha.sizes(),
-              " and ", hb.sizes());
+  checks::snico_loss_inputs(emb, ea, eb, ha, hb, tau);
+  TORCH_CHECK(emb.size(0) <= 65535, "snico_loss (CUDA): at most 65535 videos per batch, got ", emb.size(0));
 }
 
 inline at::ScalarType acc_type_of(at::ScalarType st) {
@@ -434,10 +409,7 @@ at::Tensor snico_loss_bwd_cuda(const at::Tensor& grad, const at::Tensor& emb_in,
   const at::Tensor means = means_in.to(acc_st).contiguous(), mean_norms = mean_norms_in.to(acc_st).contiguous(),
                    neg_norms = neg_norms_in.to(acc_st).contiguous(), logits = logits_in.to(acc_st).contiguous(),
                    lse = lse_in.to(acc_st).contiguous();
-  TORCH_CHECK(means.sizes() == at::IntArrayRef({B, 4, D}) && mean_norms.sizes() == at::IntArrayRef({B, 4}) &&
-                  neg_norms.sizes() == at::IntArrayRef({B, 2, kE}) &&
-                  logits.sizes() == at::IntArrayRef({B, 2, 1 + kE}) && lse.sizes() == at::IntArrayRef({B, 2}),
-              "snico_loss_bwd: saved tensors do not match the inputs' shapes");
+  checks::snico_loss_saved(means, mean_norms, neg_norms, logits, lse, B, D, kE);
   const at::Tensor gacc = grad.reshape({1}).to(acc_st).contiguous();  // stays on the device, no sync
   auto fopt = emb.options().dtype(acc_st);
   at::Tensor W = at::empty({B, 2, kE}, fopt), BETA = at::empty({B, 2, kE}, fopt), SC = at::empty({B, 2, 5}, fopt);
