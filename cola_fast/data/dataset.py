@@ -88,6 +88,19 @@ def class_names_from_gt(gt, name: str | None = None) -> list[str]:
     return labels
 
 
+def _duration(entry: dict) -> float | None:
+    """A gt.json video's "duration" in seconds, when it has a usable one (a number > 0)."""
+    d = entry.get("duration")
+    if isinstance(d, str):
+        try:
+            d = float(d)
+        except ValueError:
+            return None
+    if isinstance(d, bool) or not isinstance(d, numbers.Real) or not math.isfinite(d) or d <= 0:
+        return None
+    return float(d)
+
+
 def check_video_id(vid: str, where) -> str:
     """A video id names files (<vid>.npy): it must stay a plain file name inside its
     folder. Refuses ids that are empty, absolute, hold a path separator, "..", or NUL."""
@@ -209,6 +222,10 @@ class VideoDataset(torch.utils.data.Dataset):
                 labels[i, cidx[lab]] = 1.0
         self.labels = labels
         self.annotations = {v: db[v]["annotations"] for v in self.video_ids}
+        # for the checks of the dataset as a whole (cola_fast.data.checks)
+        self.durations = {v: _duration(raw["database"][v]) for v in self.video_ids}
+        self.gt_labels = {v: [lab for (lab, _, _) in e["annotations"]] for v, e in db.items()}
+        self.classes_listed = raw.get("classes") is not None
         self._mods = MODALITIES if modality == "all" else (modality,)
 
         self._features: list[np.ndarray] | None = None
