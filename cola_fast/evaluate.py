@@ -205,11 +205,6 @@ def reevaluate_run(run, items: list, out=None, per_class: bool = False, say=prin
     {"folder", "checkpoints": {name: {"step", "tiou_thresholds", "mAP", "average_mAP"}}}."""
     import torch
     from pathlib import Path
-    from cola_fast.config import resolve_device
-    from cola_fast.data import prepare_data
-    from cola_fast.detect import evaluate
-    from cola_fast.evaluation import format_table, load_gt, write_json_atomic
-    from cola_fast.evaluation.report import report_for_results
     from cola_fast.infer import load_model
 
     run = Path(run)
@@ -218,6 +213,26 @@ def reevaluate_run(run, items: list, out=None, per_class: bool = False, say=prin
         raise ValueError(f"--run {run}: holds no checkpoint ({' or '.join(CHECKPOINTS)})")
     _, saved, class_names = load_model(run / names[0])
     cfg = reeval_config(saved, items)
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads > 0:  # the run's thread count, as its evaluations had
+            torch.set_num_threads(cfg.threads)
+        return _reevaluate(run, names, cfg, saved, class_names, out, per_class, say)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reevaluate(run, names, cfg, saved, class_names, out, per_class, say) -> dict:
+    """reevaluate_run's work once its settings are known."""
+    import torch
+    from pathlib import Path
+    from cola_fast.config import resolve_device
+    from cola_fast.data import prepare_data
+    from cola_fast.detect import evaluate
+    from cola_fast.evaluation import format_table, load_gt, write_json_atomic
+    from cola_fast.evaluation.report import report_for_results
+    from cola_fast.infer import load_model
+
     device = resolve_device(cfg.device)
     changes = {k: v for k, v in cfg.to_dict().items() if v != getattr(saved, k)}
     say(f"re-evaluating {run} with " + (", ".join(f"{k}={v!r}" for k, v in changes.items()) or "its own settings"))

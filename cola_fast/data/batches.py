@@ -15,7 +15,7 @@ import torch
 
 from ..config import TrainConfig
 from .bank import DeviceFeatureBank
-from .checks import classes_without_training, describe_data, duration_mismatch, label_clashes
+from .checks import classes_without_training, describe_data, duration_mismatch
 from .dataset import VideoDataset
 from .errors import DataError
 from .sampling import sample_random_perturb
@@ -46,21 +46,17 @@ def prepare_data(cfg: TrainConfig, log=print):
 
 
 def check_dataset(cfg: TrainConfig, train: VideoDataset, test: VideoDataset, log=print) -> None:
-    """The checks of the two splits together (cola_fast.data.checks), then the header's
-    lines about the data: DataError on a label typo or, unless cfg.check_durations is
-    false, on a frame rate the ground truth's durations contradict; a warning for a test
-    class without a training video."""
-    clash = label_clashes(train.gt_labels, train.class_names)
-    if clash:
-        raise DataError(f"{train.gt_path}: {clash}")
+    """The checks of the two splits together (cola_fast.data.checks; each split has
+    checked its labels for typos), then the header's lines about the data: DataError,
+    unless cfg.check_durations is false, on a frame rate the ground truth's durations
+    contradict; a warning for a test class without a training video."""
     if cfg.check_durations:
         lengths = {**dict(zip(train.video_ids, train.num_snippets)), **dict(zip(test.video_ids, test.num_snippets))}
         wrong = duration_mismatch(lengths, {**train.durations, **test.durations}, cfg.feature_fps,
                                   cfg.snippet_frames)
         if wrong:
             raise DataError(wrong)
-    for c in classes_without_training(train.class_names, (train.gt_labels[v] for v in train.video_ids),
-                                      (test.gt_labels[v] for v in test.video_ids)):
+    for c in classes_without_training(train.class_names, train.gt_labels.values(), test.gt_labels.values()):
         print(f"warning: class {c!r} has test videos but no training video: the model cannot learn it",
               file=sys.stderr)
     for line in describe_data(cfg.feature_fps, cfg.snippet_frames, train.feature_dim, cfg.modality,

@@ -39,8 +39,13 @@ def duration_mismatch(num_snippets: dict, durations: dict, feature_fps: float, s
     return (f"feature_fps={feature_fps:g} with snippet_frames={snippet_frames} makes the videos "
             f"{computed:.1f} s long in the median (T x snippet_frames / feature_fps), but gt.json's "
             f"durations say {recorded:.1f} s ({100 * abs(ratio - 1):.0f}% apart over {len(pairs)} videos); "
-            f"feature_fps={feature_fps * ratio:.4g} would fit: set --set feature_fps=... (or snippet_frames), "
-            f"or --set check_durations=false to keep a deliberate mismatch")
+            f"feature_fps={_plain(feature_fps * ratio)} would fit (--set feature_fps=...; or change "
+            f"snippet_frames), or --set check_durations=false keeps a deliberate mismatch")
+
+
+def _plain(x: float) -> str:
+    """x to 2 decimals without trailing zeros: 30, 29.97."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
 def _key(label: str) -> str:
