@@ -7,7 +7,6 @@ the step loop reads (BatchStream), resumable because step s's batch depends on (
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -56,9 +55,10 @@ def check_dataset(cfg: TrainConfig, train: VideoDataset, test: VideoDataset, log
                                   cfg.snippet_frames)
         if wrong:
             raise DataError(wrong)
-    for c in classes_without_training(train.class_names, train.gt_labels.values(), test.gt_labels.values()):
-        print(f"warning: class {c!r} has test videos but no training video: the model cannot learn it",
-              file=sys.stderr)
+    untrained = classes_without_training(train.class_names, train.gt_labels.values(), test.gt_labels.values())
+    if untrained:  # with the header (not stderr, which holds a user error's one line)
+        log(f"warning: {len(untrained)} class{'es' if len(untrained) > 1 else ''} with test videos but no "
+            f"training video (the model cannot learn them): {', '.join(untrained)}")
     for line in describe_data(cfg.feature_fps, cfg.snippet_frames, train.feature_dim, cfg.modality,
                               train.class_names, train.classes_listed):
         log(line)
