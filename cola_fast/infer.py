@@ -219,9 +219,9 @@ def main(argv=None) -> int:
         return fail(e)
     from .evaluation import results_json
     try:
-        # version, method, results, external_data (the run's external_data_details, else neutral):
-        # both evaluators read it
-        described = cfg.external_data() if cfg.external_data_details else None
+        # version, method, results, external_data: both evaluators read it. external_data as the
+        # run's results say for a run on a dataset; neutral for synthetic-data runs and official weights
+        described = cfg.external_data() if cfg.external_data_details or cfg.data_root else None
         doc = results_json(results, args.out, external_data=described)
     except OSError as e:
         return fail(f"cannot write {args.out}: {e.strerror or e}")

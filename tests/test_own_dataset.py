@@ -101,6 +101,7 @@ def test_readme_example_in_a_fresh_folder(tmp_path, monkeypatch, capsys, cache):
     assert dets == best["results"] == json.loads((reeval / "best_results.json").read_text())["results"]
     assert infer_main(["runs/mine/best.pt", "my_data/features/test/rgb", "--out", "rgb.json"]) == 0
     assert json.loads((tmp_path / "rgb.json").read_text())["results"] == dets
+    assert json.loads((tmp_path / "dets.json").read_text())["external_data"] == best["external_data"]
 
     # forgetting --set feature_fps=30 stops the run with the README's line
     wrong = lines[1].replace("--set feature_fps=30 ", "").replace("runs/mine", "runs/wrong")
@@ -193,3 +194,12 @@ def test_synthetic_durations_agree_with_their_time_scale(tmp_path):
             lengths = dict(zip(ds.video_ids, ds.num_snippets))
             assert all(abs(ds.durations[v] - lengths[v] * 16 / 25) < 1e-3 for v in ds.video_ids)
             assert duration_mismatch(lengths, ds.durations, 25, 16, tolerance=1e-4) is None
+
+
+def test_external_data_comes_from_the_setting():
+    cfg = get_preset("tiny")
+    assert cfg.external_data()["used"] is False and "synthetic" in cfg.external_data()["details"]
+    assert cfg.replace(data_root="d").external_data()["details"].startswith("pre-extracted video features")
+    i3d = cfg.replace(data_root="d", external_data_details="I3D features (rgb + flow)")
+    assert i3d.external_data() == {"used": True, "details": "I3D features (rgb + flow)"}
+    assert "synthetic_seed" in cfg.recorded() and "synthetic_seed" not in i3d.recorded()
