@@ -51,6 +51,10 @@ def renamed_fields(d: dict) -> dict:
 
 
 BATCH_SCHEDULES = ("stream", "official")
+# the settings that change how detections are timed, matched or described, not what is trained:
+# a finished run is evaluated again with other values (python -m cola_fast.evaluate --run)
+EVALUATION_FIELDS = ("feature_fps", "snippet_frames", "tiou", "proposals", "eval_backend", "check_durations",
+                     "external_data_details", "device")
 # the fields that describe the built-in synthetic data (unused when data_root names a dataset)
 SYNTHETIC_FIELDS = ("synthetic_feature_dim", "synthetic_time_scale", "synthetic_seed")
 

@@ -16,9 +16,9 @@ buckets and the worst videos (evaluation/analysis.py); --compare puts a second r
 file beside the first on that page.
 
 --run RUN evaluates the run's checkpoints (best.pt, last.pt) on its test split again,
-with the run's settings except the evaluation-only ones given by --set (REEVAL_FIELDS:
-feature_fps, snippet_frames, tiou, proposals, eval_backend, check_durations,
-external_data_details, device). It writes into a new folder, RUN/reeval-<time>/ or
+with the run's settings except the evaluation-only ones given by --set, --tiou or --backend
+(config.EVALUATION_FIELDS: feature_fps, snippet_frames, tiou, proposals, eval_backend,
+check_durations, external_data_details, device). It writes into a new folder, RUN/reeval-<time>/ or
 --out DIR: config.json (the settings used), <checkpoint>_results.json per checkpoint,
 summary.json (mAP of each) and report/index.html (for the checkpoint scoring best);
 the run's own files are not touched.
@@ -44,7 +44,7 @@ def _parser():
                    help="with --run: an evaluation-only setting to change, e.g. feature_fps=30 (repeatable)")
     p.add_argument("--out", metavar="DIR", help="with --run: the folder to write (default: RUN/reeval-<time>)")
     p.add_argument("--subset", default="test", help="ground-truth subset to evaluate (default: test)")
-    p.add_argument("--tiou", default="0.1:0.7:0.1",
+    p.add_argument("--tiou", default=None,
                    help="tIoU thresholds: START:STOP:STEP (inclusive) or a comma list "
                         "(default 0.1:0.7:0.1; ActivityNet: 0.5:0.95:0.05)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     from cola_fast.evaluation import (EvaluationInputError, evaluate_detection, format_table,
                                       load_gt, load_results, parse_tiou)
     try:
-        thr = parse_tiou(args.tiou)
+        thr = parse_tiou(args.tiou or "0.1:0.7:0.1")
     except ValueError as e:
         parser.error(f"--tiou: {e}")
     if args.impl and args.backend:
@@ -102,8 +102,11 @@ def main(argv=None) -> int:
     if args.run:
         if args.results or args.gt or args.report or args.json:
             parser.error("--run evaluates a run's checkpoints: give no RESULTS, --gt, --report or --json with it")
+        # --tiou and --backend are the run's tiou and eval_backend settings
+        named = ([f"tiou={','.join(f'{t:g}' for t in thr)}"] if args.tiou else []) + \
+                ([f"eval_backend={backend}"] if args.backend or args.impl else [])
         try:
-            reevaluate_run(args.run, args.set, args.out, per_class=args.per_class)
+            reevaluate_run(args.run, named + args.set, args.out, per_class=args.per_class)
         except (ValueError, OSError) as e:  # DataError, RunError, EvaluationInputError
             return fail(e)
         return 0
@@ -162,23 +165,20 @@ def per_class_table(res: dict, order) -> str:
 # ======================================================================================
 # --run: a finished run's checkpoints evaluated again with corrected evaluation settings
 # ======================================================================================
-# the settings that change how detections are timed, matched or described, not what was trained
-REEVAL_FIELDS = ("feature_fps", "snippet_frames", "tiou", "proposals", "eval_backend", "check_durations",
-                 "external_data_details", "device")
 CHECKPOINTS = ("best.pt", "last.pt")
 
 
 def reeval_config(saved, items: list):
     """The run's configuration with the --set items applied; ValueError for a field that
     is not evaluation-only (a model trained with it would differ: start a new run)."""
-    from cola_fast.config import parse_override
+    from cola_fast.config import EVALUATION_FIELDS, parse_override
     cfg = saved
     for item in items:
         cfg = parse_override(cfg, item)
-        changed = [k for k, v in cfg.to_dict().items() if v != getattr(saved, k) and k not in REEVAL_FIELDS]
+        changed = [k for k, v in cfg.to_dict().items() if v != getattr(saved, k) and k not in EVALUATION_FIELDS]
         if changed:
             raise ValueError(f"--set {item}: {changed[0]} is a training setting; re-evaluation changes only "
-                             f"{', '.join(REEVAL_FIELDS)} (train a new run to change {changed[0]})")
+                             f"{', '.join(EVALUATION_FIELDS)} (train a new run to change {changed[0]})")
     return cfg.validate("settings")
 
 

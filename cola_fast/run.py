@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import EVALUATION_FIELDS, TrainConfig
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "crash.pt", "best_results.json",
              "summary.json", "seeds.md")
@@ -345,6 +345,10 @@ def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path,
     if kept:
         note(f"resume: kept the run's own {', '.join(kept)}: a run continues with its settings "
              f"(start a new run to change them); saved in {source}")
+        evaluation = [k.split("=")[0] for k in kept if k.split("=")[0] in EVALUATION_FIELDS]
+        if evaluation:
+            note(f"resume: {', '.join(evaluation)} only change(s) the evaluation: python -m cola_fast.evaluate "
+                 f"--run {source.parent} --set {evaluation[0]}=... evaluates the run's checkpoints again with it")
     return saved.replace(**new)
 
 

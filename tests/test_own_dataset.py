@@ -134,6 +134,13 @@ def test_reevaluation_corrects_a_wrong_frame_rate(tmp_path, capsys, cache):
     assert err.count("\n") == 1 and "lr is a training setting" in err
     assert evaluate_main(["--run", str(tmp_path / "wrong"), "--out", str(tmp_path / "fixed")]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+    # --tiou is the run's tiou setting; --resume with a new frame rate points to evaluate --run
+    assert evaluate_main(["--run", str(tmp_path / "wrong"), "--tiou", "0.5", "--out", str(tmp_path / "t5")]) == 0
+    assert json.loads((tmp_path / "t5/summary.json").read_text())["changed"] == {"tiou": [0.5]}
+    capsys.readouterr()
+    assert train_main(["--out", str(tmp_path / "wrong"), "--resume", "--set", "feature_fps=30", "--quiet"]) == 0
+    assert f"evaluate --run {tmp_path / 'wrong'} --set feature_fps=..." in capsys.readouterr().err
+    assert hashes(tmp_path / "wrong") == before
 
 
 def test_label_typo_refused(tmp_path, capsys, cache):
