@@ -12,7 +12,7 @@ named <video id>.npy). In the dataset layout (README "Dataset layout") the modal
 are joined as the trainer joins them, following the run's modality: --data-root ROOT
 --split SPLIT reads the videos of ROOT/split_SPLIT.txt (all of features/SPLIT/ when
 that file is absent); a file or folder under features/<split>/rgb (or flow) is joined
-with its sibling in flow (rgb). Writes detections in the ActivityNet results format; with --plot
+with its sibling in flow (rgb), and features/<split>/ itself reads both. Writes detections in the ActivityNet results format; with --plot
 a PNG per video (actionness and the top classes' activation over time, detections, and
 the ground truth when --gt is given). Checkpoints are loaded with weights_only=True.
 """
@@ -121,7 +121,11 @@ def layout_sources(root, split: str, modality: str) -> list:
 def feature_sources(src: Path, modality: str) -> list:
     """[(video id, [files])] of a FEATURES argument: one file or a folder of them; when its
     folder is a modality folder of the layout (features/<split>/rgb or flow) and the run
-    reads other modalities, each video's files in the sibling folders join it."""
+    reads other modalities, each video's files in the sibling folders join it (a split's
+    folder, features/<split>/, stands for its modality folders)."""
+    mods = _modalities(modality)
+    if src.is_dir() and not any(src.glob("*.npy")) and (src / mods[0]).is_dir():
+        src = src / mods[0]  # a split's folder, features/<split>/: its first modality's folder
     if src.is_dir():
         files = sorted(src.glob("*.npy"))
         if not files:
@@ -131,7 +135,6 @@ def feature_sources(src: Path, modality: str) -> list:
         files, where = [src], src.parent
     else:
         raise ValueError(f"{src}: no such file or folder")
-    mods = _modalities(modality)
     if where.name not in ("rgb", "flow") or mods == (where.name,):
         return [(_video_id(f), [f]) for f in files]
     missing = [m for m in mods if not (where.parent / m).is_dir()]
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="a cola_fast checkpoint (best.pt) or an official CoLA state dict (.pkl/.pth)")
     p.add_argument("features", nargs="?", help="a (T, D) .npy file or a folder of them (or --data-root)")
     p.add_argument("--data-root", default=None, help="instead of FEATURES: a dataset in the layout; with --split")
-    p.add_argument("--split", default="test", help="with --data-root: the split to run on (default: test)")
+    p.add_argument("--split", default=None, help="with --data-root: the split to run on (default: test)")
     p.add_argument("--out", default=None, help="detections JSON (default: print to stdout)")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a PNG per video into DIR")
     p.add_argument("--gt", default=None, help="gt.json: draw the ground truth in the plots; for official "
@@ -198,8 +201,10 @@ def main(argv=None) -> int:
                              if v is not None})
         if (args.features is None) == (args.data_root is None):
             raise ValueError("give FEATURES (a .npy file or folder) or --data-root ROOT [--split SPLIT], one of them")
+        if args.split is not None and args.data_root is None:
+            raise ValueError("--split goes with --data-root")
         if args.data_root is not None:
-            sources = layout_sources(args.data_root, args.split, cfg.modality)
+            sources = layout_sources(args.data_root, args.split or "test", cfg.modality)
         else:
             sources = feature_sources(Path(args.features), cfg.modality)
         gt = None

@@ -61,6 +61,12 @@ def test_infer_on_the_dataset_layout_reproduces_trainer_detections(tiny_run, syn
     one = synthetic_root / "features" / "test" / "rgb" / "video_test_0000007.npy"
     assert main([str(run / "best.pt"), str(one), "--out", str(out), "--device", device]) == 0
     _same_detections(json.loads(out.read_text())["results"], {"video_test_0000007": want["video_test_0000007"]})
+    split_dir = tmp_path / "split" / "features" / "test"  # features/test/ itself: both streams
+    for m in ("rgb", "flow"):
+        (split_dir / m).mkdir(parents=True)
+        (split_dir / m / one.name).write_bytes((one.parents[1] / m / one.name).read_bytes())
+    assert main([str(run / "best.pt"), str(split_dir), "--out", str(out), "--device", device]) == 0
+    _same_detections(json.loads(out.read_text())["results"], {"video_test_0000007": want["video_test_0000007"]})
     lone = tmp_path / "features" / "test" / "rgb"
     lone.mkdir(parents=True)
     (lone / one.name).write_bytes(one.read_bytes())
