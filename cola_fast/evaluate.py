@@ -100,16 +100,7 @@ def main(argv=None) -> int:
         parser.error("--impl is the former name of --backend: give one of them")
     backend = args.backend or {"fast": "auto", "reference": "reference", None: "auto"}[args.impl]
     if args.run:
-        if args.results or args.gt or args.report or args.json:
-            parser.error("--run evaluates a run's checkpoints: give no RESULTS, --gt, --report or --json with it")
-        # --tiou and --backend are the run's tiou and eval_backend settings
-        named = ([f"tiou={','.join(f'{t:g}' for t in thr)}"] if args.tiou else []) + \
-                ([f"eval_backend={backend}"] if args.backend or args.impl else [])
-        try:
-            reevaluate_run(args.run, named + args.set, args.out, per_class=args.per_class)
-        except (ValueError, OSError) as e:  # DataError, RunError, EvaluationInputError
-            return fail(e)
-        return 0
+        return _main_run(parser, args, thr, backend)
     if args.set or args.out:
         parser.error("--set and --out go with --run")
     if not args.results or not args.gt:
@@ -140,6 +131,19 @@ def main(argv=None) -> int:
                                       f"{args.results}"))
         if args.per_class:
             print(per_class_table(res, order))
+    return 0
+
+
+def _main_run(parser, args, thr, backend) -> int:
+    """evaluate --run: --tiou and --backend are the run's tiou and eval_backend settings."""
+    if args.results or args.gt or args.report or args.json:
+        parser.error("--run evaluates a run's checkpoints: give no RESULTS, --gt, --report or --json with it")
+    named = ([f"tiou={','.join(f'{t:g}' for t in thr)}"] if args.tiou else []) + \
+            ([f"eval_backend={backend}"] if args.backend or args.impl else [])
+    try:
+        reevaluate_run(args.run, named + args.set, args.out, per_class=args.per_class)
+    except (ValueError, OSError) as e:  # DataError, RunError, EvaluationInputError
+        return fail(e)
     return 0
 
 
