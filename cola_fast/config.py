@@ -51,6 +51,12 @@ def renamed_fields(d: dict) -> dict:
 
 
 BATCH_SCHEDULES = ("stream", "official")
+# the settings that change how detections are timed, matched or described, not what is trained:
+# a finished run is evaluated again with other values (python -m cola_fast.evaluate --run)
+EVALUATION_FIELDS = ("feature_fps", "snippet_frames", "tiou", "proposals", "eval_backend", "check_durations",
+                     "external_data_details", "device")
+# the fields that describe the built-in synthetic data (unused when data_root names a dataset)
+SYNTHETIC_FIELDS = ("synthetic_feature_dim", "synthetic_time_scale", "synthetic_seed")
 
 
 @dataclass
@@ -65,6 +71,8 @@ class TrainConfig:
     synthetic_seed: int = 0
     feature_fps: float = 25.0             # frames per second of the videos the features were cut from
     snippet_frames: int = 16              # frames per feature snippet: a snippet lasts snippet_frames / feature_fps s
+    check_durations: bool = True          # stop when gt.json's durations contradict T x snippet_frames / feature_fps
+    external_data_details: str = ""       # results files' external_data.details ("": a neutral description)
     # model
     embed_dim: int = 2048
     embed_kernel: int = 3
@@ -124,6 +132,25 @@ class TrainConfig:
         from .evaluation import ProposalConfig
         base = ProposalConfig.anet12() if self.proposals == "anet12" else ProposalConfig.thumos14()
         return dataclasses.replace(base, fps=float(self.feature_fps), snippet_frames=self.snippet_frames)
+
+    def recorded(self) -> dict:
+        """The fields a run records in config.json: all of them, less the synthetic data's
+        when data_root names a dataset (they do not apply to it)."""
+        d = self.to_dict()
+        if self.data_root is not None:
+            for name in SYNTHETIC_FIELDS:
+                d.pop(name)
+        return d
+
+    def external_data(self) -> dict:
+        """The results files' "external_data": external_data_details when given, else a
+        neutral description of the features (the built-in synthetic ones use no external data)."""
+        if self.external_data_details:
+            return {"used": True, "details": self.external_data_details}
+        if self.data_root is None:
+            return {"used": False, "details": "cola_fast's built-in synthetic THUMOS'14-shaped features"}
+        return {"used": True, "details": f"pre-extracted video features (modality {self.modality}), "
+                                         "not described (--set external_data_details=...)"}
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)

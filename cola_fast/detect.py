@@ -70,7 +70,7 @@ def evaluate(model, test_ds, cfg: TrainConfig, device: torch.device, plot_dir: P
     model.train(was_training)
     res = evaluate_detection(test_ds.gt_path if gt is None else gt, {"results": results}, subset="test",
                              tiou_thresholds=np.asarray(cfg.tiou), backend=cfg.eval_backend)
-    return res, results_document(results)
+    return res, results_document(results, external_data=cfg.external_data())
 
 
 def plot_detections(path: Path, vid: str, curves: dict, dets, num_snippets: int, class_names: list,

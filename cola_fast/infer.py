@@ -3,9 +3,16 @@
     python -m cola_fast.infer runs/cpu/best.pt video.npy --out dets.json
     python -m cola_fast.infer runs/cpu/best.pt features_dir/ --out dets.json --plot plots/ --gt gt.json
 
+    python -m cola_fast.infer runs/cpu/best.pt --data-root DATA --split test --out dets.json
+    python -m cola_fast.infer runs/cpu/best.pt DATA/features/test/rgb --out dets.json
+
 FEATURES is one video's features as a .npy file of shape (T, D) (D as the model was
 trained with, e.g. 2048 = rgb then flow), or a folder of such files (one per video,
-named <video id>.npy). Writes detections in the ActivityNet results format; with --plot
+named <video id>.npy). In the dataset layout (README "Dataset layout") the modalities
+are joined as the trainer joins them, following the run's modality: --data-root ROOT
+--split SPLIT reads the videos of ROOT/split_SPLIT.txt (all of features/SPLIT/ when
+that file is absent); a file or folder under features/<split>/rgb (or flow) is joined
+with its sibling in flow (rgb), and features/<split>/ itself reads both. Writes detections in the ActivityNet results format; with --plot
 a PNG per video (actionness and the top classes' activation over time, detections, and
 the ground truth when --gt is given). Checkpoints are loaded with weights_only=True.
 """
@@ -72,14 +79,69 @@ def load_model(path, device="cpu", gt=None):
     return model.to(device).eval(), cfg, class_names
 
 
-def _load_features(path: Path, feature_dim: int) -> np.ndarray:
-    """The trainer's checks (cola_fast.data.load_feature: 2-D, real numbers, finite),
-    then the model's width."""
+def _load_features(paths: list, feature_dim: int) -> np.ndarray:
+    """One video's features: the trainer's checks of each file (cola_fast.data.load_feature:
+    2-D, real numbers, finite), the modalities side by side in the given order (as
+    VideoDataset joins rgb and flow), then the model's width."""
     from .data import load_feature
-    x = load_feature(path)
+    parts = [load_feature(p) for p in paths]
+    if len({x.shape[0] for x in parts}) > 1:
+        raise ValueError(f"{paths[0]} has {parts[0].shape[0]} snippets but {paths[1]} has {parts[1].shape[0]}")
+    x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     if x.shape[1] != feature_dim:
-        raise ValueError(f"{path}: features have {x.shape[1]} channels, the model expects {feature_dim}")
+        where = " + ".join(str(p) for p in paths)
+        raise ValueError(f"{where}: features have {x.shape[1]} channels, the model expects {feature_dim}")
     return x
+
+
+def _modalities(modality: str) -> tuple:
+    return ("rgb", "flow") if modality == "all" else (modality,)
+
+
+def layout_sources(root, split: str, modality: str) -> list:
+    """[(video id, [feature file per modality])] of a split in the dataset layout: the
+    videos of split_<split>.txt, or every .npy of the first modality's folder when the
+    dataset has no such file."""
+    from .data import read_split
+    root = Path(root)
+    folder = root / "features" / split
+    mods = _modalities(modality)
+    if not (folder / mods[0]).is_dir():
+        raise ValueError(f"--data-root {root}: no folder {folder / mods[0]} (the layout is "
+                         f"features/<split>/{{rgb,flow}}/<video>.npy)")
+    if (root / f"split_{split}.txt").is_file():
+        vids = read_split(root, split)
+    else:
+        vids = [_video_id(f) for f in sorted((folder / mods[0]).glob("*.npy"))]
+        if not vids:
+            raise ValueError(f"{folder / mods[0]}: no .npy files")
+    return [(v, [folder / m / f"{v}.npy" for m in mods]) for v in vids]
+
+
+def feature_sources(src: Path, modality: str) -> list:
+    """[(video id, [files])] of a FEATURES argument: one file or a folder of them; when its
+    folder is a modality folder of the layout (features/<split>/rgb or flow) and the run
+    reads other modalities, each video's files in the sibling folders join it (a split's
+    folder, features/<split>/, stands for its modality folders)."""
+    mods = _modalities(modality)
+    if src.is_dir() and not any(src.glob("*.npy")) and (src / mods[0]).is_dir():
+        src = src / mods[0]  # a split's folder, features/<split>/: its first modality's folder
+    if src.is_dir():
+        files = sorted(src.glob("*.npy"))
+        if not files:
+            raise ValueError(f"{src}: no .npy files")
+        where = src
+    elif src.is_file():
+        files, where = [src], src.parent
+    else:
+        raise ValueError(f"{src}: no such file or folder")
+    if where.name not in ("rgb", "flow") or mods == (where.name,):
+        return [(_video_id(f), [f]) for f in files]
+    missing = [m for m in mods if not (where.parent / m).is_dir()]
+    if missing:
+        raise ValueError(f"{where} is a modality folder, and the run reads modality {modality}: "
+                         f"no sibling folder {where.parent / missing[0]}")
+    return [(_video_id(f), [where.parent / m / f.name for m in mods]) for f in files]
 
 
 def _video_id(path: Path) -> str:
@@ -113,7 +175,9 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m cola_fast.infer", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a cola_fast checkpoint (best.pt) or an official CoLA state dict (.pkl/.pth)")
-    p.add_argument("features", help="a (T, D) .npy file or a folder of them")
+    p.add_argument("features", nargs="?", help="a (T, D) .npy file or a folder of them (or --data-root)")
+    p.add_argument("--data-root", default=None, help="instead of FEATURES: a dataset in the layout; with --split")
+    p.add_argument("--split", default=None, help="with --data-root: the split to run on (default: test)")
     p.add_argument("--out", default=None, help="detections JSON (default: print to stdout)")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a PNG per video into DIR")
     p.add_argument("--gt", default=None, help="gt.json: draw the ground truth in the plots; for official "
@@ -135,23 +199,21 @@ def main(argv=None) -> int:
             torch.set_num_threads(cfg.threads)
         cfg = cfg.replace(**{k: v for k, v in (("feature_fps", args.fps), ("snippet_frames", args.snippet_frames))
                              if v is not None})
-        src = Path(args.features)
-        if src.is_dir():
-            files = sorted(src.glob("*.npy"))
-            if not files:
-                raise ValueError(f"{src}: no .npy files")
-        elif src.is_file():
-            files = [src]
+        if (args.features is None) == (args.data_root is None):
+            raise ValueError("give FEATURES (a .npy file or folder) or --data-root ROOT [--split SPLIT], one of them")
+        if args.split is not None and args.data_root is None:
+            raise ValueError("--split goes with --data-root")
+        if args.data_root is not None:
+            sources = layout_sources(args.data_root, args.split or "test", cfg.modality)
         else:
-            raise ValueError(f"{src}: no such file or folder")
+            sources = feature_sources(Path(args.features), cfg.modality)
         gt = None
         if args.gt:
             from .evaluation import load_gt
             gt = load_gt(args.gt)
         results = {}
-        for f in files:
-            vid = _video_id(f)
-            feats = _load_features(f, model.cfg.feature_dim)
+        for vid, paths in sources:
+            feats = _load_features(paths, model.cfg.feature_dim)
             dets, curves = infer_video(model, feats, cfg, class_names, device)
             results[vid] = dets
             if args.plot:
@@ -162,7 +224,10 @@ def main(argv=None) -> int:
         return fail(e)
     from .evaluation import results_json
     try:
-        doc = results_json(results, args.out)  # version, method, results, external_data: both evaluators read it
+        # version, method, results, external_data: both evaluators read it. external_data as the
+        # run's results say for a run on a dataset; neutral for synthetic-data runs and official weights
+        described = cfg.external_data() if cfg.external_data_details or cfg.data_root else None
+        doc = results_json(results, args.out, external_data=described)
     except OSError as e:
         return fail(f"cannot write {args.out}: {e.strerror or e}")
     if args.out:

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import EVALUATION_FIELDS, TrainConfig
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "crash.pt", "best_results.json",
              "summary.json", "seeds.md")
@@ -249,7 +249,7 @@ class RunFolder:
 
     def write_start_files(self, cfg: TrainConfig) -> None:
         """The files a run writes when it starts (and rewrites when it resumes)."""
-        self.write_text("config.json", json.dumps(cfg.to_dict(), indent=2))
+        self.write_text("config.json", json.dumps(cfg.recorded(), indent=2))
 
     def read_start_files(self, state: dict) -> None:
         """Read back, on --resume, what write_start_files() wrote; state is the checkpoint
@@ -326,7 +326,7 @@ class RunFolder:
 # --------------------------------------------------------------------------------------
 # settings a resumed run takes from the command line; every other one keeps the run's own
 # value (changing lr or seed halfway would make a different run under the same name)
-RESUME_MAY_CHANGE = ("steps", "eval_every", "plot_videos", "threads", "device")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "plot_videos", "threads", "device", "check_durations")
 
 
 def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path, note) -> TrainConfig:
@@ -345,6 +345,10 @@ def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path,
     if kept:
         note(f"resume: kept the run's own {', '.join(kept)}: a run continues with its settings "
              f"(start a new run to change them); saved in {source}")
+        evaluation = [k.split("=")[0] for k in kept if k.split("=")[0] in EVALUATION_FIELDS]
+        if evaluation:
+            note(f"resume: {', '.join(evaluation)} only change(s) the evaluation: python -m cola_fast.evaluate "
+                 f"--run {source.parent} --set {evaluation[0]}=... evaluates the run's checkpoints again with it")
     return saved.replace(**new)
 
 

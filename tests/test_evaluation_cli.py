@@ -37,6 +37,20 @@ def test_cli_table():
     assert "33.94" in p.stdout  # mAP@0.5 of the expected file, in percent
 
 
+def test_cli_per_class_has_a_header_and_the_class_order(capsys):
+    """--per-class: a header row, then the classes in gt.json's order (no "classes" list in
+    THUMOS'14's: alphabetical), each row's Avg the mean of its APs. (In this process: the
+    command line itself is the subprocess tests' above.)"""
+    from cola_fast.evaluate import main
+    assert main([PMIL, "--gt", GT, "--tiou", "0.3,0.5,0.7", "--per-class"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("class "))
+    assert lines[head].split() == ["class", "0.30", "0.50", "0.70", "Avg"]
+    rows = [ln.split() for ln in lines[head + 1:]]
+    assert len(rows) == 20 and [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert all(abs(sum(map(float, r[1:4])) / 3 - float(r[4])) < 0.01 for r in rows)
+
+
 def test_cli_reference_impl_small(tmp_path):
     res = {"results": {"video_test_0000004": [
         {"label": "CricketBowling", "score": 0.4, "segment": [19.2, 21.76]}]}}

@@ -38,6 +38,46 @@ def test_infer_reproduces_trainer_detections(tiny_run, feats_dir, tmp_path):
             assert a["segment"] == pytest.approx(b["segment"], abs=1e-9)
 
 
+def _same_detections(got: dict, want: dict) -> None:
+    for v in want:
+        assert len(got[v]) == len(want[v])
+        for a, b in zip(got[v], want[v]):
+            assert a["label"] == b["label"]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-9)
+            assert a["segment"] == pytest.approx(b["segment"], abs=1e-9)
+
+
+def test_infer_on_the_dataset_layout_reproduces_trainer_detections(tiny_run, synthetic_root, tmp_path, capsys):
+    """--data-root ROOT --split test: every test video, rgb and flow joined as the trainer
+    joins them; a file of features/test/rgb finds its flow sibling; a lone rgb folder is refused."""
+    run, _, _ = tiny_run
+    device = str(resolve_device(json.loads((run / "config.json").read_text())["device"]))
+    want = json.loads((run / "best_results.json").read_text())["results"]
+    out = tmp_path / "dets.json"
+    assert main([str(run / "best.pt"), "--data-root", str(synthetic_root), "--split", "test",
+                 "--out", str(out), "--device", device]) == 0
+    got = json.loads(out.read_text())["results"]
+    assert sorted(got) == sorted(want) and len(got) > 100
+    _same_detections(got, want)
+    one = synthetic_root / "features" / "test" / "rgb" / "video_test_0000007.npy"
+    assert main([str(run / "best.pt"), str(one), "--out", str(out), "--device", device]) == 0
+    _same_detections(json.loads(out.read_text())["results"], {"video_test_0000007": want["video_test_0000007"]})
+    split_dir = tmp_path / "split" / "features" / "test"  # features/test/ itself: both streams
+    for m in ("rgb", "flow"):
+        (split_dir / m).mkdir(parents=True)
+        (split_dir / m / one.name).write_bytes((one.parents[1] / m / one.name).read_bytes())
+    assert main([str(run / "best.pt"), str(split_dir), "--out", str(out), "--device", device]) == 0
+    _same_detections(json.loads(out.read_text())["results"], {"video_test_0000007": want["video_test_0000007"]})
+    lone = tmp_path / "features" / "test" / "rgb"
+    lone.mkdir(parents=True)
+    (lone / one.name).write_bytes(one.read_bytes())
+    capsys.readouterr()
+    assert main([str(run / "best.pt"), str(lone)]) == 2
+    assert "no sibling folder" in capsys.readouterr().err
+    assert main([str(run / "best.pt"), str(one), "--data-root", str(synthetic_root)]) == 2
+    assert "one of them" in capsys.readouterr().err
+
+
 def test_infer_single_file_and_plot(tiny_run, feats_dir, tmp_path, capsys):
     run, _, _ = tiny_run
     d, vids, root = feats_dir

@@ -14,7 +14,9 @@ import torch
 
 from ..config import TrainConfig
 from .bank import DeviceFeatureBank
+from .checks import classes_without_training, describe_data, duration_mismatch
 from .dataset import VideoDataset
+from .errors import DataError
 from .sampling import sample_random_perturb
 from .synthetic import SyntheticSpec, make_synthetic_dataset
 
@@ -38,7 +40,28 @@ def prepare_data(cfg: TrainConfig, log=print):
                          sampling="random", seed=cfg.seed)
     test = VideoDataset(root, split="test", modality=cfg.modality, num_segments=cfg.num_segments,
                         sampling="uniform", class_names=train.class_names)
+    check_dataset(cfg, train, test, log)
     return root, train, test
+
+
+def check_dataset(cfg: TrainConfig, train: VideoDataset, test: VideoDataset, log=print) -> None:
+    """The checks of the two splits together (cola_fast.data.checks; each split has
+    checked its labels for typos), then the header's lines about the data: DataError,
+    unless cfg.check_durations is false, on a frame rate the ground truth's durations
+    contradict; a warning for a test class without a training video."""
+    if cfg.check_durations:
+        lengths = {**dict(zip(train.video_ids, train.num_snippets)), **dict(zip(test.video_ids, test.num_snippets))}
+        wrong = duration_mismatch(lengths, {**train.durations, **test.durations}, cfg.feature_fps,
+                                  cfg.snippet_frames)
+        if wrong:
+            raise DataError(wrong)
+    untrained = classes_without_training(train.class_names, train.gt_labels.values(), test.gt_labels.values())
+    if untrained:  # with the header (not stderr, which holds a user error's one line)
+        log(f"warning: {len(untrained)} class{'es' if len(untrained) > 1 else ''} with test videos but no "
+            f"training video (the model cannot learn them): {', '.join(untrained)}")
+    for line in describe_data(cfg.feature_fps, cfg.snippet_frames, train.feature_dim, cfg.modality,
+                              train.class_names, train.classes_listed):
+        log(line)
 
 
 class BatchStream:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import label_clashes
 from .errors import DataError
 from .sampling import sample_random_perturb, sample_uniform
 
@@ -86,6 +87,19 @@ def class_names_from_gt(gt, name: str | None = None) -> list[str]:
     if not labels:
         raise DataError(f"{name}: ground truth holds no annotation: cannot infer class names")
     return labels
+
+
+def _duration(entry: dict) -> float | None:
+    """A gt.json video's "duration" in seconds, when it has a usable one (a number > 0)."""
+    d = entry.get("duration")
+    if isinstance(d, str):
+        try:
+            d = float(d)
+        except ValueError:
+            return None
+    if isinstance(d, bool) or not isinstance(d, numbers.Real) or not math.isfinite(d) or d <= 0:
+        return None
+    return float(d)
 
 
 def check_video_id(vid: str, where) -> str:
@@ -183,6 +197,11 @@ class VideoDataset(torch.utils.data.Dataset):
         self.gt_path = self.root / "gt.json"
         raw = _read_json(self.gt_path)
         db = load_gt(raw, str(self.gt_path))
+        listed = raw.get("classes")
+        clash = label_clashes({v: [lab for (lab, _, _) in e["annotations"]] for v, e in db.items()},
+                              listed if isinstance(listed, list) and all(isinstance(c, str) for c in listed) else ())
+        if clash:  # before the class list is made: a typo would become a class of its own
+            raise DataError(f"{self.gt_path}: {clash}")
         gt_names = class_names_from_gt(raw, str(self.gt_path))
         if class_names is None:
             self.class_names = gt_names
@@ -209,6 +228,10 @@ class VideoDataset(torch.utils.data.Dataset):
                 labels[i, cidx[lab]] = 1.0
         self.labels = labels
         self.annotations = {v: db[v]["annotations"] for v in self.video_ids}
+        # for the checks of the dataset as a whole (cola_fast.data.checks)
+        self.durations = {v: _duration(raw["database"][v]) for v in self.video_ids}
+        self.gt_labels = {v: [lab for (lab, _, _) in db[v]["annotations"]] for v in self.video_ids}
+        self.classes_listed = raw.get("classes") is not None
         self._mods = MODALITIES if modality == "all" else (modality,)
 
         self._features: list[np.ndarray] | None = None

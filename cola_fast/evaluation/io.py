@@ -174,16 +174,18 @@ def write_json_atomic(obj, path) -> None:
         raise
 
 
-def results_document(results: dict, version: str = "cola_fast", method: str = "CoLA (cola_fast)") -> dict:
+def results_document(results: dict, version: str = "cola_fast", method: str = "CoLA (cola_fast)",
+                     external_data: dict | None = None) -> dict:
     """The results file's top level around already clean per-video detections: the keys
     the official CoLA evaluator (method, results) and the ActivityNet one (version,
-    results, external_data) check for. No validation: see results_json."""
+    results, external_data) check for. external_data: {"used", "details"} of the features
+    (TrainConfig.external_data(); default: used, not described). No validation: see results_json."""
     return {"version": version, "method": method, "results": results,
-            "external_data": {"used": True, "details": "I3D features (rgb + flow)"}}
+            "external_data": external_data or {"used": True, "details": "pre-extracted video features"}}
 
 
 def results_json(per_video_dets: dict, path=None, version: str = "cola_fast",
-                 method: str = "CoLA (cola_fast)") -> dict:
+                 method: str = "CoLA (cola_fast)", external_data: dict | None = None) -> dict:
     """Build ``{"version", "method", "results": {vid: [dets]}, "external_data"}`` from
     ``{vid: [{"label", "score", "segment"}]}`` (as returned by generate_proposals);
     validated, numpy scalars converted to Python floats. Written atomically if ``path``.
@@ -202,7 +204,7 @@ def results_json(per_video_dets: dict, path=None, version: str = "cola_fast",
         ends = np.cumsum(counts).tolist()
         starts = [0] + ends[:-1]
         clean = {"results": {str(k): dets[a:b] for k, a, b in zip(keys, starts, ends)}}
-    out = results_document(clean["results"], version, method)
+    out = results_document(clean["results"], version, method, external_data)
     if path is not None:
         write_json_atomic(out, path)
     return out
