@@ -4,7 +4,7 @@ Backends (see cola_fast.ops._backend):
 - "reference": cola_fast.reference.mine_snippets (pure PyTorch, full sorts);
 - "native": torch.ops.cola_fast.mine_snippets from the compiled extension (C++ CPU kernel:
   median by selection, masks by window counts, top-k by bucket passes with a radix-selection
-  fallback, built twice, for SSE2 and AVX-512, the build chosen at run time (see
+  fallback, built three times, for SSE2, AVX2 and AVX-512, the build chosen at run time (see
   mining_cpu_isa); CUDA kernel: one block per video, bitonic sorts in shared memory);
 - "triton": kernels/mine_snippets.py, one program per video (CUDA, or CPU under the Triton
   interpreter), registered as the custom op cola_fast::mine_snippets_triton.
