@@ -168,6 +168,7 @@ def main_isa_caps(args):
         return json.loads(w.stdout.readline())
 
     block_rounds = 10
+    load_before = os.getloadavg()[0]
     rows = []
     for i, (B, T, k_easy, k_hard) in enumerate(SHAPES):
         for w in workers.values():
@@ -205,7 +206,8 @@ def main_isa_caps(args):
         "equal to the reference's on all of them. The speed-up over the published approach divides the median of "
         "all workers' published calls (the same code in each) by the native median. The native call's process CPU "
         "time (time.process_time, same calls) is less sensitive to the load of the shared machine; with more than "
-        "one thread its per-call median under-counts (see mining_cpu_2threads.md).",
+        "one thread its per-call median under-counts (see mining_cpu_2threads.md). "
+        f"Load average of the machine (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
         "",
         f"| shape | cap | build run | published, this worker (us) | native (us) | native speed-up vs published "
         f"| vs the {caps[0]} build | native CPU time (us) | CPU time vs the {caps[0]} build |",
