@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <string>
 
@@ -28,10 +29,15 @@ CpuIsa host_cpu_isa() {
 
 namespace {
 
-// The cap asked for by COLA_FAST_CPU_ISA; unset or empty: no cap.
+// The cap asked for by COLA_FAST_CPU_ISA, read as cola_fast.ops.cpu_isa_cap() reads it (blanks
+// around it ignored, any case); unset or empty: no cap.
 CpuIsa cap_from_env() {
   const char* env = std::getenv("COLA_FAST_CPU_ISA");
-  const std::string v = env ? env : "";
+  std::string v = env ? env : "";
+  const auto blank = [](unsigned char c) { return std::isspace(c) != 0; };
+  v.erase(v.begin(), std::find_if_not(v.begin(), v.end(), blank));
+  v.erase(std::find_if_not(v.rbegin(), v.rend(), blank).base(), v.end());
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (v.empty() || v == "avx512") return CpuIsa::kAvx512;
   if (v == "avx2") return CpuIsa::kAvx2;
   TORCH_CHECK(v == "sse2", "COLA_FAST_CPU_ISA='", v, "' is not one of the allowed values sse2, avx2, avx512 ",
