@@ -14,12 +14,19 @@ Shapes: (B,T) = (16,750) and (1,2613) with k_easy = T//5, k_hard = T//20 (THUMOS
 (256,50) with the ActivityNet ratios r_easy 10, r_hard 8 -> k_easy 5, k_hard 6.
 
     python bench/mining.py [--device cpu|cuda] [--threads N] [--repeats R] [--out FILE]
-Writes bench/results/mining_<device>.md. The native CPU kernel runs its AVX-512 build on CPUs
-that have it; COLA_FAST_MINING_ISA=sse2 measures the SSE2 build (the table says which ran).
+Writes bench/results/mining_<device>.md. The native CPU kernel runs the build of the host's ISA
+(SSE2, AVX2 or AVX-512), capped by COLA_FAST_CPU_ISA=sse2|avx2|avx512 (the table says which ran).
+
+    python bench/mining.py --isa-caps [--threads N] [--repeats R] [--out FILE]
+measures the native CPU kernel under every ISA cap at or below this process's ISA side by side:
+one worker process per cap (the cap is read once per process), in which the published approach
+and the native kernel take turns call by call on the same inputs as above; the workers take
+turns in blocks of 10 rounds. Writes bench/results/mining_cpu_isa.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -92,6 +99,131 @@ def timeit_interleaved(fns: dict, device, repeats, warmup=5):
             {name: float(np.median(t)) for name, t in cpu.items()})
 
 
+# ------------------------------------------------------------------ --isa-caps: one worker per cap
+CAPS = ("sse2", "avx2", "avx512")  # COLA_FAST_CPU_ISA values, increasing
+LEVEL = {"generic": 0, "sse2": 0, "avx2": 1, "avx512": 2}
+
+
+def _shape_inputs(B, T, seed):
+    """N_INPUTS (actionness, keep) pairs of one shape, the same in every process."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(B, T, generator=g), (torch.rand(B, T, generator=g) < 0.4).float()) for _ in range(N_INPUTS)]
+
+
+def isa_worker(threads: int):
+    """Worker of --isa-caps (one per cap): builds every shape's inputs, checks the published
+    approach's and the native kernel's indices against the reference on all of them, says which
+    build it runs, then per request line "<shape index> <rounds>" runs that many rounds in which
+    the two take turns, one call each on the next input, as main() does, and answers with the
+    seconds of every call."""
+    torch.set_num_threads(threads)
+    inputs = [_shape_inputs(B, T, seed=i) for i, (B, T, _, _) in enumerate(SHAPES)]
+    for (B, T, k_easy, k_hard), shape_inputs in zip(SHAPES, inputs):
+        for a, keep in shape_inputs:
+            want = R.mine_snippets(a, keep, k_easy, k_hard)
+            for got in (published(a, keep, k_easy, k_hard), mine_snippets(a, keep, k_easy, k_hard, backend="native")):
+                for x, y in zip(got, want):
+                    assert torch.equal(x, y), f"disagreement with the reference at {(B, T)}"
+    from cola_fast.ops import mining_cpu_isa
+    print(json.dumps({"build": mining_cpu_isa()}), flush=True)
+    turn = [0] * len(SHAPES)
+    for line in sys.stdin:
+        i, rounds = map(int, line.split())
+        _, _, k_easy, k_hard = SHAPES[i]
+        times = {"published": [], "native": [], "native_cpu": []}
+        for _ in range(rounds):
+            a, keep = inputs[i][turn[i] % N_INPUTS]
+            turn[i] += 1
+            t0 = time.perf_counter()
+            published(a, keep, k_easy, k_hard)
+            times["published"].append(time.perf_counter() - t0)
+            c0, t0 = time.process_time(), time.perf_counter()
+            mine_snippets(a, keep, k_easy, k_hard, backend="native")
+            times["native"].append(time.perf_counter() - t0)
+            times["native_cpu"].append(time.process_time() - c0)
+        print(json.dumps(times), flush=True)
+
+
+def main_isa_caps(args):
+    """The native kernel under every cap at or below this process's ISA, side by side: one worker
+    process per cap (the cap is read once per process), each measuring the native kernel and the
+    published approach taking turns call by call as main() does; the workers take turns in blocks
+    of 10 rounds (5 warm-up rounds each first), so that all see the same machine load."""
+    from cola_fast.ops import mining_cpu_isa
+    here = mining_cpu_isa()
+    if here is None:
+        sys.exit("--isa-caps: the native CPU kernel is not built")
+    torch.set_num_threads(args.threads)  # as the workers (the table's head names it)
+    caps = [c for c in CAPS if LEVEL[c] <= LEVEL[here]]
+    workers = {}
+    for cap in caps:
+        cmd = [sys.executable, os.path.abspath(__file__), "--isa-worker", "--threads", str(args.threads)]
+        workers[cap] = subprocess.Popen(cmd, env=dict(os.environ, COLA_FAST_CPU_ISA=cap), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+    builds = {cap: json.loads(w.stdout.readline())["build"] for cap, w in workers.items()}
+
+    def block(w, i, rounds):
+        w.stdin.write(f"{i} {rounds}\n")
+        w.stdin.flush()
+        return json.loads(w.stdout.readline())
+
+    block_rounds = 10
+    load_before = os.getloadavg()[0]
+    rows = []
+    for i, (B, T, k_easy, k_hard) in enumerate(SHAPES):
+        for w in workers.values():
+            block(w, i, 5)  # warm-up
+        times = {cap: {"published": [], "native": [], "native_cpu": []} for cap in caps}
+        for _ in range((args.repeats + block_rounds - 1) // block_rounds):
+            for cap, w in workers.items():
+                for name, t in block(w, i, block_rounds).items():
+                    times[cap][name] += t
+        med = {cap: {name: float(np.median(t)) for name, t in tt.items()} for cap, tt in times.items()}
+        pub = float(np.median([t for tt in times.values() for t in tt["published"]]))  # one code in every worker
+        for cap in caps:
+            m, m0 = med[cap], med[caps[0]]
+            rows.append((f"({B},{T}) k={k_easy},{k_hard}", cap, builds[cap], m["published"] * 1e6, m["native"] * 1e6,
+                         pub / m["native"], m0["native"] / m["native"], m["native_cpu"] * 1e6,
+                         m0["native_cpu"] / m["native_cpu"]))
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+
+    from cola_fast.ops._autotune import device_name
+    n = (args.repeats + block_rounds - 1) // block_rounds * block_rounds
+    lines = [
+        "# mine_snippets under each CPU ISA cap (cpu)",
+        "",
+        *machine_lines("cpu"),
+        "",
+        f"`python bench/mining.py --isa-caps --threads {args.threads} --repeats {args.repeats}` on "
+        f"{device_name(torch.device('cpu')).rsplit(',', 1)[0]}, {args.threads} thread(s): the native CPU kernel "
+        f"under COLA_FAST_CPU_ISA = {', '.join(caps)} (every cap at or below this process's ISA, {here}), one worker "
+        "process per cap. In each worker the published approach (host numpy/scipy, see bench/mining.py) and the "
+        f"native kernel take turns call by call, as in mining_cpu.md; the workers take turns in blocks of "
+        f"{block_rounds} rounds. Median of {n} calls each after 5 warm-up rounds; {N_INPUTS} different random "
+        "inputs per shape taken in turn, the same in every worker; every worker's indices (both backends) asserted "
+        "equal to the reference's on all of them. The speed-up over the published approach divides the median of "
+        "all workers' published calls (the same code in each) by the native median. The native call's process CPU "
+        "time (time.process_time, same calls) is less sensitive to the load of the shared machine; with more than "
+        "one thread its per-call median under-counts (see mining_cpu_2threads.md). "
+        f"Load average of the machine (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
+        "",
+        f"| shape | cap | build run | published, this worker (us) | native (us) | native speed-up vs published "
+        f"| vs the {caps[0]} build | native CPU time (us) | CPU time vs the {caps[0]} build |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {s} | {c} | {b} | {p:.1f} | {t:.1f} | **{x:.2f}x** | {q:.2f}x | {ct:.1f} | {cq:.2f}x |"
+              for s, c, b, p, t, x, q, ct, cq in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mining_cpu_isa.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    print(f"written to {out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -101,7 +233,14 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--shapes", default="all", choices=["all", "paper"],
                     help="'paper': THUMOS'14's (16,750) only (the GPU check)")
+    ap.add_argument("--isa-caps", action="store_true",
+                    help="the native CPU kernel under every ISA cap at or below this process's, side by side")
+    ap.add_argument("--isa-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.isa_worker:
+        return isa_worker(args.threads)
+    if args.isa_caps:
+        return main_isa_caps(args)
     shapes = SHAPES if args.shapes == "all" else SHAPES[:1]
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

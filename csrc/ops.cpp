@@ -18,6 +18,7 @@ PyObject* PyInit__C(void) {
 
 namespace cola_fast {
 std::string mining_cpu_isa();  // csrc/cpu/mine_snippets.cpp
+std::string cpu_isa_str();     // csrc/cpu/cpu_isa.cpp
 }  // namespace cola_fast
 
 TORCH_LIBRARY(cola_fast, m) {
@@ -26,8 +27,13 @@ TORCH_LIBRARY(cola_fast, m) {
   // returns EA, EB (B,k_easy) and HA, HB (B,k_hard), int64.
   m.def("mine_snippets(Tensor actionness, Tensor keep, int k_easy, int k_hard, int m, int M)"
         " -> (Tensor, Tensor, Tensor, Tensor)");
-  // Which build of the CPU kernel runs: "avx512" or "sse2" (COLA_FAST_MINING_ISA=sse2 forces it).
+  // Which build of the CPU kernel runs: "sse2", "avx2" or "avx512" (cpu_isa() where it has that build).
   m.def("mining_cpu_isa() -> str", &cola_fast::mining_cpu_isa);
+
+  // ---- the CPU instruction set of our kernels (csrc/cpu/cpu_isa.h) ----------------------
+  // "sse2" ("generic" off x86-64), "avx2" or "avx512": the host's, capped by
+  // COLA_FAST_CPU_ISA=sse2|avx2|avx512 (read once per process; an unknown value raises).
+  m.def("cpu_isa() -> str", &cola_fast::cpu_isa_str);
 
   // ---- snico_loss (COLA_SPEC 3) --------------------------------------------------------
   // owned by the SniCo kernels; see csrc/cpu/snico_loss.cpp and csrc/cuda/snico_loss.cu.

@@ -164,26 +164,6 @@ def test_native_positive_count_around_k(dtype, T):
                 _check(row[None].to(dtype), keep, k, max(k // 3, 1))
 
 
-@needs_native
-def test_native_sse2_build_matches_reference_too():
-    """The CPU kernel is built twice (SSE2, and AVX-512 chosen at run time when the CPU has it).
-    On an AVX-512 CPU the tests above run the AVX-512 build; this runs them again on the SSE2
-    build (COLA_FAST_MINING_ISA=sse2, read once per process) in a subprocess."""
-    import subprocess
-    import sys
-    from cola_fast.ops import mining_cpu_isa
-    if mining_cpu_isa() != "avx512":
-        pytest.skip(f"the build in use is {mining_cpu_isa()!r}: the tests above already ran it")
-    env = dict(os.environ, COLA_FAST_MINING_ISA="sse2")
-    isa = subprocess.run([sys.executable, "-c", "from cola_fast.ops import mining_cpu_isa; print(mining_cpu_isa())"],
-                         env=env, check=True, capture_output=True, text=True).stdout.strip()
-    assert isa == "sse2"
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-                        "-k", "native and not cuda and not sse2_build"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert " passed" in r.stdout and " failed" not in r.stdout
-
-
 @pytest.mark.parametrize("backend,device", [
     pytest.param("native", "cpu", marks=needs_native),
     pytest.param("native", "cuda", marks=[needs_native_cuda, pytest.mark.gpu]),

@@ -4,7 +4,7 @@ Backends (see cola_fast.ops._backend):
 - "reference": cola_fast.reference.mine_snippets (pure PyTorch, full sorts);
 - "native": torch.ops.cola_fast.mine_snippets from the compiled extension (C++ CPU kernel:
   median by selection, masks by window counts, top-k by bucket passes with a radix-selection
-  fallback, built twice, for SSE2 and AVX-512, the build chosen at run time (see
+  fallback, built three times, for SSE2, AVX2 and AVX-512, the build chosen at run time (see
   mining_cpu_isa); CUDA kernel: one block per video, bitonic sorts in shared memory);
 - "triton": kernels/mine_snippets.py, one program per video (CUDA, or CPU under the Triton
   interpreter), registered as the custom op cola_fast::mine_snippets_triton.
@@ -198,9 +198,11 @@ _autotune.register(OP, _tuning)
 
 
 def mining_cpu_isa() -> str | None:
-    """Which build of the native CPU kernel runs here: "avx512" (a CPU with AVX-512 F/BW/VL/DQ)
-    or "sse2" (any x86-64, or COLA_FAST_MINING_ISA=sse2 set before the first call); None when
-    the extension is not built. Both builds return identical indices."""
+    """Which build of the native CPU kernel runs here: "avx512" (AVX-512 F/BW/VL/DQ), "avx2"
+    (AVX2, FMA, BMI1/2, POPCNT, LZCNT) or "sse2" (any x86-64; "generic" elsewhere): the host's
+    ISA, capped by COLA_FAST_CPU_ISA=sse2|avx2|avx512 (read once per process, before the first
+    call; an unknown value raises); None when the extension is not built. Every build returns
+    identical indices."""
     from ._backend import native_available
     if not native_available("cpu") or not hasattr(torch.ops.cola_fast, "mining_cpu_isa"):
         return None

@@ -1,6 +1,7 @@
 // mine_snippets, C++ CPU kernel (COLA_SPEC 2.1-2.2). The per-row work is in
-// mine_snippets_impl.h, compiled twice below: for any x86-64 (SSE2) and for AVX-512, the
-// build chosen once per process (mining_cpu_isa; COLA_FAST_MINING_ISA=sse2 forces SSE2).
+// mine_snippets_impl.h, compiled three times below: for any x86-64 (SSE2), for AVX2 and for
+// AVX-512; the build used is the process's CPU ISA (cpu_isa.h: the host's, capped by
+// COLA_FAST_CPU_ISA), reported by mining_cpu_isa.
 //
 // Per video (rows handed out to the threads in chunks from a shared counter):
 //   1. order-preserving unsigned keys of the actionness (NaN largest, as torch.sort; -0 == +0),
@@ -39,54 +40,54 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include "cpu_isa.h"
+#if COLA_FAST_X86_BUILDS
 #include <immintrin.h>
-#define COLA_MINE_HAVE_AVX512_BUILD 1
-#else
-#define COLA_MINE_HAVE_AVX512_BUILD 0
 #endif
 
 namespace cola_fast {
 namespace {
 
 namespace isa_sse2 {
+#define COLA_MINE_AVX2 0
 #define COLA_MINE_AVX512 0
 #include "mine_snippets_impl.h"
 #undef COLA_MINE_AVX512
+#undef COLA_MINE_AVX2
 }  // namespace isa_sse2
 
-#if COLA_MINE_HAVE_AVX512_BUILD
+#if COLA_FAST_X86_BUILDS
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt")
+namespace isa_avx2 {
+#define COLA_MINE_AVX2 1
+#define COLA_MINE_AVX512 0
+#include "mine_snippets_impl.h"
+#undef COLA_MINE_AVX512
+#undef COLA_MINE_AVX2
+}  // namespace isa_avx2
+#pragma GCC pop_options
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt,prefer-vector-width=512")
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12's own avx512fintrin.h (_mm512_undefined_*)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace isa_avx512 {
+#define COLA_MINE_AVX2 0
 #define COLA_MINE_AVX512 1
 #include "mine_snippets_impl.h"
 #undef COLA_MINE_AVX512
+#undef COLA_MINE_AVX2
 }  // namespace isa_avx512
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
 #endif
 
-// The AVX-512 build runs when the CPU has AVX-512 F/BW/VL/DQ, unless COLA_FAST_MINING_ISA=sse2
-// (both builds give identical indices; the tests run both).
-bool use_avx512() {
-#if COLA_MINE_HAVE_AVX512_BUILD
-  static const bool use = [] {
-    const char* env = std::getenv("COLA_FAST_MINING_ISA");
-    if (env && std::strcmp(env, "sse2") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  }();
-  return use;
-#else
-  return false;
-#endif
-}
+// The build that runs: the process's CPU ISA, always the baseline where there is one build
+// (every build gives identical indices; tests/test_cpu_isa.py runs each one at or below the
+// host's).
+CpuIsa mining_isa() { return cpu_isa(); }
 
 template <typename W, typename scalar_t>
 void mine_rows(const scalar_t* ap, const scalar_t* kpp, int64_t B, int64_t T, int64_t k_easy, int64_t k_hard,
@@ -132,9 +133,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
     int64_t* ebp = eb.data_ptr<int64_t>();
     int64_t* hap = ha.data_ptr<int64_t>();
     int64_t* hbp = hb.data_ptr<int64_t>();
-#if COLA_MINE_HAVE_AVX512_BUILD
-    if (use_avx512())
-      return mine_rows<isa_avx512::Work<scalar_t>>(ap, kpp, B, T, k_easy, k_hard, m, M, eap, ebp, hap, hbp);
+#if COLA_FAST_X86_BUILDS
+    switch (mining_isa()) {
+      case CpuIsa::kAvx512:
+        return mine_rows<isa_avx512::Work<scalar_t>>(ap, kpp, B, T, k_easy, k_hard, m, M, eap, ebp, hap, hbp);
+      case CpuIsa::kAvx2:
+        return mine_rows<isa_avx2::Work<scalar_t>>(ap, kpp, B, T, k_easy, k_hard, m, M, eap, ebp, hap, hbp);
+      default:
+        break;
+    }
 #endif
     mine_rows<isa_sse2::Work<scalar_t>>(ap, kpp, B, T, k_easy, k_hard, m, M, eap, ebp, hap, hbp);
   });
@@ -143,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mine_snippets_cpu(
 
 }  // namespace
 
-std::string mining_cpu_isa() { return use_avx512() ? "avx512" : "sse2"; }
+std::string mining_cpu_isa() { return cpu_isa_name(mining_isa()); }
 
 }  // namespace cola_fast
 

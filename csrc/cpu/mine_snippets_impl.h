@@ -1,8 +1,11 @@
-// mine_snippets CPU kernel body (COLA_SPEC 2.1-2.2), included twice by mine_snippets.cpp: once
-// for any x86-64 (SSE2) and once under "#pragma GCC target" for AVX-512 (COLA_MINE_AVX512 1),
-// each time inside its own namespace. No include guard and no includes on purpose: every header
-// is included by mine_snippets.cpp before the target pragma, so that no inline function of a
-// library is compiled for AVX-512 (and shared with the SSE2 build by the linker).
+// mine_snippets CPU kernel body (COLA_SPEC 2.1-2.2), included three times by mine_snippets.cpp,
+// each time inside its own namespace: for any x86-64 (SSE2), under "#pragma GCC target" for
+// AVX2 (COLA_MINE_AVX2 1) and for AVX-512 (COLA_MINE_AVX512 1). The hot loops have a hand-written
+// body per ISA (#if COLA_MINE_AVX512 / #elif COLA_MINE_AVX2 / #else SSE2 or plain C++), each
+// next to its scalar meaning; every build returns the same indices. No include guard and no
+// includes on purpose: every header is included by mine_snippets.cpp before the target pragma,
+// so that no inline function of a library is compiled for AVX2 / AVX-512 (and shared with the
+// SSE2 build by the linker).
 // Order-preserving unsigned keys: larger value -> larger key; every NaN -> the largest key;
 // -0 and +0 -> the same key. Branch-free and in signed arithmetic only, so that loops over
 // them vectorise with plain SSE2 (which has no unsigned compares).
@@ -41,6 +44,83 @@ inline double value_of(uint64_t k) {
   std::memcpy(&v, &b, sizeof v);
   return v;
 }
+
+#if COLA_MINE_AVX2
+// ---- AVX2 helpers: 8 lanes of 32 bits --------------------------------------------------------
+
+// key_of on 8 floats, the same steps as the scalar key_of(float) above
+inline __m256i key8(__m256 v) {
+  __m256i b = _mm256_castps_si256(v);
+  const __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff));
+  b = _mm256_andnot_si256(_mm256_cmpeq_epi32(mag, _mm256_setzero_si256()), b);                 // -0 -> +0
+  const __m256i neg = _mm256_srai_epi32(b, 31);
+  __m256i k = _mm256_xor_si256(b, _mm256_or_si256(neg, _mm256_set1_epi32(std::numeric_limits<int32_t>::min())));
+  return _mm256_or_si256(k, _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7f800000)));          // NaN -> all ones
+}
+
+// value_of on 8 keys: sign bit set -> k & 0x7fffffff, else ~k
+inline __m256 value8(__m256i k) {
+  const __m256i pos = _mm256_srai_epi32(k, 31);  // all ones where the key's top bit is set
+  const __m256i b = _mm256_blendv_epi8(_mm256_xor_si256(k, _mm256_set1_epi32(-1)),
+                                       _mm256_and_si256(k, _mm256_set1_epi32(0x7fffffff)), pos);
+  return _mm256_castsi256_ps(b);
+}
+
+// One bit per lane (bit i = lane i) from a compare result.
+inline uint32_t lane_bits(__m256i cmp) {
+  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(cmp)));
+}
+
+// v >= lo per lane, unsigned (AVX2 has no unsigned compare: max(v, lo) == v)
+inline __m256i cmpge_epu32(__m256i v, __m256i lo) { return _mm256_cmpeq_epi32(_mm256_max_epu32(v, lo), v); }
+
+// The emulation of AVX-512's compress: for each 8-bit lane mask, the lanes to gather so that
+// the selected ones come first, in order (one byte per output lane, the rest 0).
+struct CompressTable {
+  uint64_t perm[256];
+  constexpr CompressTable() : perm() {
+    for (int m = 0; m < 256; ++m) {
+      uint64_t p = 0;
+      int out = 0;
+      for (int lane = 0; lane < 8; ++lane)
+        if (m >> lane & 1) p |= static_cast<uint64_t>(lane) << (8 * out++);
+      perm[m] = p;
+    }
+  }
+};
+alignas(64) inline constexpr CompressTable kCompress{};
+
+// The lanes of v whose bit is set in `hit`, moved to the front in order (what
+// _mm512_maskz_compress_epi32 does on 16 lanes; the lanes past popcount(hit) are junk).
+inline __m256i compress8(__m256i v, uint32_t hit) {
+  const __m256i perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&kCompress.perm[hit])));
+  return _mm256_permutevar8x32_epi32(v, perm);
+}
+
+// The 8 int32 lanes of ix stored at p, as int32 or widened to int64.
+inline void store_lanes8(int32_t* p, __m256i ix) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), ix); }
+inline void store_lanes8(int64_t* p, __m256i ix) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepu32_epi64(_mm256_castsi256_si128(ix)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepu32_epi64(_mm256_extracti128_si256(ix, 1)));
+}
+
+inline __m256i load8(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline void store8(void* p, __m256i v) { _mm256_storeu_si256(static_cast<__m256i*>(p), v); }
+
+// Horizontal unsigned min / max of 8 lanes.
+inline uint32_t reduce_min_epu32(__m256i v) {
+  __m128i x = _mm_min_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_min_epu32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+  x = _mm_min_epu32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(x));
+}
+inline uint32_t reduce_max_epu32(__m256i v) {
+  __m128i x = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_max_epu32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+  x = _mm_max_epu32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(x));
+}
+#endif
 
 // Scratch space of one thread, reused across its videos.
 template <typename K>
@@ -135,6 +215,21 @@ inline void minmax_keys(const uint32_t* __restrict keys, int64_t n, uint32_t& km
   }
   kmin = _mm512_reduce_min_epu32(mn);
   kmax = _mm512_reduce_max_epu32(mx);
+#elif COLA_MINE_AVX2
+  // kmin = min(keys[t]), kmax = max(keys[t]): 8 lanes of unsigned min / max, then the tail
+  __m256i mn = _mm256_set1_epi32(-1), mx = _mm256_setzero_si256();
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) {
+    const __m256i v = load8(keys + t);
+    mn = _mm256_min_epu32(mn, v);
+    mx = _mm256_max_epu32(mx, v);
+  }
+  kmin = reduce_min_epu32(mn);
+  kmax = reduce_max_epu32(mx);
+  for (; t < n; ++t) {
+    kmin = std::min(kmin, keys[t]);
+    kmax = std::max(kmax, keys[t]);
+  }
 #else
   int32_t lo = std::numeric_limits<int32_t>::max(), hi = std::numeric_limits<int32_t>::min();
   int64_t t = 0;
@@ -210,11 +305,44 @@ inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, ui
 }
 #endif
 
+#if COLA_MINE_AVX2
+// The same on 8 keys at a time: one unsigned compare, the matching lanes' indices and keys
+// compressed to the front by a table shuffle and stored whole (8 slots of slack past n), then
+// the tail one key at a time.
+template <typename I>
+int64_t list_keys_at_least_avx2(const uint32_t* __restrict keys, int64_t n, uint32_t lo, I* __restrict list,
+                                uint32_t* __restrict out_keys) {
+  const __m256i thr = _mm256_set1_epi32(static_cast<int32_t>(lo));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int64_t nl = 0, t = 0;
+  for (; t + 8 <= n; t += 8) {
+    const __m256i v = load8(keys + t);
+    const uint32_t hit = lane_bits(cmpge_epu32(v, thr));  // bit i: keys[t + i] >= lo
+    store_lanes8(list + nl, compress8(_mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int32_t>(t))), hit));
+    if (out_keys) store8(out_keys + nl, compress8(v, hit));
+    nl += __builtin_popcount(hit);
+  }
+  for (; t < n; ++t) {
+    list[nl] = static_cast<I>(t);
+    if (out_keys) out_keys[nl] = keys[t];
+    nl += static_cast<int64_t>(keys[t] >= lo);
+  }
+  return nl;
+}
+
+inline int64_t list_keys_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int32_t* __restrict list,
+                                  uint32_t* __restrict out_keys) {
+  return list_keys_at_least_avx2(keys, n, lo, list, out_keys);
+}
+#endif
+
 // Lists, in index order, the t with keys[t] >= lo; returns how many. SSE2: 16 keys compared
 // at a time, then one store per match (the matches are few: about k plus a bin).
 inline int64_t list_at_least(const uint32_t* __restrict keys, int64_t n, uint32_t lo, int64_t* __restrict list) {
 #if COLA_MINE_AVX512
   return list_keys_at_least_avx512(keys, n, lo, list, static_cast<uint32_t*>(nullptr));
+#elif COLA_MINE_AVX2
+  return list_keys_at_least_avx2(keys, n, lo, list, static_cast<uint32_t*>(nullptr));
 #else
   int64_t nl = 0, t = 0;
 #if defined(__SSE2__)
@@ -503,7 +631,26 @@ void bucket_digits(const K* __restrict keys, int64_t n, V vmin, V scale, int32_t
   }
 }
 
-// Histogram scan from the top bucket down, 16 buckets at a time (AVX-512) while a whole block
+#if COLA_MINE_AVX2
+// the same for float keys, 8 at a time: keys -> floats, (v - vmin) * scale truncated, min with hi
+inline void bucket_digits(const uint32_t* __restrict keys, int64_t n, float vmin, float scale, int32_t hi,
+                          int32_t* __restrict dig) {
+  const __m256 lo = _mm256_set1_ps(vmin), sc = _mm256_set1_ps(scale);
+  const __m256i top = _mm256_set1_epi32(hi);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const __m256 v = value8(load8(keys + c));
+    const __m256i d = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(v, lo), sc));
+    store8(dig + c, _mm256_min_epi32(d, top));
+  }
+  for (; c < n; ++c) {
+    const int32_t d = static_cast<int32_t>((value_of(keys[c]) - vmin) * scale);
+    dig[c] = d < hi ? d : hi;
+  }
+}
+#endif
+
+// Histogram scan from the top bucket down, 16 (AVX-512) or 8 (AVX2) buckets at a time while a whole block
 // lies above descending position r: `above` gathers their counts and, when OFFSETS, each count
 // is replaced by its offset in descending order (the number of keys in higher buckets) and
 // `crowd` gets their largest count. Returns the bucket just above the first block not skipped
@@ -529,6 +676,25 @@ int32_t skip_top_blocks(int32_t* __restrict h, int32_t nb, int64_t r, int64_t& a
     above += sum;
   }
   if (OFFSETS) crowd = std::max(crowd, _mm512_reduce_max_epi32(cmax));
+#elif COLA_MINE_AVX2
+  // the same, 8 buckets at a time
+  __m256i cmax = _mm256_setzero_si256();
+  for (; top >= 8; top -= 8) {
+    const __m256i v = load8(h + top - 8);
+    // x lane i = sum of lanes >= i: suffix sums inside each 128-bit half, then the upper half's
+    // total (its lane 4) added to the lower half
+    __m256i x = _mm256_add_epi32(v, _mm256_srli_si256(v, 4));
+    x = _mm256_add_epi32(x, _mm256_srli_si256(x, 8));
+    x = _mm256_add_epi32(x, _mm256_shuffle_epi32(_mm256_permute2x128_si256(x, x, 0x81), 0));
+    const int64_t sum = _mm256_cvtsi256_si32(x);
+    if (above + sum > r) break;
+    if (OFFSETS) {
+      store8(h + top - 8, _mm256_add_epi32(_mm256_sub_epi32(x, v), _mm256_set1_epi32(static_cast<int32_t>(above))));
+      cmax = _mm256_max_epi32(cmax, v);
+    }
+    above += sum;
+  }
+  if (OFFSETS) crowd = std::max(crowd, static_cast<int32_t>(reduce_max_epu32(cmax)));  // counts >= 0
 #else
   (void)h;
   (void)r;
@@ -566,6 +732,15 @@ int64_t keys_in_bucket(const K* __restrict keys, const int32_t* __restrict dig, 
     for (; c + 16 <= n; c += 16) {
       const __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(dig + c), vb);
       _mm512_storeu_si512(out + nc, _mm512_maskz_compress_epi32(hit, _mm512_loadu_si512(keys + c)));
+      nc += __builtin_popcount(hit);
+    }
+  }
+#elif COLA_MINE_AVX2
+  if constexpr (sizeof(K) == 4) {
+    const __m256i vb = _mm256_set1_epi32(b);
+    for (; c + 8 <= n; c += 8) {
+      const uint32_t hit = lane_bits(_mm256_cmpeq_epi32(load8(dig + c), vb));  // bit i: dig[c + i] == b
+      store8(out + nc, compress8(load8(keys + c), hit));
       nc += __builtin_popcount(hit);
     }
   }
@@ -653,6 +828,37 @@ bool topk_bucket(Scratch<K>& s, const K* keys, const int32_t* idx, int64_t n, in
       nc += __builtin_popcount(hit);
     }
     for (int64_t c = 0; c < nc; ++c) {
+      const int32_t p = h[dig[c]]++;
+      sk[p] = ck[c];
+      si[p] = ci[c];
+    }
+  } else
+#elif COLA_MINE_AVX2
+  if constexpr (sizeof(K) == 4) {
+    // the same, 8 keys at a time and the tail one by one: (digit, key, index) of the keys with
+    // dig >= b compressed in order (in place for the digits: nc <= c), then their scatter
+    const __m256i below = _mm256_set1_epi32(b - 1);  // d >= b <=> d > b - 1 (digits are >= 0)
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    K* ck = s.tmp_key.data();
+    int32_t* ci = s.idx32.data();
+    int64_t nc = 0, c = 0;
+    for (; c + 8 <= n; c += 8) {
+      const __m256i d = load8(dig + c);
+      const uint32_t hit = lane_bits(_mm256_cmpgt_epi32(d, below));
+      const __m256i ix = idx ? load8(idx + c) : _mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int32_t>(c)));
+      store8(dig + nc, compress8(d, hit));
+      store8(ck + nc, compress8(load8(keys + c), hit));
+      store8(ci + nc, compress8(ix, hit));
+      nc += __builtin_popcount(hit);
+    }
+    for (; c < n; ++c) {
+      const int32_t d = dig[c];
+      dig[nc] = d;
+      ck[nc] = keys[c];
+      ci[nc] = idx ? idx[c] : static_cast<int32_t>(c);
+      nc += static_cast<int64_t>(d >= b);
+    }
+    for (c = 0; c < nc; ++c) {
       const int32_t p = h[dig[c]]++;
       sk[p] = ck[c];
       si[p] = ci[c];
@@ -786,6 +992,36 @@ void keys_plain(const scalar_t* __restrict a, K* __restrict keys, int64_t T, Key
   for (int64_t t = 0; t < T; ++t) keys[t] = key(a[t]);
 }
 
+#if COLA_MINE_AVX2
+// The same three for float rows, 8 values at a time (key8 is key_of on 8 lanes), the tail one
+// by one. Preferred over the templates above for float (more specialised).
+template <typename KeyFn>
+void keys_masked(const float* __restrict a, const float* __restrict kp, uint32_t* __restrict keys, int64_t T,
+                 KeyFn key) {
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8)  // keys[t] = key(a[t] * kp[t])
+    store8(keys + t, key8(_mm256_mul_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(kp + t))));
+  for (; t < T; ++t) keys[t] = key(a[t] * kp[t]);
+}
+
+template <typename KeyFn>
+void keys_reversed(const float* __restrict a, const float* __restrict kp, float mx, uint32_t* __restrict keys,
+                   int64_t T, KeyFn key) {
+  const __m256 vmx = _mm256_set1_ps(mx);
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8)  // keys[t] = key((mx - a[t]) * kp[t])
+    store8(keys + t, key8(_mm256_mul_ps(_mm256_sub_ps(vmx, _mm256_loadu_ps(a + t)), _mm256_loadu_ps(kp + t))));
+  for (; t < T; ++t) keys[t] = key((mx - a[t]) * kp[t]);
+}
+
+template <typename KeyFn>
+void keys_plain(const float* __restrict a, uint32_t* __restrict keys, int64_t T, KeyFn key) {
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8) store8(keys + t, key8(_mm256_loadu_ps(a + t)));  // keys[t] = key(a[t])
+  for (; t < T; ++t) keys[t] = key(a[t]);
+}
+#endif
+
 // The smallest key above klo (all ones if none). Branch-free (SSE2 / AVX-512 compares and selects).
 inline uint32_t min_key_above(const uint32_t* __restrict keys, int64_t T, uint32_t klo) {
 #if COLA_MINE_AVX512
@@ -797,6 +1033,19 @@ inline uint32_t min_key_above(const uint32_t* __restrict keys, int64_t T, uint32
     mn = _mm512_mask_min_epu32(mn, _mm512_mask_cmpgt_epu32_mask(live, v, lo), mn, v);
   }
   return _mm512_reduce_min_epu32(mn);
+#elif COLA_MINE_AVX2
+  // min of the keys above klo, 8 lanes at a time: a key <= klo becomes all ones, then unsigned min
+  const __m256i lo = _mm256_set1_epi32(static_cast<int32_t>(klo));
+  __m256i mn = _mm256_set1_epi32(-1);
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8) {
+    const __m256i v = load8(keys + t);
+    const __m256i not_above = _mm256_cmpeq_epi32(_mm256_min_epu32(v, lo), v);  // v <= klo
+    mn = _mm256_min_epu32(mn, _mm256_or_si256(v, not_above));
+  }
+  uint32_t best = reduce_min_epu32(mn);
+  for (; t < T; ++t) best = keys[t] > klo ? std::min(best, keys[t]) : best;
+  return best;
 #else
   const int32_t slo = static_cast<int32_t>(klo ^ 0x80000000u);
   int32_t best = std::numeric_limits<int32_t>::max();
@@ -857,6 +1106,32 @@ inline void prefix_above(const float* __restrict a, float med, int32_t* __restri
     carry = _mm512_permutexvar_epi32(last, x);
   }
 }
+#elif COLA_MINE_AVX2
+// float rows: 8 compares at a time and their inclusive prefix sum in the register (shifted adds
+// inside each 128-bit half, then the lower half's total added to the upper half) plus the
+// running count; the tail one by one
+inline void prefix_above(const float* __restrict a, float med, int32_t* __restrict P, int64_t T) {
+  const __m256 vm = _mm256_set1_ps(med);
+  const __m256i zero = _mm256_setzero_si256(), last = _mm256_set1_epi32(7);
+  __m256i carry = zero;  // P[t] in every lane
+  P[0] = 0;
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8) {
+    const __m256i gt = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(a + t), vm, _CMP_GT_OQ));
+    __m256i x = _mm256_sub_epi32(zero, gt);  // lane i: a[t + i] > med ? 1 : 0
+    x = _mm256_add_epi32(x, _mm256_slli_si256(x, 4));  // lane i += lane i-1 (in each half)
+    x = _mm256_add_epi32(x, _mm256_slli_si256(x, 8));  // lane i += lane i-2 (in each half)
+    x = _mm256_add_epi32(x, _mm256_shuffle_epi32(_mm256_permute2x128_si256(x, x, 0x08), 0xff));  // + lane 3 above
+    x = _mm256_add_epi32(x, carry);
+    store8(P + t + 1, x);
+    carry = _mm256_permutevar8x32_epi32(x, last);
+  }
+  int32_t acc = P[t];
+  for (; t < T; ++t) {
+    acc += (a[t] > med) ? 1 : 0;
+    P[t + 1] = acc;
+  }
+}
 #endif
 
 template <typename scalar_t>
@@ -888,6 +1163,39 @@ void band_keys(const scalar_t* __restrict a, const int32_t* __restrict P, K* __r
     k4[t] = key(static_cast<scalar_t>(a[t] * outer));
   }
 }
+
+#if COLA_MINE_AVX2
+// The same for float rows, 8 t at a time: each window count is the difference of two prefix
+// counts loaded at the window's ends (unaligned loads of P); a true compare is -1, so
+// inner = em - eM is (eM mask) - (em mask) and outer = dM - dm is (dm mask) - (dM mask).
+template <typename KeyFn>
+void band_keys(const float* __restrict a, const int32_t* __restrict P, uint32_t* __restrict k3,
+               uint32_t* __restrict k4, int64_t T, int64_t m, int64_t M, KeyFn key) {
+  const int64_t cm = m / 2, cM = M / 2;
+  const int32_t mi = static_cast<int32_t>(m), Mi = static_cast<int32_t>(M);
+  const __m256i vm = _mm256_set1_epi32(mi), vM = _mm256_set1_epi32(Mi), zero = _mm256_setzero_si256();
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8) {
+    const __m256i em = _mm256_cmpeq_epi32(_mm256_sub_epi32(load8(P + t + m - cm), load8(P + t - cm)), vm);
+    const __m256i eM = _mm256_cmpeq_epi32(_mm256_sub_epi32(load8(P + t + M - cM), load8(P + t - cM)), vM);
+    const __m256i dm = _mm256_cmpgt_epi32(_mm256_sub_epi32(load8(P + t + cm + 1), load8(P + t - (m - 1 - cm))), zero);
+    const __m256i dM = _mm256_cmpgt_epi32(_mm256_sub_epi32(load8(P + t + cM + 1), load8(P + t - (M - 1 - cM))), zero);
+    const __m256 inner = _mm256_cvtepi32_ps(_mm256_sub_epi32(eM, em));
+    const __m256 outer = _mm256_cvtepi32_ps(_mm256_sub_epi32(dm, dM));
+    const __m256 av = _mm256_loadu_ps(a + t);
+    store8(k3 + t, key8(_mm256_mul_ps(av, inner)));  // k3[t] = key(a[t] * inner)
+    store8(k4 + t, key8(_mm256_mul_ps(av, outer)));  // k4[t] = key(a[t] * outer)
+  }
+  for (; t < T; ++t) {
+    const int32_t em = (P[t + m - cm] - P[t - cm]) == mi;
+    const int32_t eM = (P[t + M - cM] - P[t - cM]) == Mi;
+    const int32_t dm = (P[t + cm + 1] - P[t - (m - 1 - cm)]) > 0;
+    const int32_t dM = (P[t + cM + 1] - P[t - (M - 1 - cM)]) > 0;
+    k3[t] = key(a[t] * static_cast<float>(em - eM));
+    k4[t] = key(a[t] * static_cast<float>(dM - dm));
+  }
+}
+#endif
 
 template <typename scalar_t>
 struct Work {
