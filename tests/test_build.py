@@ -90,11 +90,11 @@ def test_cuda_build_links_cublaslt():
 
 
 def test_avx512_code_only_in_its_own_functions():
-    """The mining kernel is compiled a second time under "#pragma GCC target(avx512...)" and
-    chosen at run time. That is only safe if no function the linker may share between the two
+    """The mining kernel is compiled once per ISA level under "#pragma GCC target(...)" and
+    chosen at run time. That is only safe if no function the linker may share between the
     builds (weak / COMDAT symbols: inline library functions, template instances) holds AVX or
     AVX-512 code (any VEX or EVEX instruction), else a CPU without AVX-512 could run that copy
-    from the SSE2 build."""
+    from the SSE2 build (tests/test_cpu_isa.py checks each build's own functions)."""
     import platform
     import re
     import shutil

@@ -38,6 +38,11 @@ ISA_TESTS = {
         "test_windows_longer_than_the_row[7-native-cpu]",
         "test_windows_longer_than_the_row[50-native-cpu]",
     )],
+    # the conv's GEMMs through oneDNN (capped by ONEDNN_MAX_CPU_ISA) and BLAS: offered by the probe,
+    # right against the reference, Winograd's non-finite fallback
+    "conv": ["tests/test_autotune.py::test_conv_candidates_match_reference",
+             "tests/test_autotune.py::test_gemm_probe_offers_blas_and_says_why_a_library_is_missing",
+             "tests/test_temporal_conv_embed.py::test_winograd_nonfinite_falls_back_to_the_direct_sum"],
 }
 
 needs_native = pytest.mark.skipif(not native_has_kernel("mine_snippets", "cpu"), reason="cola_fast._C not built")
@@ -45,6 +50,8 @@ needs_native = pytest.mark.skipif(not native_has_kernel("mine_snippets", "cpu"),
 # Run under a cap: prints what the process reports, then runs the given tests (if any).
 _CHILD = """
 import sys, torch, cola_fast._C
+from cola_fast.ops import _backend
+assert _backend.cpu_isa() == torch.ops.cola_fast.cpu_isa(), "auto's keys name the ISA the kernels run with"
 print("REPORTED", torch.ops.cola_fast.cpu_isa(), torch.ops.cola_fast.mining_cpu_isa(), flush=True)
 if len(sys.argv) > 1:
     import pytest

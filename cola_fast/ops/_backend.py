@@ -172,12 +172,13 @@ _ONEDNN_CAP = {"sse2": "SSE41", "avx2": "AVX2"}  # oneDNN's name for the same ca
 
 def host_cpu_isa() -> str:
     """The highest of CPU_ISAS this CPU runs (from /proc/cpuinfo's flags, the kernel's word for
-    what CPUID says): avx512 needs AVX-512 F/BW/VL/DQ, avx2 needs AVX2 and FMA; "sse2" otherwise
-    (every x86-64), and on other architectures (whose kernels are the portable builds)."""
+    what CPUID says), by the rule of csrc/cpu/cpu_isa.cpp: avx512 needs AVX-512 F/BW/VL/DQ, avx2
+    needs AVX2, FMA, BMI1/2, POPCNT and LZCNT ("abm"); "sse2" otherwise (every x86-64), and on
+    other architectures (whose kernels are the portable builds)."""
     flags = set(_cpuinfo().get("flags", "").split())
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
         return "avx512"
-    if {"avx2", "fma"} <= flags:
+    if {"avx2", "fma", "bmi1", "bmi2", "popcnt", "abm"} <= flags:
         return "avx2"
     return "sse2"
 
@@ -204,11 +205,18 @@ def cpu_isa_cap() -> str | None:
     return cap
 
 
-def cpu_isa() -> str:
-    """The instruction set our CPU kernels run with: the host's, lowered to $COLA_FAST_CPU_ISA.
-    The compiled kernels apply the same rule (torch.ops.cola_fast.cpu_isa, tested to agree)."""
-    host, cap = host_cpu_isa(), cpu_isa_cap()
+def capped_isa(host: str, cap: str | None) -> str:
+    """host lowered to cap (never raised above it): the rule of $COLA_FAST_CPU_ISA."""
     return host if cap is None else CPU_ISAS[min(CPU_ISAS.index(host), CPU_ISAS.index(cap))]
+
+
+def cpu_isa() -> str:
+    """The instruction set our CPU kernels run with: the compiled kernels' own answer when they are
+    built (torch.ops.cola_fast.cpu_isa: the host's lowered to $COLA_FAST_CPU_ISA, read once per
+    process, "generic" off x86-64), else the same rule applied here."""
+    if native_available("cpu") and hasattr(torch.ops.cola_fast, "cpu_isa"):
+        return torch.ops.cola_fast.cpu_isa()
+    return capped_isa(host_cpu_isa(), cpu_isa_cap())
 
 
 def cap_onednn() -> None:
