@@ -427,7 +427,7 @@ def finish_run(run: Training, folder: RunFolder, say) -> dict:
         folder.write_text("summary.json", json.dumps(summary, indent=2))
         if run.cfg.report and best["step"] >= 0:  # out/report/index.html (evaluation/report.py)
             from .evaluation.report import report_for_run
-            report_for_run(folder.path, run.test_gt, run.cfg.tiou, say)
+            report_for_run(folder.path, run.test_gt, run.cfg.tiou, say, summary)
     return summary
 
 
@@ -595,6 +595,10 @@ def run_command(args) -> int:
         table = seeds_table(summaries)
         print("\n" + table)
         parent.write_text("seeds.md", table + "\n")
+        if cfg.report:  # OUT/report/index.html: the table, every seed's curves and environment
+            from .evaluation.report import report_for_seeds
+            report_for_seeds(out, [(seed, out / f"seed{seed}") for seed in seeds], table,
+                             say=(lambda *a: None) if args.quiet else print)
     finally:
         parent.close()
     return 0
@@ -632,7 +636,30 @@ def seeds_table(summaries: list) -> str:
             lines.append("| mean ± std | " + " | ".join(f"{m:.2f} ± {d:.2f}" for m, d in zip(a.mean(0), std))
                          + f" | n={len(a)} |")
         out.append("\n".join(lines))
+    out.append(_gap_table(summaries))
     return "\n\n".join(out)
+
+
+def _gap_table(summaries: list) -> str:
+    """Average mAP (percent) of the best and the last evaluation per seed, and how far apart
+    they are (best - last: what choosing on the test set adds), with mean and std."""
+    lines = ["best against last (average mAP):", "", "| seed | best | last | best - last | best step | last step |",
+             "|---|---|---|---|---|---|"]
+    rows = []
+    for s in summaries:
+        b, last = s["best"], s.get("last")
+        if not last or b.get("step", -1) < 0:
+            lines.append(f"| {s['seed']} | {100 * b['average_mAP']:.2f} | - | - | {b['step']} | missing |")
+            continue
+        r = [100 * b["average_mAP"], 100 * last["average_mAP"]]
+        rows.append(r + [r[0] - r[1]])
+        lines.append(f"| {s['seed']} | {r[0]:.2f} | {r[1]:.2f} | {r[0] - r[1]:.2f} | {b['step']} | {last['step']} |")
+    if rows:
+        a = np.asarray(rows)
+        std = a.std(0, ddof=1 if len(a) > 1 else 0)
+        lines.append("| mean ± std | " + " | ".join(f"{m:.2f} ± {d:.2f}" for m, d in zip(a.mean(0), std))
+                     + f" | | n={len(a)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
