@@ -109,7 +109,8 @@ def evaluate_detection(gt, results, subset: str = "test",
     or path. ties: "official" | "stable" (see the module's docstring). Returns
     {"tiou_thresholds", "mAP" (fractions), "average_mAP", "ap_per_class": {label: [AP per
     threshold]}, "ties"}; classes are those of the ground truth of ``subset`` (prediction
-    labels outside them are ignored).
+    labels outside them are ignored), in the order they first appear there (ties="stable":
+    in label order).
     """
     _check_backend(backend)
     check_ties(ties)
@@ -124,6 +125,9 @@ def evaluate_detection(gt, results, subset: str = "test",
     ap, names = fn(gt, results, subset, thr, ties)
     if not names:
         raise ValueError(f"the ground truth has no annotations in subset {subset!r}")
+    if ties == "stable":  # classes in label order: the mean over them is summed in one order too
+        order = sorted(range(len(names)), key=names.__getitem__)
+        ap, names = ap[:, order], [names[i] for i in order]
     mAP = ap.mean(axis=1)
     return {"tiou_thresholds": [float(t) for t in thr], "mAP": [float(m) for m in mAP],
             "average_mAP": float(mAP.mean()),
