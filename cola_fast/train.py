@@ -204,8 +204,8 @@ class Training:
     def checkpoint(self, step: int, name: str) -> None:
         self.folder.save_checkpoint_with_choices(name, {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
-            "best": self.best, "last": self.last, "config": self.cfg.to_dict(), "class_names": self.train_ds.class_names,
-            "feature_dim": self.train_ds.feature_dim})
+            "best": self.best, "last": self.last, "config": self.cfg.to_dict(),
+            "class_names": self.train_ds.class_names, "feature_dim": self.train_ds.feature_dim})
 
     def diverged(self, step: int, what: str):
         """Save crash.pt; returns the error to raise (the loss or the weights are no longer numbers)."""
