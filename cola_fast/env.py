@@ -9,7 +9,8 @@ difference is one line ("resume: environment: threads changed from 4 to 2"). A c
 environment is a note, never a refusal: a run may move to another device or thread count.
 
 The fields: the package version and its git commit (when the package is a git checkout),
-Python, torch, CUDA, cuDNN, Triton and NumPy versions, the CPU model, the host's ISA and
+Python, torch, CUDA, cuDNN, Triton and NumPy versions, the CPU model (name, family/model
+numbers), the host's ISA and
 the ISA our kernels run with (after the COLA_FAST_CPU_ISA cap), the GPU, the thread
 count, the deterministic flag and the backend choices (the settings and what is built).
 """
@@ -79,6 +80,7 @@ def environment(cfg, device: torch.device) -> dict:
 
     device = torch.device(device)
     host_isa, isa = _cpu_isas()
+    cpu = _cpuinfo()
     built = describe()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -90,7 +92,8 @@ def environment(cfg, device: torch.device) -> dict:
         "cudnn": cudnn,
         "triton": _version("triton"),
         "numpy": np.__version__,
-        "cpu": _cpuinfo().get("model name", platform.processor() or platform.machine()),
+        "cpu": cpu.get("model name", platform.processor() or platform.machine()),
+        "cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",  # 25/17: Zen 4
         "cpu_isa_host": host_isa,
         "cpu_isa": isa,
         "device": str(device),

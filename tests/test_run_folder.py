@@ -173,8 +173,8 @@ def test_resume_notes_each_changed_field_of_the_environment(data, tmp_path, caps
     assert main(_args(data, out, "--set", "report=false", steps=2)) == 0
     env = json.loads((out / "env.json").read_text())
     assert env["threads"] == 1 and env["torch"] == torch.__version__ and env["deterministic"] is False
-    for field in ("cola_fast", "python", "cuda", "cudnn", "triton", "numpy", "cpu", "cpu_isa", "cpu_isa_host",
-                  "gpu", "backend", "eval_backend"):
+    for field in ("cola_fast", "git_commit", "python", "cuda", "cudnn", "triton", "numpy", "cpu",
+                  "cpu_family_model", "cpu_isa", "cpu_isa_host", "gpu", "backend", "eval_backend"):
         assert field in env
     capsys.readouterr()
     assert main(_args(data, out, "--resume", "--threads", "2", "--set", "report=false", steps=4)) == 0
