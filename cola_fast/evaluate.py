@@ -3,14 +3,18 @@ run's checkpoints with corrected evaluation settings.
 
     python -m cola_fast.evaluate RESULTS.json --gt GT.json [--subset test]
         [--tiou 0.1:0.7:0.1] [--json] [--per-class] [--backend auto|numpy|native|reference]
-        [--report DIR [--compare OTHER_RESULTS.json]]
+        [--ties official|stable] [--report DIR [--compare OTHER_RESULTS.json]]
     python -m cola_fast.evaluate --run RUN [--set feature_fps=30 ...] [--out DIR] [--per-class]
 
 Prints a table (tIoU thresholds as columns, mAP in percent, plus the average), or with
 --json one JSON object {"tiou_thresholds", "mAP" (fractions), "average_mAP",
-"per_class_AP": {class: [AP at each threshold]}}. --per-class adds a table of AP per
+"per_class_AP": {class: [AP at each threshold]}, "ties"}. --per-class adds a table of AP per
 class, with a header row, in the class order of the ground truth (its "classes" list,
-else alphabetical). --report DIR also writes DIR/index.html, a self-contained page with
+else alphabetical). --ties official (the default) orders tied scores as the published code
+does, by numpy's quicksort, whose order among ties can differ between machines and numpy
+versions; --ties stable orders them by score, then video id, segment start, end (and
+ground-truth ties by start, end): the same mAP on every machine, whatever the order of the
+entries in the files. --report DIR also writes DIR/index.html, a self-contained page with
 per-class AP, precision-recall curves, a DETAD-style false-positive breakdown, length
 buckets and the worst videos (evaluation/analysis.py); --compare puts a second results
 file beside the first on that page.
@@ -52,6 +56,10 @@ def _parser():
     p.add_argument("--backend", choices=("auto", "numpy", "native", "reference"), default=None,
                    help="the evaluator, in the ops' vocabulary: auto (vectorised; default), numpy, "
                         "native (C++ proposal ops), or reference (the loop-style oracle)")
+    p.add_argument("--ties", choices=("official", "stable"), default="official",
+                   help="order of tied scores and tied tIoUs: official (numpy's quicksort order, as the "
+                        "published code; may differ between machines; default) or stable (score, then video "
+                        "id, start, end: the same on every machine and for every order of the entries)")
     p.add_argument("--impl", choices=("fast", "reference"), default=None,
                    help="the former name of --backend: fast = auto, reference = reference")
     p.add_argument("--report", metavar="DIR",
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
         gt = load_gt(args.gt)
         results = load_results(args.results)
         res = evaluate_detection(gt, results, subset=args.subset, tiou_thresholds=thr,
-                                 backend=backend)
+                                 backend=backend, ties=args.ties)
         order = gt_class_order(args.gt) if args.per_class else None
         if args.report:
             try:
@@ -123,11 +131,12 @@ def main(argv=None) -> int:
     if args.json:
         out = {k: res[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
         out["per_class_AP"] = res["ap_per_class"]
+        out["ties"] = res["ties"]
         if args.per_class:
             out["ap_per_class"] = res["ap_per_class"]
         print(json.dumps(out))
     else:
-        print(format_table(res, title=f"detection mAP (%), subset {args.subset!r}, "
+        print(format_table(res, title=f"detection mAP (%), subset {args.subset!r}, ties {args.ties}, "
                                       f"{args.results}"))
         if args.per_class:
             print(per_class_table(res, order))

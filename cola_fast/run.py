@@ -23,10 +23,15 @@ drops the lock when its process dies, so a lock left by a killed trainer never b
 
 Files of a run, and where they are written:
     config.json          at start (write_start_files), the settings in use
+    env.json             at start (write_start_files), where the run runs (cola_fast/env.py);
+                         compared on --resume, every changed field one line (a note)
     metrics.jsonl        one JSON object per line; on resume cut back to the checkpoint's step
     last.pt, best.pt     checkpoints (save_checkpoint: temporary file, then rename)
     crash.pt             the state at a non-finite loss
-    best_results.json, summary.json, seeds.md
+    best_results.json    the detections of the best evaluation (chosen on the test set)
+    last_results.json    the detections of the latest evaluation (the last step's at the end)
+    summary.json         "best" and "last" (a run finished before "last" was recorded has none)
+    seeds.md             (--seeds, in the parent folder) both, per seed, with mean and std
     autotune.json        backend="auto"'s choices so far (cola_fast.ops._autotune), rewritten with
                          every checkpoint; each checkpoint holds the same list ("auto_choices"),
                          and --resume pins the list of the checkpoint it resumes from
@@ -48,6 +53,7 @@ from pathlib import Path
 import torch
 
 from .config import EVALUATION_FIELDS, TrainConfig
+from .env import ENV_FILE, environment_changes, read_environment
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "crash.pt", "best_results.json",
              "summary.json", "seeds.md")
@@ -247,15 +253,29 @@ class RunFolder:
     def save_checkpoint(self, name: str, state: dict) -> None:
         atomic_torch_save(state, self.path / name)
 
-    def write_start_files(self, cfg: TrainConfig) -> None:
-        """The files a run writes when it starts (and rewrites when it resumes)."""
+    def write_start_files(self, cfg: TrainConfig, env: dict | None = None) -> None:
+        """The files a run writes when it starts (and rewrites when it resumes): config.json,
+        and env.json when env (cola_fast.env.environment) is given."""
         self.write_text("config.json", json.dumps(cfg.recorded(), indent=2))
+        if env is not None:
+            self.write_text(ENV_FILE, json.dumps(env, indent=2))
 
-    def read_start_files(self, state: dict) -> None:
+    def read_start_files(self, state: dict, env: dict | None = None, note=None) -> None:
         """Read back, on --resume, what write_start_files() wrote; state is the checkpoint
         resumed from (config.json itself is not read: the checkpoint's config rules). The
-        backend choices recorded in the checkpoint are pinned (pin_recorded_choices)."""
+        backend choices recorded in the checkpoint are pinned (pin_recorded_choices). With
+        env (the present environment) and note, every field that differs from the run's
+        env.json is one note: a changed environment is reported, never refused."""
         pin_recorded_choices(state, self.path)
+        if env is None or note is None:
+            return
+        recorded = read_environment(self.path)
+        if recorded is None:
+            note(f"resume: {self.path / ENV_FILE} is missing or unreadable (a run started before it was "
+                 "recorded): the present environment is recorded now")
+            return
+        for line in environment_changes(recorded, env):
+            note(line)
 
     def save_checkpoint_with_choices(self, name: str, state: dict) -> None:
         """A checkpoint holding backend="auto"'s choices so far, and autotune.json beside it."""

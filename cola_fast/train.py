@@ -14,10 +14,13 @@ own settings except steps, eval_every, plot_videos, threads and device, and repo
 every difference. A user error (a setting, a file, a full disk) is one line on stderr
 and exit status 2. See cola_fast/run.py for the run folder's life cycle.
 
-A run directory holds config.json, metrics.jsonl (one JSON object per line: train
+A run directory holds config.json, env.json (where it ran: versions, CPU, GPU, threads,
+determinism, backends; compared on --resume), metrics.jsonl (one JSON object per line: train
 losses every log interval, mAP at every evaluation), last.pt (for --resume, written
 at every evaluation and on Ctrl-C), best.pt (the best average mAP so far),
-best_results.json (its detections, ActivityNet results format) and, when TensorBoard is
+best_results.json (its detections, ActivityNet results format), last_results.json (the
+latest evaluation's detections: the last step's at the end), summary.json (both "best",
+chosen on the test set as the published code does, and "last") and, when TensorBoard is
 installed, tb/ event files. Checkpoints are written atomically (temporary file, then
 rename), so a crash never leaves a half-written one.
 """
@@ -38,6 +41,7 @@ import torch
 from .cli import ArgumentParser, fail
 from .config import TrainConfig, get_preset, parse_override, renamed_fields, resolve_device
 from .data import BatchStream, prepare_data
+from .env import environment
 from .detect import check_plotting, evaluate
 from .evaluation import format_table
 from .model import CoLA, CoLALoss, ModelConfig
@@ -181,6 +185,7 @@ class Training:
         self.model, self.loss_fn, self.opt = build(cfg, self.train_ds.feature_dim,
                                                    len(self.train_ds.class_names), self.device)
         self.start, self.best = 0, {"average_mAP": -1.0, "step": -1}
+        self.last = None  # the latest evaluation (the last step's once the run is finished)
         self.train_seconds = 0.0
         self.interrupted = False
 
@@ -195,12 +200,13 @@ class Training:
     def restore(self, path: Path, state: dict) -> None:
         restore_training_state(path, state, self.model, self.opt)
         self.start, self.best = state["step"], state["best"]
+        self.last = state.get("last")  # absent from checkpoints written before it was recorded
 
     def checkpoint(self, step: int, name: str) -> None:
         self.folder.save_checkpoint_with_choices(name, {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
-            "best": self.best, "config": self.cfg.to_dict(), "class_names": self.train_ds.class_names,
-            "feature_dim": self.train_ds.feature_dim})
+            "best": self.best, "last": self.last, "config": self.cfg.to_dict(),
+            "class_names": self.train_ds.class_names, "feature_dim": self.train_ds.feature_dim})
 
     def diverged(self, step: int, what: str):
         """Save crash.pt; returns the error to raise (the loss or the weights are no longer numbers)."""
@@ -305,9 +311,12 @@ class Training:
         self.metrics.log(done, "eval", {"average_mAP": res["average_mAP"], "eval_seconds": dt,
                                         **{f"mAP@{t:g}": v for t, v in zip(res["tiou_thresholds"], res["mAP"])}})
         improved = res["average_mAP"] > self.best["average_mAP"]
+        self.last = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
+                     "tiou_thresholds": res["tiou_thresholds"]}
+        # the latest evaluation's detections: the last step's once the run is finished
+        self.folder.write_text("last_results.json", json.dumps(results))
         if improved:
-            self.best = {"average_mAP": res["average_mAP"], "step": done, "mAP": res["mAP"],
-                         "tiou_thresholds": res["tiou_thresholds"]}
+            self.best = dict(self.last)
             self.checkpoint(done, "best.pt")
             self.folder.write_text("best_results.json", json.dumps(results))
         self.checkpoint(done, "last.pt")
@@ -353,6 +362,7 @@ def train(cfg: TrainConfig, out: Path | RunFolder, resume: bool = False, quiet: 
     try:
         cfg, ck = open_run(folder, cfg, resume, overwrite, dist_ctx, note)
         restore_execution = set_execution(cfg, deterministic, dist_ctx.device)
+        env = environment(cfg, dist_ctx.device)
         run = Training(cfg, folder, dist_ctx, say, quiet)
         run.catch_signals()
         run.describe()
@@ -361,12 +371,12 @@ def train(cfg: TrainConfig, out: Path | RunFolder, resume: bool = False, quiet: 
             init_model(run.model, cfg.init, say)
         if ck is not None:
             run.restore(*ck)
-            folder.read_start_files(ck[1])
+            folder.read_start_files(ck[1], env, note)
             say(f"resume: from step {run.start} of {ck[0].name} (best average mAP so far "
                 f"{100 * max(run.best['average_mAP'], 0):.2f} at step {run.best['step']})")
         if dist_ctx.main:
             folder.trim_metrics(run.start)
-            folder.write_start_files(cfg)
+            folder.write_start_files(cfg, env)
         if run.start >= cfg.steps:
             note(f"resume: the run in {folder.path} is finished (step {run.start} of {cfg.steps}); "
                  "raise --steps to extend it")
@@ -402,19 +412,24 @@ def set_execution(cfg: TrainConfig, deterministic: bool, device: torch.device):
 
 
 def finish_run(run: Training, folder: RunFolder, say) -> dict:
-    """The end of a run: the best result on the console, summary.json (rank 0)."""
-    summary = {"best": run.best, "train_seconds": run.train_seconds, "steps": run.cfg.steps,
-               "seed": run.cfg.seed, "out": str(folder.path), "processes": run.dist.world}
+    """The end of a run: the best and the last step's results on the console, summary.json
+    (rank 0). "best" is the evaluation chosen on the test set (as the published code
+    keeps its checkpoint), "last" the evaluation at the run's last step."""
+    summary = {"best": run.best, "last": run.last, "train_seconds": run.train_seconds,
+               "steps": run.cfg.steps, "seed": run.cfg.seed, "out": str(folder.path),
+               "processes": run.dist.world}
     if run.main:
-        best = run.best
+        best, last = run.best, run.last
         if best["step"] >= 0:
-            say(f"\nfinal: best checkpoint at step {best['step']} ({folder.path / 'best.pt'})")
-            say(format_table({"tiou_thresholds": best["tiou_thresholds"], "mAP": best["mAP"],
-                              "average_mAP": best["average_mAP"]}))
+            say(f"\nfinal: best checkpoint at step {best['step']} ({folder.path / 'best.pt'}), "
+                "chosen on the test set as the published code does")
+            say(format_table(best, title=f"best: step {best['step']} (chosen on the test set)"))
+        if last is not None:
+            say(format_table(last, title=f"last: step {last['step']} (the run's last evaluation)"))
         folder.write_text("summary.json", json.dumps(summary, indent=2))
         if run.cfg.report and best["step"] >= 0:  # out/report/index.html (evaluation/report.py)
             from .evaluation.report import report_for_run
-            report_for_run(folder.path, run.test_gt, run.cfg.tiou, say)
+            report_for_run(folder.path, run.test_gt, run.cfg.tiou, say, summary)
     return summary
 
 
@@ -582,24 +597,70 @@ def run_command(args) -> int:
         table = seeds_table(summaries)
         print("\n" + table)
         parent.write_text("seeds.md", table + "\n")
+        if cfg.report:  # OUT/report/index.html: the table, every seed's curves and environment
+            from .evaluation.report import report_for_seeds
+            report_for_seeds(out, [(seed, out / f"seed{seed}") for seed in seeds], table,
+                             say=(lambda *a: None) if args.quiet else print)
     finally:
         parent.close()
     return 0
 
 
 def seeds_table(summaries: list) -> str:
-    """One row per seed (mAP at each tIoU and the average, percent), then mean and std."""
+    """The --seeds table (markdown, percent): per seed the best evaluation (chosen on the test
+    set, as the published code does) and the last step's, each at every tIoU with its
+    average and step; then the mean and the std of each over the seeds. A run finished
+    before the last step was recorded (no "last" in its summary.json) is marked as
+    missing it and left out of the last step's mean."""
     th = summaries[0]["best"]["tiou_thresholds"]
-    head = "| seed | " + " | ".join(f"{t:g}" for t in th) + " | avg | best step |"
-    lines = [head, "|" + "---|" * (len(th) + 3)]
+    cols = len(th) + 1
+    out = []
+    for which, title in (("best", "best evaluation (chosen on the test set, as the published code does)"),
+                         ("last", "last step (no selection on the test set)")):
+        lines = [f"{title}:", "", "| seed | " + " | ".join(f"{t:g}" for t in th) + " | avg | step |",
+                 "|" + "---|" * (cols + 2)]
+        rows = []
+        for s in summaries:
+            r = s.get(which)
+            if not r or r.get("step", -1) < 0:
+                why = ("missing: its summary.json has no last step (a run finished before it was "
+                       "recorded)" if which == "last" else "no evaluation")
+                lines.append(f"| {s['seed']} | " + " | ".join(["-"] * cols) + f" | {why} |")
+                continue
+            vals = [100 * v for v in r["mAP"]] + [100 * r["average_mAP"]]
+            rows.append(vals)
+            lines.append(f"| {s['seed']} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {r['step']} |")
+        if rows:
+            a = np.asarray(rows)
+            std = a.std(0, ddof=1 if len(a) > 1 else 0)
+            lines.append("| mean | " + " | ".join(f"{v:.2f}" for v in a.mean(0)) + " | |")
+            lines.append("| std | " + " | ".join(f"{v:.2f}" for v in std) + " | |")
+            lines.append("| mean ± std | " + " | ".join(f"{m:.2f} ± {d:.2f}" for m, d in zip(a.mean(0), std))
+                         + f" | n={len(a)} |")
+        out.append("\n".join(lines))
+    out.append(_gap_table(summaries))
+    return "\n\n".join(out)
+
+
+def _gap_table(summaries: list) -> str:
+    """Average mAP (percent) of the best and the last evaluation per seed, and how far apart
+    they are (best - last: what choosing on the test set adds), with mean and std."""
+    lines = ["best against last (average mAP):", "", "| seed | best | last | best - last | best step | last step |",
+             "|---|---|---|---|---|---|"]
     rows = []
     for s in summaries:
-        vals = [100 * v for v in s["best"]["mAP"]] + [100 * s["best"]["average_mAP"]]
-        rows.append(vals)
-        lines.append(f"| {s['seed']} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {s['best']['step']} |")
-    a = np.asarray(rows)
-    lines.append("| mean | " + " | ".join(f"{v:.2f}" for v in a.mean(0)) + " | |")
-    lines.append("| std | " + " | ".join(f"{v:.2f}" for v in a.std(0, ddof=1 if len(a) > 1 else 0)) + " | |")
+        b, last = s["best"], s.get("last")
+        if not last or b.get("step", -1) < 0:
+            lines.append(f"| {s['seed']} | {100 * b['average_mAP']:.2f} | - | - | {b['step']} | missing |")
+            continue
+        r = [100 * b["average_mAP"], 100 * last["average_mAP"]]
+        rows.append(r + [r[0] - r[1]])
+        lines.append(f"| {s['seed']} | {r[0]:.2f} | {r[1]:.2f} | {r[0] - r[1]:.2f} | {b['step']} | {last['step']} |")
+    if rows:
+        a = np.asarray(rows)
+        std = a.std(0, ddof=1 if len(a) > 1 else 0)
+        lines.append("| mean ± std | " + " | ".join(f"{m:.2f} ± {d:.2f}" for m, d in zip(a.mean(0), std))
+                     + f" | | n={len(a)} |")
     return "\n".join(lines)
 
 

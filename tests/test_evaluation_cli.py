@@ -24,7 +24,8 @@ def test_cli_json_matches_expected():
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     exp = json.load(open(os.path.join(DATA, "thumos14_test_pmil.expected.json")))
-    assert set(out) == {"tiou_thresholds", "mAP", "average_mAP", "per_class_AP"}
+    assert set(out) == {"tiou_thresholds", "mAP", "average_mAP", "per_class_AP", "ties"}
+    assert out["ties"] == "official"
     assert out["tiou_thresholds"] == pytest.approx(exp["tiou_thresholds"], abs=1e-12)
     assert out["mAP"] == pytest.approx(exp["mAP"], abs=1e-9)
     assert out["average_mAP"] == pytest.approx(exp["average_mAP"], abs=1e-9)

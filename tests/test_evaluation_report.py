@@ -459,3 +459,46 @@ def test_trainer_writes_the_report_and_can_be_told_not_to(cache, tmp_path):
     train(off, tmp_path / "off", quiet=True)
     assert (tmp_path / "off" / "best.pt").exists()
     assert not (tmp_path / "off" / "report").exists()
+
+
+# ----------------------------------------------------------------------------------
+# a training run's page: best beside last, environment, curves; a --seeds page
+# ----------------------------------------------------------------------------------
+def test_run_page_has_best_last_environment_and_curves(tiny_run, tmp_path):
+    """The tiny run's own page (best = last there), then the same folder with its best
+    moved to an earlier step: both evaluations side by side."""
+    import shutil
+    from cola_fast.evaluation.report import report_for_run
+    out, summary, _ = tiny_run
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert f"best = last step ({summary['last']['step']})" in page
+    assert "<h2>Curves</h2>" in page and "SniCo loss" in page and "classification loss" in page
+    assert page.count("<polyline") >= 5  # the four curves with more than one point, and more
+    env = json.loads((out / "env.json").read_text())
+    assert "<h2>Environment</h2>" in page and env["torch"] in page and "cpu_isa" in page
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("report", "*.pt"))
+    moved = dict(summary, best=dict(summary["best"], step=30))
+    (run / "summary.json").write_text(json.dumps(moved))
+    from cola_fast.config import get_preset  # the tiny run's ground truth is the synthetic one
+    from cola_fast.data import prepare_data
+    test_gt = prepare_data(get_preset("tiny"), log=lambda *a: None)[2].gt_path
+    path = report_for_run(run, test_gt, summary["best"]["tiou_thresholds"], say=lambda *a: None)
+    page = open(path, encoding="utf-8").read()
+    assert "best (step 30, chosen on the test set)" in page and f"last step ({summary['last']['step']})" in page
+    assert "B - A" in page
+
+
+def test_seeds_page_has_the_table_and_every_seeds_curves(tiny_run, tmp_path):
+    import shutil
+    from cola_fast.evaluation.report import report_for_seeds
+    from cola_fast.train import seeds_table
+    out, summary, _ = tiny_run
+    other = tmp_path / "seed1"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("report", "*.pt"))
+    table = seeds_table([summary, dict(summary, seed=1)])
+    path = report_for_seeds(tmp_path, [(0, out), (1, other)], table, say=lambda *a: None)
+    page = open(path, encoding="utf-8").read()
+    assert "seed 0" in page and "seed 1" in page and "mean ± std" in page and "last step" in page
+    assert page.count("<svg") == 5 and page.count("<polyline") >= 8  # two runs in each plot
+    assert "http" not in page.replace("http://www.w3.org", "")  # nothing fetched

@@ -1,7 +1,9 @@
 """The run folder protects itself (cola_fast/run.py): a fresh run refuses a
 used folder, --overwrite moves the old run aside, one trainer per folder (a stale lock
 never blocks), --resume without a checkpoint / from best.pt, changed settings reported
-and --steps extending a finished run, --seeds resuming seed by seed, a full disk."""
+and --steps extending a finished run, --seeds resuming seed by seed (a seed finished before
+the last step was recorded still enters the table), env.json and the changed environment
+noted on --resume, a full disk."""
 import errno
 import json
 import os
@@ -154,7 +156,34 @@ def test_seeds_resume_seed_by_seed_and_write_the_table(data, tmp_path, capsys):
     assert main(_args(data, out, "--seeds", "0,1", "--overwrite", steps=2)) == 0
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("seeds.replaced-")]
     assert len(aside) == 1 and (aside[0] / "seeds.md").read_text() == table
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "seed0", "seed1", "seeds.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "report", "seed0", "seed1", "seeds.md"]
+    # a seed finished before the last step was recorded: resumes, and enters the table marked
+    old = out / "seed1" / "summary.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "last"}))
+    assert main(_args(data, out, "--seeds", "0,1", "--resume", steps=2)) == 0
+    table = (out / "seeds.md").read_text()
+    assert "| 1 | - | - |" in table and "missing: its summary.json has no last step" in table
+    assert "n=1" in table and "n=2" in table  # the last step's mean over seed 0 only, the best's over both
+
+
+def test_resume_notes_each_changed_field_of_the_environment(data, tmp_path, capsys):
+    """env.json is written at the start; --resume with another thread count says so in one
+    line (a note: the run continues) and records the new environment."""
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--set", "report=false", steps=2)) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert env["threads"] == 1 and env["torch"] == torch.__version__ and env["deterministic"] is False
+    for field in ("cola_fast", "git_commit", "python", "cuda", "cudnn", "triton", "numpy", "cpu",
+                  "cpu_family_model", "cpu_isa", "cpu_isa_host", "gpu", "backend", "eval_backend"):
+        assert field in env
+    capsys.readouterr()
+    assert main(_args(data, out, "--resume", "--threads", "2", "--set", "report=false", steps=4)) == 0
+    err = capsys.readouterr().err
+    assert "resume: environment: threads changed from 1 to 2" in err
+    assert [line for line in err.splitlines() if "environment:" in line] == [
+        "resume: environment: threads changed from 1 to 2"]
+    assert json.loads((out / "env.json").read_text())["threads"] == 2
+    assert json.loads((out / "summary.json").read_text())["last"]["step"] == 4
 
 
 def test_metrics_are_cut_back_to_the_resumed_step(tmp_path):

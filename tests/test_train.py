@@ -39,7 +39,10 @@ def test_tiny_trains_learns_and_writes_everything(tiny_run):
     assert len(evals) == 2
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, f"loss did not fall: {losses}"
     assert 100 * summary["best"]["average_mAP"] >= TINY_MAP_BAR, summary["best"]
-    for f in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "best_results.json", "summary.json"):
+    assert summary["last"]["step"] == get_preset("tiny").steps and summary["best"]["step"] <= summary["last"]["step"]
+    assert summary["best"]["average_mAP"] >= summary["last"]["average_mAP"]
+    for f in ("config.json", "env.json", "metrics.jsonl", "last.pt", "best.pt", "best_results.json",
+              "last_results.json", "summary.json"):
         assert (out / f).exists(), f
     assert not list(out.glob("*.tmp")), "a temporary checkpoint file was left behind"
     res = json.loads((out / "best_results.json").read_text())["results"]
@@ -112,6 +115,9 @@ def test_seeds_table(cache, tmp_path, capsys):
     assert rc == 0
     table = (tmp_path / "seeds.md").read_text()
     assert "| 0 |" in table and "| 1 |" in table and "| mean |" in table and "| std |" in table
+    assert "best evaluation (chosen on the test set" in table and "last step" in table
+    assert table.count("| mean ± std |") == 3 and "best - last" in table
+    assert (tmp_path / "report" / "index.html").exists()
     s0 = json.loads((tmp_path / "seed0" / "summary.json").read_text())
     s1 = json.loads((tmp_path / "seed1" / "summary.json").read_text())
     assert s0["seed"] == 0 and s1["seed"] == 1

@@ -7,6 +7,13 @@ cola_fast._C, csrc/cpu/proposals.cpp; raises when they are not built) and "auto"
 (native when built, else numpy). All give identical results: the same proposals in the
 same order with equal floats, the same mAP. The mAP itself has no native path: every
 backend but "reference" computes it with numpy.
+
+Beside the backend, the mAP has one setting of its own, ``ties=`` one of TIES: "official"
+(the published code's numpy argsort order among tied scores and tied tIoUs, which can
+differ from one machine to another) or "stable" (a canonical order: score descending,
+then video id, segment start, segment end; ground truth by tIoU, then start, end), whose
+mAP is the same on every machine and for every order of the entries in the files. Every
+backend gives the same mAP under each rule.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import numpy as np
 
 from . import reference as _ref
 from .config import ProposalConfig
+from .detection import TIES, check_ties
 from .detection import evaluate_detection_fast as _eval_fast
 from .io import (EvaluationInputError, format_table, load_gt, load_results, results_arrays,
                  results_document, results_json, write_json_atomic)
@@ -22,7 +30,7 @@ from .proposals import generate_proposals_fast as _props_fast
 
 __all__ = ["ProposalConfig", "generate_proposals", "generate_proposals_batch", "evaluate_detection", "load_gt",
            "load_results", "results_document", "results_json", "format_table", "parse_tiou", "EvaluationInputError",
-           "write_json_atomic", "BACKENDS"]
+           "write_json_atomic", "BACKENDS", "TIES"]
 
 BACKENDS = ("auto", "reference", "native", "numpy")
 
@@ -93,15 +101,19 @@ def parse_tiou(spec) -> np.ndarray:
 
 
 def evaluate_detection(gt, results, subset: str = "test",
-                       tiou_thresholds=np.linspace(0.1, 0.7, 7), backend: str = "auto") -> dict:
+                       tiou_thresholds=np.linspace(0.1, 0.7, 7), backend: str = "auto",
+                       ties: str = "official") -> dict:
     """Detection mAP of COLA_SPEC 6.
 
     gt: path or dict (validated with load_gt); results: {"results": {vid: [dets]}} dict
-    or path. Returns {"tiou_thresholds", "mAP" (fractions), "average_mAP",
-    "ap_per_class": {label: [AP per threshold]}}; classes are those of the ground truth of
-    ``subset`` (prediction labels outside them are ignored).
+    or path. ties: "official" | "stable" (see the module's docstring). Returns
+    {"tiou_thresholds", "mAP" (fractions), "average_mAP", "ap_per_class": {label: [AP per
+    threshold]}, "ties"}; classes are those of the ground truth of ``subset`` (prediction
+    labels outside them are ignored), in the order they first appear there (ties="stable":
+    in label order).
     """
     _check_backend(backend)
+    check_ties(ties)
     fast = backend != "reference"
     gt = load_gt(gt)
     results = results_arrays(results) if fast else load_results(results)
@@ -110,10 +122,13 @@ def evaluate_detection(gt, results, subset: str = "test",
     if subset not in subsets:
         raise ValueError(f"unknown subset {subset!r}: the ground truth has {subsets}")
     fn = _eval_fast if fast else _ref.evaluate_detection
-    ap, names = fn(gt, results, subset, thr)
+    ap, names = fn(gt, results, subset, thr, ties)
     if not names:
         raise ValueError(f"the ground truth has no annotations in subset {subset!r}")
+    if ties == "stable":  # classes in label order: the mean over them is summed in one order too
+        order = sorted(range(len(names)), key=names.__getitem__)
+        ap, names = ap[:, order], [names[i] for i in order]
     mAP = ap.mean(axis=1)
     return {"tiou_thresholds": [float(t) for t in thr], "mAP": [float(m) for m in mAP],
             "average_mAP": float(mAP.mean()),
-            "ap_per_class": {n: [float(a) for a in ap[:, i]] for i, n in enumerate(names)}}
+            "ap_per_class": {n: [float(a) for a in ap[:, i]] for i, n in enumerate(names)}, "ties": ties}

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detection import _flatten, interpolated_ap, match, precision_recall, ranked_rows
+from .detection import _flatten, interpolated_ap, match, precision_recall, ranked_rows, video_names
 from .io import load_gt, results_arrays
 
 CATEGORIES = ("true positive", "double detection", "wrong label", "localisation", "confusion",
@@ -206,7 +206,7 @@ def _inputs(gt, results, subset):
     flat = _flatten(gt, res, subset)
     if not flat[0]:
         raise ValueError(f"the ground truth has no annotations in subset {subset!r}")
-    return flat, _video_names(gt, res, subset)
+    return flat, video_names(gt, res, subset)
 
 
 def _matched_and_categorised(flat, thr, min_tiou):
@@ -299,18 +299,3 @@ def analyze(gt, results, subset: str = "test", tiou_thresholds=np.linspace(0.1, 
         length_pred_counts=np.bincount(p_bucket, minlength=3),
         length_top_counts=np.bincount(p_bucket[top], minlength=3),
         length_mAP=length_mAP, worst_videos=worst)
-
-
-def _video_names(gt, res, subset):
-    """Video ids by the indices _flatten gives them (ground-truth videos first, then the
-    results' other videos in file order)."""
-    names, seen = [], set()
-    for vid, v in gt["database"].items():
-        if v["subset"] == subset and v["annotations"] and vid not in seen:
-            seen.add(vid)
-            names.append(vid)
-    for vid in res[0]:
-        if vid not in seen:
-            seen.add(vid)
-            names.append(vid)
-    return names

@@ -18,12 +18,51 @@ eligible instance ("choice"); within one (threshold, class, video) group, in ran
   it and everything after it in its group wait for the next round.
 Every round decides at least the first undecided prediction of each group, so it ends;
 with THUMOS-like data a handful of rounds suffice.
+
+Ties (``ties=``, one of TIES): "official" orders tied scores, and ground-truth instances
+of equal tIoU, as the published code does: by numpy's default (quicksort) argsort, whose
+order among equal values depends on numpy's sort implementation (SIMD sorts differ between
+AVX-512 and AVX2 CPUs, and between numpy versions). "stable" ranks a class's predictions by
+(score descending, video id, segment start, segment end) and walks the ground truth by
+(tIoU descending, start, end), with np.lexsort (a stable sort: its order is defined by the
+keys alone); entries equal in every key are interchangeable, so the mAP depends neither on
+the machine nor on the order of the entries in the files.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .io import results_arrays
+
+TIES = ("official", "stable")
+
+
+def check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+
+
+def video_names(gt: dict, results, subset: str) -> list:
+    """Video ids by the indices _flatten gives them (ground-truth videos with annotations
+    in subset first, then the results' other videos in file order); results: the tuple of
+    io.results_arrays."""
+    names, seen = [], set()
+    for vid, v in gt["database"].items():
+        if v["subset"] == subset and v["annotations"] and vid not in seen:
+            seen.add(vid)
+            names.append(vid)
+    for vid in results[0]:
+        if vid not in seen:
+            seen.add(vid)
+            names.append(vid)
+    return names
+
+
+def video_ranks(names: list) -> np.ndarray:
+    """The rank of each video index in the order of the video ids (the stable rule's key)."""
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    return rank
 
 
 def _flatten(gt: dict, results, subset: str):
@@ -64,29 +103,46 @@ def _interp_ap(prec, rec):
     return np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx])
 
 
-def ranked_rows(n_cls, p_cls, p_sc):
+def ranked_rows(n_cls, p_cls, p_sc, stable_keys=None):
     """The predictions grouped by class and ranked by score inside each class exactly as
     the reference does: (rows (N,) prediction indices, class offsets (n_cls + 1)); the
-    predictions of class c are rows[offs[c]:offs[c + 1]], best first."""
+    predictions of class c are rows[offs[c]:offs[c + 1]], best first. stable_keys: None
+    for the official order, or (video rank, start, end) of each prediction for ties="stable"."""
     cls_order = np.argsort(p_cls, kind="stable")
     counts = np.bincount(p_cls, minlength=n_cls)
     offs = np.zeros(n_cls + 1, dtype=np.int64)
     np.cumsum(counts, out=offs[1:])
+    if stable_keys is not None:
+        v, st, en = stable_keys
+        return np.lexsort((en, st, v, -p_sc, p_cls)), offs
     rows = np.empty(len(p_cls), dtype=np.int64)
     for c in range(n_cls):
         idx = cls_order[offs[c]:offs[c + 1]]
-        rows[offs[c]:offs[c + 1]] = idx[p_sc[idx].argsort()[::-1]]
+        rows[offs[c]:offs[c + 1]] = idx[np.argsort(p_sc[idx])[::-1]]
     return rows, offs
 
 
+def _walk_order(tiou, gs, ge, stable: bool):
+    """The order in which each row's predictions walk their ground-truth candidates: tIoU
+    descending (NaN first, as the reversed argsort puts it); official: np.argsort's order
+    among ties; stable: then start, then end ascending."""
+    if not stable:
+        return np.argsort(tiou, axis=1)[:, ::-1]
+    key = np.where(np.isnan(tiou), -np.inf, -tiou)
+    return np.lexsort((ge, gs, key), axis=1)
+
+
 def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr,
-          return_matched=False):
+          return_matched=False, vid_rank=None):
     """Returns (tp (n_thr, N) bool in (class, rank) row order (see ranked_rows), class
     offsets (n_cls+1)); with return_matched also the index of the ground-truth instance
-    each true positive took ((n_thr, N) int, -1 for false positives)."""
+    each true positive took ((n_thr, N) int, -1 for false positives). vid_rank: None for
+    ties="official", or video_ranks(...) (n_vid,) for ties="stable"."""
     thr = np.asarray(thr, dtype=np.float64)
     n_thr = len(thr)
-    rows, offs = ranked_rows(n_cls, p_cls, p_sc)
+    stable = vid_rank is not None
+    keys = (vid_rank[p_vid], p_s, p_e) if stable else None
+    rows, offs = ranked_rows(n_cls, p_cls, p_sc, keys)
     N = len(rows)
     tp = np.zeros((n_thr, N), dtype=bool)
     matched = np.full((n_thr, N), -1, dtype=np.int64) if return_matched else None
@@ -121,7 +177,7 @@ def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, th
         union = (g_e[G] - g_s[G]) + (re[r] - rs[r])[:, None] - inter
         with np.errstate(divide="ignore", invalid="ignore"):
             tiou = inter.astype(float) / union
-        o = np.argsort(tiou, axis=1)[:, ::-1]
+        o = _walk_order(tiou, g_s[G], g_e[G], stable)
         srt = np.take_along_axis(tiou, o, axis=1)
         pref_gt[pref_off[r][:, None] + ar] = np.take_along_axis(G, o, axis=1)
         lt = srt[None, :, :] < thr[:, None, None]  # (n_thr, m, k)
@@ -171,10 +227,12 @@ def match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, th
     return (tp, offs, matched) if return_matched else (tp, offs)
 
 
-def evaluate_arrays(names, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr):
+def evaluate_arrays(names, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr,
+                    vid_rank=None):
     n_cls = len(names)
     thr = np.asarray(thr, dtype=np.float64)
-    tp_all, offs = match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr)
+    tp_all, offs = match(n_cls, n_vid, g_vid, g_s, g_e, g_cls, p_vid, p_s, p_e, p_cls, p_sc, thr,
+                         vid_rank=vid_rank)
     ap = np.zeros((len(thr), n_cls))
     npos_all = np.bincount(g_cls, minlength=n_cls)
     for c in range(n_cls):
@@ -204,9 +262,11 @@ def interpolated_ap(prec, rec):
     return _interp_ap(prec, rec)
 
 
-def evaluate_detection_fast(gt: dict, results, subset: str, tiou_thresholds):
+def evaluate_detection_fast(gt: dict, results, subset: str, tiou_thresholds, ties: str = "official"):
     """results: a results dict / path, or the tuple of io.results_arrays."""
+    check_ties(ties)
     if not isinstance(results, tuple):
         results = results_arrays(results)
     names, n_vid, *arrays = _flatten(gt, results, subset)
-    return evaluate_arrays(names, n_vid, *arrays, tiou_thresholds), names
+    vid_rank = video_ranks(video_names(gt, results, subset)) if ties == "stable" else None
+    return evaluate_arrays(names, n_vid, *arrays, tiou_thresholds, vid_rank=vid_rank), names

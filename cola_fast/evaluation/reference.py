@@ -13,6 +13,11 @@ instead"), shared with the fast path:
 - a prediction label absent from the evaluated ground truth is ignored;
 - score arithmetic 0.2 * video_score is done in float64 (NumPy 1.x promotion, the
   published code's era) rather than NumPy 2's float32 scalar arithmetic.
+
+Ties in the matching (ties="official" | "stable", evaluation/detection.py says why):
+official keeps the published np.argsort order; stable sorts a class's predictions by
+(score descending, video id, start, end) and each prediction's ground-truth candidates by
+(tIoU descending, start, end), with Python's sorted.
 """
 from __future__ import annotations
 
@@ -133,15 +138,32 @@ def interpolated_prec_rec(prec, rec):
     return np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx])
 
 
+def _stable_rank(pred_videos, pred_segments, pred_scores):
+    """ties="stable": score descending, then video id, start, end."""
+    return sorted(range(len(pred_scores)), key=lambda p: (-float(pred_scores[p]), pred_videos[p],
+                                                          float(pred_segments[p][0]), float(pred_segments[p][1])))
+
+
+def _stable_walk(tiou_arr, segments):
+    """ties="stable": tIoU descending (NaN first, where the reversed argsort puts it), then start, end."""
+    def key(j):
+        t = tiou_arr[j]
+        return (-np.inf if np.isnan(t) else -float(t), float(segments[j][0]), float(segments[j][1]))
+    return sorted(range(len(tiou_arr)), key=key)
+
+
 def average_precision_class(gt_videos, gt_segments, pred_videos, pred_segments, pred_scores,
-                            tiou_thresholds):
+                            tiou_thresholds, ties="official"):
     """AP of one class at each threshold. gt_* / pred_* in file order."""
     ap = np.zeros(len(tiou_thresholds))
     if len(pred_scores) == 0:
         return ap
     npos = float(len(gt_videos))
     lock_gt = np.ones((len(tiou_thresholds), len(gt_videos))) * -1
-    sort_idx = np.asarray(pred_scores, dtype=np.float64).argsort()[::-1]
+    if ties == "stable":
+        sort_idx = _stable_rank(pred_videos, pred_segments, pred_scores)
+    else:
+        sort_idx = np.argsort(np.asarray(pred_scores, dtype=np.float64))[::-1]
     tp = np.zeros((len(tiou_thresholds), len(sort_idx)))
     fp = np.zeros((len(tiou_thresholds), len(sort_idx)))
     by_video = {}
@@ -154,7 +176,10 @@ def average_precision_class(gt_videos, gt_segments, pred_videos, pred_segments, 
             fp[:, idx] = 1
             continue
         tiou_arr = segment_iou(pred_segments[p], gt_segments[gidx])
-        tiou_sorted_idx = tiou_arr.argsort()[::-1]
+        if ties == "stable":
+            tiou_sorted_idx = _stable_walk(tiou_arr, gt_segments[gidx])
+        else:
+            tiou_sorted_idx = np.argsort(tiou_arr)[::-1]
         for tidx, thr in enumerate(tiou_thresholds):
             for jdx in tiou_sorted_idx:
                 if tiou_arr[jdx] < thr:
@@ -176,7 +201,7 @@ def average_precision_class(gt_videos, gt_segments, pred_videos, pred_segments, 
     return ap
 
 
-def evaluate_detection(gt: dict, results: dict, subset: str, tiou_thresholds):
+def evaluate_detection(gt: dict, results: dict, subset: str, tiou_thresholds, ties: str = "official"):
     """gt, results: validated dicts (io.load_gt / io.load_results). Returns (ap matrix
     (n_thr, n_cls), class names in ground-truth order)."""
     tiou_thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
@@ -203,5 +228,5 @@ def evaluate_detection(gt: dict, results: dict, subset: str, tiou_thresholds):
         ap[:, cidx] = average_precision_class(
             [r[0] for r in g], [[r[1], r[2]] for r in g],
             [r[0] for r in p], [np.array([r[1], r[2]]) for r in p],
-            np.array([r[4] for r in p], dtype=np.float64), tiou_thresholds)
+            np.array([r[4] for r in p], dtype=np.float64), tiou_thresholds, ties)
     return ap, list(activity_index)

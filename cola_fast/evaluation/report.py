@@ -3,12 +3,18 @@ analysis.Analysis - mAP table, per-class AP, precision-recall curves, the DETAD-
 false-positive breakdown, length buckets and timelines of the worst videos; with a
 second run, both side by side and their per-class differences.
 
+A training run's page (report_for_run) compares the best evaluation (chosen on the test
+set) with the last step's, and adds the run's environment (env.json) and its curves
+(metrics.jsonl: the losses and the mAP at every evaluation). A --seeds run's page
+(report_for_seeds) has the mean and std table, every seed's curves and environments.
+
 Figures are inline SVG written here (no plotting library, no script, no stylesheet or
 font from anywhere): the page opens offline and nothing on it is fetched.
 """
 from __future__ import annotations
 
 import html
+import json
 import os
 import time
 
@@ -193,6 +199,126 @@ def timeline(video, class_names, width=1100):
                             f'<title>{_e(class_names[c])} {s:.1f}-{e:.1f}s score {sc:.3f}: '
                             f'{CATEGORIES[cat]}</title></rect>')
     return _svg(width, h, body)
+
+
+SEED_COLORS = ("#1e88e5", "#fb8c00", "#2e7d32", "#8e24aa", "#e53935", "#00897b", "#6d4c41", "#546e7a")
+
+
+def line_plot(title, series, w=280, h=190, percent=False):
+    """Lines over the training steps: series [(label, steps, values, colour)], one polyline
+    each (with a dot per point when a series has few), axes from the data's ranges."""
+    L, T, R, B = 46, 20, 10, 28
+    pw, ph = w - L - R, h - T - B
+    pts = [(x, y) for _, xs, ys, _ in series for x, y in zip(xs, ys) if np.isfinite(y)]
+    body = [f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#999"/>',
+            _text(w / 2, 13, title, "middle", size=11)]
+    if not pts:
+        body.append(_text(w / 2, T + ph / 2, "no values", "middle", size=10, color="#888"))
+        return _svg(w, h, body)
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + max(abs(y0), 1e-9))
+    sx, sy = pw / (x1 - x0), ph / (y1 - y0)
+    fmt = (lambda v: f"{100 * v:.1f}") if percent else (lambda v: f"{v:.3g}")
+    for v in (y0, (y0 + y1) / 2, y1):
+        body.append(_text(L - 3, T + ph - (v - y0) * sy + 3, fmt(v), "end", size=9))
+    for v in (x0, x1):
+        body.append(_text(L + (v - x0) * sx, T + ph + 11, f"{v:g}", "middle", size=9))
+    body.append(_text(L + pw / 2, h - 3, "step", "middle", size=9, color="#666"))
+    for label, xs, ys, col in series:
+        xy = [(L + (x - x0) * sx, T + ph - (y - y0) * sy) for x, y in zip(xs, ys) if np.isfinite(y)]
+        if len(xy) > 1:
+            body.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in xy)}" fill="none" '
+                        f'stroke="{col}" stroke-width="1.4"><title>{_e(label)}</title></polyline>')
+        if len(xy) <= 30:
+            body += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.2" fill="{col}"><title>{_e(label)} step '
+                     f'{x:g}: {fmt(y)}</title></circle>' for (a, b), x, y in zip(xy, xs, ys)]
+    return _svg(w, h, body)
+
+
+def read_metrics(run_dir) -> tuple[list, list]:
+    """(train records, eval records) of run_dir/metrics.jsonl, as the trainer writes them
+    (cola_fast.train.MetricLog); a line that is not a JSON object with a step (torn by a
+    kill) is skipped, a missing file gives two empty lists."""
+    try:
+        lines = open(os.path.join(os.fspath(run_dir), "metrics.jsonl"), encoding="utf-8",
+                     errors="replace").read().splitlines()
+    except OSError:
+        return [], []
+    recs = []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("step"), int):
+            recs.append(r)
+    return [r for r in recs if r.get("kind") == "train"], [r for r in recs if r.get("kind") == "eval"]
+
+
+CURVES = (("train", "loss", "total loss", False), ("train", "loss_action", "classification loss", False),
+          ("train", "loss_snico", "SniCo loss", False), ("eval", "average_mAP", "average mAP (%)", True),
+          ("eval", "mAP@0.5", "mAP@0.5 (%)", True))
+
+
+def _curves_section(runs) -> str:
+    """runs: [(label, run folder)]: one plot per curve of CURVES, one line per run."""
+    metrics = [(label, *read_metrics(d)) for label, d in runs]
+    plots = []
+    for kind, key, title, percent in CURVES:
+        series = []
+        for i, (label, train, evals) in enumerate(metrics):
+            recs = [r for r in (train if kind == "train" else evals) if isinstance(r.get(key), (int, float))]
+            series.append((label, [r["step"] for r in recs], [float(r[key]) for r in recs],
+                           SEED_COLORS[i % len(SEED_COLORS)]))
+        plots.append(line_plot(title, series, percent=percent))
+    legend = _legend(SEED_COLORS, [label for label, _ in runs]) if len(runs) > 1 else ""
+    return ("<h2>Curves</h2>"
+            '<p class="note">From metrics.jsonl: the training losses averaged over each logging '
+            "interval, and the mAP of every evaluation on the test split.</p>"
+            + legend + '<div class="grid">' + "".join(plots) + "</div>")
+
+
+def _env_section(envs) -> str:
+    """envs: [(label, env.json record or None)]: one row per field, one column per run;
+    rows where the runs differ are marked."""
+    keys = list(dict.fromkeys(k for _, e in envs if e for k in e))
+    if not keys:
+        return '<h2>Environment</h2><p class="note">No env.json (a run started before it was recorded).</p>'
+    head = "".join(f"<th>{_e(label)}</th>" for label, _ in envs) if len(envs) > 1 else "<th>value</th>"
+    rows = []
+    for k in keys:
+        vals = [(e or {}).get(k, "-") for _, e in envs]
+        mark = ' style="background:#fff3e0"' if len({json.dumps(v) for v in vals}) > 1 else ""
+        rows.append(f'<tr{mark}><td class="l">{_e(k)}</td>'
+                    + "".join(f'<td class="l">{_e(v)}</td>' for v in vals) + "</tr>")
+    return ("<h2>Environment</h2>"
+            '<p class="note">env.json: where the run ran (written at its start, compared on --resume)'
+            + ("; fields that differ between the runs are shaded" if len(envs) > 1 else "") + ".</p>"
+            f'<table><tr><th class="l">field</th>{head}</tr>{"".join(rows)}</table>')
+
+
+def _markdown_table_html(text: str) -> str:
+    """The markdown tables of text (| a | b | lines) as HTML tables, other lines as notes."""
+    out, rows = [], []
+
+    def flush():
+        if rows:
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows
+                     if not set(r.replace("|", "").strip()) <= set("-: ")]
+            head = "".join(f"<th>{_e(c)}</th>" for c in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+            rows.clear()
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append(line)
+            continue
+        flush()
+        if line.strip():
+            out.append(f"<h3>{_e(line.strip())}</h3>")
+    flush()
+    return "".join(out)
 
 
 # ------------------------------------------------------------------------------------
@@ -382,8 +508,9 @@ def _worst_section(a: Analysis, label) -> str:
 
 
 def render_html(analysis: Analysis, other: Analysis | None = None, labels=("A", "B"),
-                title: str = "cola_fast evaluation report", meta: dict | None = None) -> str:
-    """The whole page as a string."""
+                title: str = "cola_fast evaluation report", meta: dict | None = None,
+                sections: list | None = None) -> str:
+    """The whole page as a string; sections: more HTML sections, placed after the mAP table."""
     runs = [analysis] if other is None else [analysis, other]
     if other is not None and other.class_names != analysis.class_names:
         raise ValueError("the two runs were analysed against different classes")
@@ -393,7 +520,7 @@ def render_html(analysis: Analysis, other: Analysis | None = None, labels=("A", 
     parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
              f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>",
              f"<table>{meta_rows}</table>" if meta_rows else "",
-             "<h2>mAP</h2>", _map_table(runs, labels),
+             "<h2>mAP</h2>", _map_table(runs, labels), *(sections or []),
              _per_class_section(runs, labels), _pr_section(runs), _errors_section(runs, labels),
              _length_section(runs, labels),
              _worst_section(analysis, labels[0] if other is not None else "")]
@@ -405,15 +532,21 @@ def render_html(analysis: Analysis, other: Analysis | None = None, labels=("A", 
 
 
 def write_report(out_dir, analysis: Analysis, other: Analysis | None = None, labels=("A", "B"),
-                 title: str = "cola_fast evaluation report", meta: dict | None = None) -> str:
+                 title: str = "cola_fast evaluation report", meta: dict | None = None,
+                 sections: list | None = None) -> str:
     """Write out_dir/index.html (atomically); returns its path."""
+    return _write_page(out_dir, render_html(analysis, other, labels, title, meta, sections))
+
+
+def _write_page(out_dir, page: str) -> str:
+    """out_dir/index.html, written atomically; returns its path."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "index.html")
     tmp = os.path.join(out_dir, f".tmp_index_{os.getpid()}.html")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(render_html(analysis, other, labels, title, meta))
+            f.write(page)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -423,7 +556,8 @@ def write_report(out_dir, analysis: Analysis, other: Analysis | None = None, lab
 
 
 def report_for_results(out_dir, results, gt, subset="test", tiou_thresholds=np.linspace(0.1, 0.7, 7),
-                       other=None, labels=None, title="cola_fast evaluation report", meta=None):
+                       other=None, labels=None, title="cola_fast evaluation report", meta=None,
+                       sections=None):
     """Analyse a results file (and optionally a second one, `other`) against `gt` and write
     out_dir/index.html; returns (path, analysis, other analysis or None, analysis seconds)."""
     from .analysis import analyze
@@ -432,22 +566,73 @@ def report_for_results(out_dir, results, gt, subset="test", tiou_thresholds=np.l
     b = analyze(gt, other, subset=subset, tiou_thresholds=tiou_thresholds) if other is not None else None
     seconds = time.perf_counter() - t0
     labels = labels or ("A", "B")
-    return write_report(out_dir, a, b, labels, title, meta), a, b, seconds
+    return write_report(out_dir, a, b, labels, title, meta, sections), a, b, seconds
 
 
-def report_for_run(run_dir, gt, tiou_thresholds, say=print):
-    """The trainer's end-of-run report: run_dir/report/index.html for the best checkpoint's
-    detections (run_dir/best_results.json, test subset). A failure is reported on stderr
-    and leaves the run's other files as they are; returns the page's path or None."""
+def _read_json(path):
+    """A small JSON file of a run folder (summary.json, env.json); None when absent or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def report_for_run(run_dir, gt, tiou_thresholds, say=print, summary=None):
+    """The trainer's end-of-run report: run_dir/report/index.html for the best evaluation's
+    detections (best_results.json, chosen on the test set) beside the last step's
+    (last_results.json, when it is another step), the run's environment (env.json) and its
+    curves (metrics.jsonl). summary: the run's summary ("best", "last"). A failure is
+    reported on stderr and leaves the run's other files as they are; returns the page's
+    path or None."""
     import sys
     run_dir = os.fspath(run_dir)
+    summary = summary or _read_json(os.path.join(run_dir, "summary.json")) or {}
+    best, last = summary.get("best") or {}, summary.get("last")
+    last_file = os.path.join(run_dir, "last_results.json")
+    other, labels = None, (f"best evaluation (step {best.get('step', '?')}, chosen on the test set)",)
+    if last and last.get("step") != best.get("step") and os.path.exists(last_file):
+        other = last_file
+        labels = (f"best (step {best.get('step', '?')}, chosen on the test set)", f"last step ({last['step']})")
+    elif last:
+        labels = (f"best = last step ({last['step']})",)
+    sections = [_env_section([("run", _read_json(os.path.join(run_dir, "env.json")))]),
+                _curves_section([("run", run_dir)])]
     try:
         path, *_ = report_for_results(os.path.join(run_dir, "report"),
                                       os.path.join(run_dir, "best_results.json"), gt,
-                                      tiou_thresholds=tiou_thresholds, labels=("best checkpoint",),
-                                      title=f"cola_fast report: {run_dir}", meta={"run": run_dir})
+                                      tiou_thresholds=tiou_thresholds, other=other, labels=labels,
+                                      title=f"cola_fast report: {run_dir}", meta={"run": run_dir},
+                                      sections=sections)
     except (OSError, ValueError) as e:
         print(f"warning: the report could not be written: {e}", file=sys.stderr)
+        return None
+    say(f"report: {path}")
+    return path
+
+
+def report_for_seeds(out_dir, runs, table: str, say=print):
+    """A --seeds run's page, out_dir/report/index.html: the table of every seed with the
+    mean and std (table: the markdown of seeds.md), every seed's curves and environment.
+    runs: [(seed, run folder)]. Returns the page's path, or None (a warning on stderr)."""
+    import sys
+    labels = [(f"seed {seed}", os.fspath(d)) for seed, d in runs]
+    title = f"cola_fast seeds report: {os.fspath(out_dir)}"
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>"
+            '<p class="note">"best" is each seed\'s best evaluation, chosen on the test set as the '
+            "published code keeps its checkpoint; \"last\" is the evaluation at the last step, with no "
+            "selection on the test set. Each seed's own page: seed&lt;N&gt;/report/index.html.</p>"
+            "<h2>mAP (%) over the seeds</h2>" + _markdown_table_html(table)
+            + _curves_section(labels)
+            + _env_section([(label, _read_json(os.path.join(d, "env.json"))) for label, d in labels])
+            + f'<p class="note">Written by cola_fast on {time.strftime("%Y-%m-%d %H:%M:%S")}. '
+              "Self-contained: all figures are inline SVG.</p></body></html>")
+    try:
+        path = _write_page(os.path.join(os.fspath(out_dir), "report"), page)
+    except OSError as e:
+        print(f"warning: the seeds report could not be written: {e}", file=sys.stderr)
         return None
     say(f"report: {path}")
     return path
