@@ -53,34 +53,14 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu_isas() -> tuple[str, str]:
-    """(the host CPU's ISA, the ISA our CPU kernels run with after $COLA_FAST_CPU_ISA's cap)."""
-    from .ops import _backend
-    if hasattr(_backend, "cpu_isa"):
-        return _backend.host_cpu_isa(), _backend.cpu_isa()
-    flags = set(_cpuinfo().get("flags", "").split())  # a package without the ISA cap
-    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse2"
-    return isa, isa
-
-
-def _cpuinfo() -> dict:
-    try:
-        with open("/proc/cpuinfo") as f:
-            first = f.read().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
-
-
 def environment(cfg, device: torch.device) -> dict:
     """The record of env.json for a run with settings cfg on device (call it after the
     run's thread count and determinism are set)."""
     import cola_fast
-    from .ops import describe
+    from .ops import _backend, describe
 
     device = torch.device(device)
-    host_isa, isa = _cpu_isas()
-    cpu = _cpuinfo()
+    cpu = _backend._cpuinfo()
     built = describe()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -94,8 +74,9 @@ def environment(cfg, device: torch.device) -> dict:
         "numpy": np.__version__,
         "cpu": cpu.get("model name", platform.processor() or platform.machine()),
         "cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",  # 25/17: Zen 4
-        "cpu_isa_host": host_isa,
-        "cpu_isa": isa,
+        "cpu_isa_host": _backend.host_cpu_isa(),
+        "cpu_isa": _backend.cpu_isa(),  # after $COLA_FAST_CPU_ISA's cap
+        "onednn_max_cpu_isa": _backend.onednn_isa() or None,
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
