@@ -68,6 +68,11 @@ def _name(path, what: str) -> str:
     return f"{what} {os.fspath(path)}" if what else os.fspath(path)
 
 
+def _not_found(path, what: str) -> InputError:
+    p = os.fspath(path)
+    return InputError(f"{what} not found: {p}" if what else f"{p}: file not found")
+
+
 def read_bytes(path, what: str = "") -> bytes:
     """The bytes of a file (a .gz file decompressed). InputError: not found, a folder,
     unreadable, a broken .gz."""
@@ -78,7 +83,7 @@ def read_bytes(path, what: str = "") -> bytes:
         with open(p, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise InputError(f"{name}: file not found") from None
+        raise _not_found(p, what) from None
     except OSError as e:
         raise InputError(f"{name}: cannot read ({e.strerror or e})") from None
     if p.endswith(".gz"):
@@ -155,7 +160,7 @@ def read_npy(path, what: str = "", mmap: bool = False, allow_pickle: bool = Fals
     if os.path.isdir(p):
         raise InputError(f"{name}: is a directory, not a file")
     if not os.path.exists(p):
-        raise InputError(f"{name}: file not found")
+        raise _not_found(p, what)
     try:
         if allow_pickle:
             x = np.load(p, allow_pickle=True, encoding="bytes")
@@ -176,7 +181,7 @@ def read_torch(path, what: str = "", schema=None):
     if os.path.isdir(p):
         raise InputError(f"{name}: is a directory, not a file")
     if not os.path.exists(p):
-        raise InputError(f"{name}: file not found")
+        raise _not_found(p, what)
     try:
         value = torch.load(p, map_location="cpu", weights_only=True)
     # truncated, empty, not a torch file, an unsafe pickle: torch raises many types, all
@@ -384,12 +389,12 @@ class Obj(Schema):
     """An object with these keys (required) and those (optional); other keys are
     allowed unless extra=False."""
 
-    def __init__(self, required: dict, optional: dict | None = None, extra: bool = True):
-        self.required, self.optional, self.extra = required, optional or {}, extra
+    def __init__(self, required: dict, optional: dict | None = None, extra: bool = True, what="an object"):
+        self.required, self.optional, self.extra, self.what = required, optional or {}, extra, what
 
     def check(self, v, path):
         if not isinstance(v, dict):
-            raise _Invalid(path, f"expected an object, got {describe(v)}")
+            raise _Invalid(path, f"expected {self.what}, got {describe(v)}")
         self._depth(path)
         for k, s in self.required.items():
             if k not in v:
@@ -430,9 +435,11 @@ SEGMENT = List(Num(from_str=True), length=2, what="[start, end]",
                rule=(_ordered, "segment end {v[1]} is before its start {v[0]}"))
 GT_ANNOTATION = Obj({"label": Str(), "segment": SEGMENT})
 GT_SCHEMA = Obj({"database": Map(Obj({"subset": Str(), "annotations": List(GT_ANNOTATION)}))},
-                optional={"classes": List(Str(nonempty=True))})
+                optional={"classes": List(Str(nonempty=True))},
+                what='an object {"database": {video: {"subset", "annotations"}}}')
 DETECTION = Obj({"label": Str(), "score": Num(from_str=True), "segment": SEGMENT})
-RESULTS_SCHEMA = Obj({"results": Map(List(DETECTION))})
+RESULTS_SCHEMA = Obj({"results": Map(List(DETECTION))},
+                     what='an object {"results": {video: [{"label", "score", "segment"}]}}')
 # a --config file or a run's config.json: field names to JSON values (TrainConfig.from_dict
 # checks each field's type and range)
 CONFIG_SCHEMA = Map(Json(max_depth=4))
