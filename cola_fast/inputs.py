@@ -187,7 +187,9 @@ def read_torch(path, what: str = "", schema=None):
     # truncated, empty, not a torch file, an unsafe pickle: torch raises many types, all
     # of them about this file's bytes (a bug of ours would not come from torch.load)
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"{name}: not a readable torch file ({' '.join(str(e).split())[:200]})") from None
+        why = " ".join(str(e).split())[:160]
+        raise InputError(f"{name}: not a readable checkpoint: could not be read as tensors "
+                         f"(torch.load, weights_only=True: {why})") from None
     if schema is not None:
         schema.check_at(value, name)
     return value
@@ -333,15 +335,16 @@ class Bool(Schema):
 class Tensor(Schema):
     """A torch tensor (in a checkpoint), optionally of a given number of dimensions."""
 
-    def __init__(self, ndim=None):
-        self.ndim = ndim
+    def __init__(self, ndim=None, min_ndim=0):
+        self.ndim, self.min_ndim = ndim, min_ndim
 
     def check(self, v, path):
         import torch
         if not isinstance(v, torch.Tensor):
             raise _Invalid(path, f"expected a tensor, got {describe(v)}")
-        if self.ndim is not None and v.dim() != self.ndim:
-            raise _Invalid(path, f"expected a {self.ndim}-D tensor, got shape {tuple(v.shape)}")
+        if (self.ndim is not None and v.dim() != self.ndim) or v.dim() < self.min_ndim:
+            want = f"{self.ndim}-D" if self.ndim is not None else f"at least {self.min_ndim}-D"
+            raise _Invalid(path, f"expected a {want} tensor, got shape {tuple(v.shape)}")
 
 
 class Either(Schema):
@@ -412,12 +415,12 @@ class Obj(Schema):
 class Map(Schema):
     """An object whose keys are names (strings) and whose values share one shape."""
 
-    def __init__(self, value: Schema, key: Schema | None = None):
-        self.value, self.key = value, key or Str()
+    def __init__(self, value: Schema, key: Schema | None = None, what="an object"):
+        self.value, self.key, self.what = value, key or Str(), what
 
     def check(self, v, path):
         if not isinstance(v, dict):
-            raise _Invalid(path, f"expected an object, got {describe(v)}")
+            raise _Invalid(path, f"expected {self.what}, got {describe(v)}")
         self._depth(path)
         for k, x in v.items():
             self.key.check(k, path + (k,))
@@ -442,16 +445,22 @@ RESULTS_SCHEMA = Obj({"results": Map(List(DETECTION))},
                      what='an object {"results": {video: [{"label", "score", "segment"}]}}')
 # a --config file or a run's config.json: field names to JSON values (TrainConfig.from_dict
 # checks each field's type and range)
-CONFIG_SCHEMA = Map(Json(max_depth=4))
+CONFIG_SCHEMA = Map(Json(max_depth=4), what="a JSON object of config fields")
 # one line of metrics.jsonl (the trainer writes more keys; resume needs the step)
 METRICS_LINE = Obj({"step": Num(integer=True, lo=0)})
-# a trainer checkpoint (run.load_checkpoint, infer)
-CHECKPOINT_SCHEMA = Obj({
-    "model": Map(Tensor()),
-    "optimizer": Obj({}),
-    "step": Num(integer=True, lo=0),
-    "best": Obj({"average_mAP": Num(finite=False)}),
+# a checkpoint as infer reads it (the model and what describes it), and as a resumed run
+# reads it (also the optimizer, the step and the best result so far)
+_MODEL_KEYS = {
+    "model": Map(Tensor(), what="a state dict (parameter name -> tensor)"),
     "config": CONFIG_SCHEMA,
-    "class_names": List(Str(nonempty=True), min_len=1),
+    "class_names": List(Str(nonempty=True), min_len=1, what="a list of class names"),
     "feature_dim": Num(integer=True, lo=1),
-}, optional={"auto_choices": List(Json(max_depth=4))})
+}
+_OPTIONAL = {"auto_choices": List(Json(max_depth=4), what="a list of backend choices")}
+MODEL_CHECKPOINT_SCHEMA = Obj(_MODEL_KEYS, optional=_OPTIONAL, what="a cola_fast checkpoint (a dict)")
+CHECKPOINT_SCHEMA = Obj({
+    **_MODEL_KEYS,
+    "optimizer": Obj({}, what="an optimizer state dict"),
+    "step": Num(integer=True, lo=0),
+    "best": Obj({"average_mAP": Num(finite=False)}, what="a best-result record"),
+}, optional=_OPTIONAL, what="a cola_fast checkpoint (a dict)")

@@ -477,15 +477,8 @@ def read_config_file(path) -> dict:
     """The fields of a JSON config file (such as a run's config.json), checked against
     TrainConfig's fields; ValueError naming the file otherwise."""
     import dataclasses
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise ValueError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(data).__name__}")
+    from .inputs import CONFIG_SCHEMA, read_json
+    data = read_json(path, "--config", CONFIG_SCHEMA)  # a JSON object of field names
     data = renamed_fields(data)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
@@ -537,6 +530,8 @@ def parse_seeds(text: str | None) -> list[int] | None:
         raise ValueError(f"--seeds expects comma-separated integers, got {text!r}") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds expects distinct non-negative integers, got {text!r}")
+    from .inputs import MAX_SEEDS, within
+    within(len(seeds), MAX_SEEDS, "--seeds: the number of seeds (one run each)")
     return seeds
 
 
