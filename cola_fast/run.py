@@ -327,10 +327,16 @@ def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path,
 def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool, dist_ctx, note):
     """Open (rank 0: lock, refuse or move aside) the run folder; on resume, find the
     checkpoint and the configuration to continue with. dist_ctx: the trainer's process
-    group (.main, .barrier()). Returns (cfg, (path, state) or None)."""
+    group (.main, .agree()): a refusal on rank 0 is raised on every rank. Returns (cfg, (path, state) or None)."""
+    error = None
     if dist_ctx.main:
-        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
-    dist_ctx.barrier()
+        try:
+            folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
+        except InputError as e:  # RunError: every rank must stop with this line, not wait for rank 0
+            error = str(e)
+    error = dist_ctx.agree(error)  # a collective: also the barrier before the others read the folder
+    if error is not None:
+        raise RunError(error)
     if not resume:
         return cfg, None
     ck = folder.resume_checkpoint()

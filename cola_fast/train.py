@@ -24,6 +24,7 @@ rename), so a crash never leaves a half-written one.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import ArgumentParser, fail
+from .cli import ArgumentParser, fail, one_line
 from .config import TrainConfig, get_preset, parse_override, renamed_fields, resolve_device
 from .data import BatchStream, prepare_data
 from .detect import check_plotting, evaluate
@@ -112,6 +113,18 @@ def compile_step(net, loss_fn, cfg: TrainConfig, say=print):
     return torch.compile(net), torch.compile(loss_fn)
 
 
+class PeerLost(Exception):
+    """Another process of a torchrun run died or stopped answering: this one stops too,
+    with one line (exit status 1), rather than a collective's traceback."""
+
+
+def dist_timeout_s() -> int:
+    """How long a process waits in a collective for the others: long enough for rank 0's
+    evaluation and checkpoint while the others wait at the barrier (30 minutes; set
+    COLA_FAST_DIST_TIMEOUT, in seconds, for a longer evaluation)."""
+    return int(os.environ.get("COLA_FAST_DIST_TIMEOUT", "1800"))
+
+
 class Dist:
     """torchrun / torch.distributed context: rank, world size, and the device of this rank."""
 
@@ -126,7 +139,8 @@ class Dist:
                 device = torch.device("cuda", self.local_rank)
                 torch.cuda.set_device(device)
             if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                        timeout=datetime.timedelta(seconds=dist_timeout_s()))
         self.device = device
         self.main = self.rank == 0
 
@@ -135,13 +149,37 @@ class Dist:
             return values
         import torch.distributed as dist
         t = torch.tensor([values[k] for k in sorted(values)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        self.collective(dist.all_reduce, t)
         return {k: float(v) / self.world for k, v in zip(sorted(values), t.tolist())}
 
     def barrier(self):
         if self.world > 1:
             import torch.distributed as dist
-            dist.barrier()
+            self.collective(dist.barrier)
+
+    def agree(self, error: str | None) -> str | None:
+        """Rank 0's error message (or None), the same on every rank: a check that only
+        rank 0 makes (the run folder) fails on every rank with the same line."""
+        if self.world == 1:
+            return error
+        import torch.distributed as dist
+        box = [error]
+        self.collective(dist.broadcast_object_list, box, src=0)
+        return box[0]
+
+    def collective(self, fn, *args, **kw):
+        """fn(*args, **kw), a call that talks to the other processes (DDP's forward and
+        backward, a barrier, an all-reduce): a RuntimeError in it means the group broke
+        (a 1-process run calls the same model code outside it, where a bug keeps its
+        traceback)."""
+        if self.world == 1:
+            return fn(*args, **kw)
+        try:
+            return fn(*args, **kw)
+        except RuntimeError as e:  # torch.distributed.DistError and gloo's own: the group broke
+            raise PeerLost(f"process {self.rank} of {self.world}: the run's process group broke "
+                           f"({one_line(e)[:160]}): another process stopped or did not answer within "
+                           f"{dist_timeout_s()} s; its own message says why") from None
 
     def close(self):
         if self.world > 1:
@@ -256,10 +294,10 @@ class Training:
             x, y = self.stream.batch(step, rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                out_ = net(x)
+                out_ = dist_ctx.collective(net, x)  # DDP's forward may sync buckets
             loss, parts = loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            dist_ctx.collective(loss.backward)  # under torchrun DDP all-reduces the gradients in it
             self.opt.step()
             for k in run:
                 run[k] += parts[k]
@@ -541,7 +579,10 @@ def main(argv=None) -> int:
         return run_command(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FloatingPointError, OSError) as e:  # DataError, RunError and friends
+    except PeerLost as e:
+        fail(e)
+        return 1
+    except (ValueError, FloatingPointError, OSError) as e:  # InputError (DataError, RunError) and friends
         return fail(e)
 
 
