@@ -52,6 +52,7 @@ def load_model(path, device="cpu", gt=None):
                        embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
                        dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
     backend = None if cfg.backend == "auto" else cfg.backend
+    _check_shapes(path, weights, mcfg, backend)
     model = CoLA(mcfg, backend=backend)
     try:
         model.load_state_dict(weights)
@@ -59,6 +60,18 @@ def load_model(path, device="cpu", gt=None):
         raise InputError(f"checkpoint {path}: its weights do not fit the model it describes "
                          f"({' '.join(str(e).split())[:200]})") from None
     return model.to(device).eval(), cfg, class_names
+
+
+def _check_shapes(path, weights: dict, mcfg: ModelConfig, backend) -> None:
+    """The model a checkpoint describes (built on the meta device: no memory) against its
+    weights' shapes, before the real one is built: a feature_dim of 10**9 must not allocate."""
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in CoLA(mcfg, backend=backend).state_dict().items()}
+    for k, shape in want.items():
+        got = weights.get(k)
+        if got is not None and tuple(got.shape) != shape:
+            raise InputError(f"checkpoint {path}: its weights do not fit the model it describes "
+                             f"({k} has shape {tuple(got.shape)}, the model {shape})")
 
 
 def _load_features(path: Path, feature_dim: int) -> np.ndarray:

@@ -168,6 +168,10 @@ def read_npy(path, what: str = "", mmap: bool = False, allow_pickle: bool = Fals
             x = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError, UnicodeError) as e:  # bad header, object array, truncated
         raise InputError(f"{name}: cannot read as a numeric .npy array ({' '.join(str(e).split())[:200]})") from None
+    # a broken pickle (allowed only for trusted W-TALC files) fails in many types, all of them
+    # about this file's bytes
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{name}: cannot unpickle ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     if not isinstance(x, np.ndarray):
         raise InputError(f"{name}: expected a single .npy array, got {type(x).__name__}")
     return x

@@ -539,6 +539,8 @@ def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
             cfg = cfg.replace(**{k: v for k, v in from_file.items() if k != "preset"})
         except (TypeError, ValueError) as e:
             raise ValueError(f"--config {args.config}: {e}") from None
+        if from_file:  # the file's values, checked on the preset they replace: the message names the file
+            cfg.validate(f"--config {args.config}")
         if args.init:
             from .official import load_any_weights
             _, dims, _ = load_any_weights(args.init)
@@ -591,6 +593,9 @@ def run_command(args) -> int:
         raise ValueError("--resume and --overwrite exclude each other")
     seeds = parse_seeds(args.seeds)
     kw = dict(resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, deterministic=args.deterministic)
+    if args.data_root:  # the dataset's gt.json and split files, read before the folder is touched
+        from .data.dataset import check_layout
+        check_layout(args.data_root)
     if not seeds:
         cfg = config_from_args(args)  # checked before the folder is touched
         folder = RunFolder(args.out or f"runs/{cfg.preset}")

@@ -21,7 +21,7 @@ from .. import inputs  # the module, not its names: cola_fast.inputs imports .er
 from .errors import DataError
 from .sampling import sample_random_perturb, sample_uniform
 
-__all__ = ["VideoDataset", "load_gt", "class_names_from_gt", "read_split", "load_feature",
+__all__ = ["VideoDataset", "check_layout", "load_gt", "class_names_from_gt", "read_split", "load_feature",
            "check_video_id", "MODALITIES", "SNIPPET_SECONDS"]
 
 MODALITIES = ("rgb", "flow")
@@ -75,6 +75,17 @@ def class_names_from_gt(gt, name: str | None = None) -> list[str]:
     if not labels:
         raise DataError(f"{name}: ground truth holds no annotation: cannot infer class names")
     return labels
+
+
+def check_layout(root) -> None:
+    """Read and check a dataset's gt.json and split files (not yet its features): the
+    trainer calls it before it creates or changes the run folder."""
+    db = load_gt(Path(root) / "gt.json")
+    for split in ("train", "test"):
+        absent = [v for v in read_split(root, split) if v not in db]
+        if absent:
+            raise inputs.InputError(f"split file {Path(root) / f'split_{split}.txt'}: lists videos absent from "
+                                    f"{Path(root) / 'gt.json'}: {absent[:5]}")
 
 
 def check_video_id(vid: str, where) -> str:
