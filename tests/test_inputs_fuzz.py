@@ -74,7 +74,7 @@ def _slot(v):
 @st.composite
 def wrong_type(draw, doc, skip=()):
     """doc with the value at one path replaced by a value of another type."""
-    paths = [p for p in _paths(doc) if p and not any(p[:len(s)] == s for s in skip)]
+    paths = [p for p in _paths(doc) if not any(p[:len(s)] == s for s in skip)]  # () : the whole document
     path = draw(st.sampled_from(paths))
     value = draw(st.sampled_from(WRONG[_slot(_get(doc, path))]))
     return _replaced(doc, path, value)
@@ -237,14 +237,17 @@ def test_config_file(env, capsys, bad):
     _train_refused(env, capsys, ["--config", path], [path], d / "out")
 
 
-def _dataset(env, d: Path, gt=None, split=None) -> Path:
+KEEP = object()
+
+
+def _dataset(env, d: Path, gt=KEEP, split=None) -> Path:
     """A copy of the dataset (features linked) with gt.json or split_train.txt replaced."""
     root = d / "data"
     root.mkdir()
     (root / "features").symlink_to(env["data"] / "features")
     for f in ("gt.json", "split_train.txt", "split_test.txt"):
         (root / f).write_bytes((env["data"] / f).read_bytes())
-    if gt is not None:
+    if gt is not KEEP:
         _write(root / "gt.json", gt)
     if split is not None:
         (root / "split_train.txt").write_bytes(split)

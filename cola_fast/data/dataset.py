@@ -46,7 +46,7 @@ def load_gt(gt, name: str | None = None) -> dict:
 
     if isinstance(gt, (str, os.PathLike)):
         name, gt = str(gt), _read_json(gt)
-    doc = _validated_gt(gt, name or "gt")  # checked there against inputs.GT_SCHEMA
+    doc = _validated_gt(inputs.check(gt, inputs.GT_SCHEMA, name or "gt"), name or "gt")
     return {vid: {"subset": v["subset"], "annotations": [(a["label"], *a["segment"]) for a in v["annotations"]]}
             for vid, v in doc["database"].items()}
 
