@@ -16,6 +16,8 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CHILD = f"""
 import time
+import cola_fast
+assert cola_fast.__file__.startswith({{root!r}}), cola_fast.__file__
 from cola_fast.evaluation import evaluate_detection, load_gt
 gt = load_gt({str(DATA / 'gt.json')!r})
 res = {str(DATA / 'thumos14_test_pmil.json')!r}
@@ -28,8 +30,9 @@ print(sorted(ts)[3])
 
 
 def once(root: str) -> float:
-    env = dict(os.environ, PYTHONPATH=root)
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
+    env = dict(os.environ, PYTHONPATH=root)  # and cwd=root: "python -c" puts the cwd first on sys.path
+    out = subprocess.run([sys.executable, "-c", CHILD.format(root=os.path.abspath(root))], env=env, cwd=root, capture_output=True, text=True,
+                         check=True)
     return float(out.stdout.strip())
 
 

@@ -437,7 +437,7 @@ def test_limits(tmp_path):
         parse_tiou(",".join(["0.5"] * 1001))
     p = tmp_path / "deep.json"
     p.write_text(DEEP)
-    with pytest.raises(inputs.InputError, match="nested more than"):
+    with pytest.raises(inputs.InputError, match="nested too deeply"):
         inputs.read_json(p, "results file")
     p.write_text("[" * 70 + "]" * 70)
     with pytest.raises(inputs.InputError, match="nested more than"):
