@@ -38,10 +38,9 @@ from .data.errors import DataError
 # --------------------------------------------------------------------------------------
 # limits: every size a user's numbers or files can set, bounded with a clear message
 # --------------------------------------------------------------------------------------
-MAX_JSON_DEPTH = 64            # nesting of any JSON document we read
+MAX_JSON_DEPTH = 64            # nesting of a document checked against a schema
 MAX_TIOU_THRESHOLDS = 1000     # evaluate --tiou, TrainConfig.tiou
 MAX_SEEDS = 100                # train --seeds: one run each
-MAX_TABLE_ROWS = 100_000       # rows of a report's per-run tables
 MAX_PLOTS = 1000               # plots drawn per evaluation (plot_videos)
 
 
