@@ -219,6 +219,11 @@ class TrainConfig:
                 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1
                            for t in self.tiou)):
             bad("tiou", "must be a non-empty list of thresholds in (0, 1]")
+        from .inputs import MAX_PLOTS, MAX_TIOU_THRESHOLDS  # here: cola_fast.inputs imports cola_fast.data
+        if len(self.tiou) > MAX_TIOU_THRESHOLDS:
+            bad("tiou", f"{len(self.tiou):,} thresholds, more than the limit of {MAX_TIOU_THRESHOLDS}")
+        if self.plot_videos > MAX_PLOTS:
+            bad("plot_videos", f"more than the limit of {MAX_PLOTS} plots per evaluation")
         if not _DEVICE.fullmatch(self.device):
             bad("device", "choose auto, cpu, cuda or cuda:N")
         return self

@@ -29,6 +29,7 @@ import torch
 from .cli import ArgumentParser, fail
 from .config import TrainConfig, resolve_device
 from .detect import detect_video, plot_detections, uniform_snippets
+from .inputs import MODEL_CHECKPOINT_SCHEMA, InputError, check
 from .model import CoLA, ModelConfig
 from .run import pin_recorded_choices
 
@@ -50,33 +51,34 @@ def load_model(path, device="cpu", gt=None):
         class_names = official_class_names(dims["num_classes"], gt)
         feature_dim = dims["feature_dim"]
     else:
-        if not isinstance(state, dict):
-            raise ValueError(f"checkpoint {path} holds a {type(state).__name__}: not a cola_fast training "
-                             f"checkpoint or an official CoLA state dict")
-        for key in ("model", "config", "class_names", "feature_dim"):
-            if key not in state:
-                raise ValueError(f"checkpoint {path} has no {key!r}: not a cola_fast training checkpoint "
-                                 f"(nor an official CoLA state dict)")
+        check(state, MODEL_CHECKPOINT_SCHEMA, f"checkpoint {path}")
         cfg = TrainConfig.from_dict(state["config"], f"checkpoint {path} config")
-        weights, class_names, feature_dim = state["model"], state["class_names"], state["feature_dim"]
-        if not isinstance(class_names, (list, tuple)) or not class_names or \
-                not all(isinstance(c, str) for c in class_names):
-            raise ValueError(f"checkpoint {path}: class_names is not a list of class names")
-        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
-            raise ValueError(f"checkpoint {path}: feature_dim {feature_dim!r} is not a positive integer")
-        class_names = list(class_names)
+        weights, class_names, feature_dim = state["model"], list(state["class_names"]), state["feature_dim"]
         pin_recorded_choices(state, f"checkpoint {path}")
     mcfg = ModelConfig(feature_dim=feature_dim, num_classes=len(class_names),
                        embed_dim=cfg.embed_dim, embed_kernel=cfg.embed_kernel, classifier=cfg.classifier,
                        dropout=cfg.dropout, r_easy=cfg.r_easy, r_hard=cfg.r_hard, m=cfg.m, M=cfg.M)
     backend = None if cfg.backend == "auto" else cfg.backend
+    _check_shapes(path, weights, mcfg, backend)
     model = CoLA(mcfg, backend=backend)
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise ValueError(f"checkpoint {path}: its weights do not fit the model it describes "
+        raise InputError(f"checkpoint {path}: its weights do not fit the model it describes "
                          f"({' '.join(str(e).split())[:200]})") from None
     return model.to(device).eval(), cfg, class_names
+
+
+def _check_shapes(path, weights: dict, mcfg: ModelConfig, backend) -> None:
+    """The model a checkpoint describes (built on the meta device: no memory) against its
+    weights' shapes, before the real one is built: a feature_dim of 10**9 must not allocate."""
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in CoLA(mcfg, backend=backend).state_dict().items()}
+    for k, shape in want.items():
+        got = weights.get(k)
+        if got is not None and tuple(got.shape) != shape:
+            raise InputError(f"checkpoint {path}: its weights do not fit the model it describes "
+                             f"({k} has shape {tuple(got.shape)}, the model {shape})")
 
 
 def _load_features(paths: list, feature_dim: int) -> np.ndarray:

@@ -22,6 +22,11 @@ from pathlib import Path
 
 import torch
 
+from .inputs import InputError, Obj, Tensor, check, read_torch
+
+# the weights of a cola_fast checkpoint that --init and export read (their shapes give the dims)
+CHECKPOINT_WEIGHTS = Obj({"model": Obj({"embed_weight": Tensor(ndim=3), "classifier.weight": Tensor(min_ndim=1)})})
+
 OFFICIAL_KEYS = {
     "actionness_module.f_embed.0.weight": "embed_weight",
     "actionness_module.f_embed.0.bias": "embed_bias",
@@ -39,14 +44,9 @@ THUMOS14_CLASSES = [
 
 
 def read_weights_file(path) -> dict:
-    """The object saved in path, read with weights_only=True (clear ValueError otherwise)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
-        raise ValueError(f"{path} could not be read as tensors (torch.load, weights_only=True): {e}") from None
+    """The object saved in path, read at the reading boundary with weights_only=True
+    (InputError naming the file otherwise)."""
+    return read_torch(path, "weights file")
 
 
 def is_official(state) -> bool:
@@ -69,22 +69,22 @@ def from_official(state: dict, source: str = "state dict") -> tuple[dict, dict]:
     missing = [k for k in OFFICIAL_KEYS if k not in state]
     extra = [k for k in state if k not in OFFICIAL_KEYS]
     if missing or extra:
-        raise ValueError(f"{source} is not an official CoLA state dict: "
+        raise InputError(f"{source} is not an official CoLA state dict: "
                          + (f"missing {missing}" if missing else "")
                          + ("; " if missing and extra else "")
                          + (f"unexpected keys {extra[:5]}" if extra else ""))
     w, b, c = (state[k] for k in OFFICIAL_KEYS)
     for k, t in zip(OFFICIAL_KEYS, (w, b, c)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ValueError(f"{source}: {k} must be a float tensor, got {type(t).__name__}")
+            raise InputError(f"{source}: {k} must be a float tensor, got {type(t).__name__}")
     if w.dim() != 3 or w.shape[2] % 2 != 1:
-        raise ValueError(f"{source}: actionness_module.f_embed.0.weight must be (E, D, K) with K odd, "
+        raise InputError(f"{source}: actionness_module.f_embed.0.weight must be (E, D, K) with K odd, "
                          f"got {tuple(w.shape)}")
     E, D, K = w.shape
     if tuple(b.shape) != (E,):
-        raise ValueError(f"{source}: actionness_module.f_embed.0.bias must be ({E},), got {tuple(b.shape)}")
+        raise InputError(f"{source}: actionness_module.f_embed.0.bias must be ({E},), got {tuple(b.shape)}")
     if c.dim() != 3 or c.shape[1] != E or c.shape[2] != 1:
-        raise ValueError(f"{source}: actionness_module.f_cls.0.weight must be (C, {E}, 1), got {tuple(c.shape)}")
+        raise InputError(f"{source}: actionness_module.f_cls.0.weight must be (C, {E}, 1), got {tuple(c.shape)}")
     ours = {OFFICIAL_KEYS[k]: state[k].detach().float().contiguous() for k in OFFICIAL_KEYS}
     dims = {"feature_dim": int(D), "embed_dim": int(E), "embed_kernel": int(K), "num_classes": int(c.shape[0])}
     return ours, dims
@@ -110,11 +110,12 @@ def load_any_weights(path) -> tuple[dict, dict, dict | None]:
         state, dims = from_official(obj, str(path))
         return state, dims, None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "embed_weight" in obj["model"]:
+        check(obj, CHECKPOINT_WEIGHTS, f"checkpoint {path}")
         w, c = obj["model"]["embed_weight"], obj["model"]["classifier.weight"]
         dims = {"feature_dim": int(w.shape[1]), "embed_dim": int(w.shape[0]),
                 "embed_kernel": int(w.shape[2]), "num_classes": int(c.shape[0])}
         return obj["model"], dims, obj
-    raise ValueError(f"{path} is neither an official CoLA state dict (keys actionness_module.f_embed.0.weight, "
+    raise InputError(f"{path} is neither an official CoLA state dict (keys actionness_module.f_embed.0.weight, "
                      f"...f_embed.0.bias, ...f_cls.0.weight) nor a cola_fast training checkpoint")
 
 
@@ -123,10 +124,7 @@ def official_class_names(num_classes: int, gt=None) -> list[str]:
     given, else THUMOS'14's 20 in alphabetical order when num_classes is 20."""
     if gt is not None:
         from .data import class_names_from_gt
-        try:
-            names = class_names_from_gt(gt)
-        except Exception as e:  # noqa: BLE001 - DataError / EvaluationInputError: both ValueErrors
-            raise ValueError(str(e)) from None
+        names = class_names_from_gt(gt)  # InputError naming the file
         if len(names) != num_classes:
             raise ValueError(f"the weights have {num_classes} classes but the ground truth has {len(names)}")
         return names

@@ -54,15 +54,14 @@ import torch
 
 from .config import EVALUATION_FIELDS, TrainConfig
 from .env import ENV_FILE, environment_changes, read_environment
+from .inputs import CHECKPOINT_SCHEMA, CONFIG_SCHEMA, METRICS_LINE, InputError, read_json, read_jsonl, read_torch
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "crash.pt", "best_results.json",
              "summary.json", "seeds.md")
 LOCK_FILE = ".lock"
-# checkpoint keys, all required (the trainer writes them all)
-CHECKPOINT_KEYS = ("model", "optimizer", "step", "best", "config", "class_names", "feature_dim")
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run folder or checkpoint problem; the message is one line naming the file."""
 
 
@@ -104,26 +103,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 # checkpoints
 # --------------------------------------------------------------------------------------
 def load_checkpoint(path: Path) -> dict:
-    """A trainer checkpoint, checked: every key present, a valid config. RunError otherwise."""
+    """A trainer checkpoint, checked at the reading boundary (inputs.CHECKPOINT_SCHEMA)
+    and its config validated. RunError otherwise."""
     hint = "move it away to resume from an earlier state, or start again with --overwrite"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated, empty, not a torch file, unsafe pickle
-        raise RunError(f"{path}: not a readable checkpoint ({_why(e)[:200]}); {hint}") from None
-    if not isinstance(state, dict):
-        raise RunError(f"{path}: holds a {type(state).__name__}, not a cola_fast checkpoint; {hint}")
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if missing:
-        raise RunError(f"{path}: no {', '.join(missing)}: not a complete cola_fast checkpoint; {hint}")
-    try:
+        state = read_torch(path, "checkpoint", CHECKPOINT_SCHEMA)
         TrainConfig.from_dict(state["config"], f"{path} config")
-    except (ValueError, TypeError) as e:
+    except ValueError as e:  # InputError, or a config TrainConfig refuses
         raise RunError(f"{e}; {hint}") from None
-    step = state["step"]
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise RunError(f"{path}: step {step!r} is not a step number; {hint}")
-    if not isinstance(state["best"], dict) or "average_mAP" not in state["best"]:
-        raise RunError(f"{path}: 'best' is not a best-result record; {hint}")
     return state
 
 
@@ -312,17 +299,13 @@ class RunFolder:
         path = self.path / "config.json"
         if not path.exists():
             return None
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise RunError(f"{path}: cannot read ({_why(e)[:200]})") from None
-        return TrainConfig.from_dict(d, str(path))
+        return TrainConfig.from_dict(read_json(path, "", CONFIG_SCHEMA), str(path))
 
     def finished_summary(self) -> dict | None:
         """summary.json of a finished run, when it is there and readable."""
         try:
-            summary = json.loads((self.path / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            summary = read_json(self.path / "summary.json")
+        except InputError:
             return None
         return summary if isinstance(summary, dict) and "best" in summary else None
 
@@ -332,14 +315,7 @@ class RunFolder:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return
-        keep = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-                keep.append(line + "\n")
+        keep = [json.dumps(rec) + "\n" for rec in read_jsonl(path, "", METRICS_LINE) if rec["step"] <= step]
         atomic_write_text(path, "".join(keep))
 
 
@@ -377,10 +353,16 @@ def reconcile_resumed_config(cfg: TrainConfig, saved: TrainConfig, source: Path,
 def open_run(folder: RunFolder, cfg: TrainConfig, resume: bool, overwrite: bool, dist_ctx, note):
     """Open (rank 0: lock, refuse or move aside) the run folder; on resume, find the
     checkpoint and the configuration to continue with. dist_ctx: the trainer's process
-    group (.main, .barrier()). Returns (cfg, (path, state) or None)."""
+    group (.main, .agree()): a refusal on rank 0 is raised on every rank. Returns (cfg, (path, state) or None)."""
+    error = None
     if dist_ctx.main:
-        folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
-    dist_ctx.barrier()
+        try:
+            folder.open("resume" if resume else "overwrite" if overwrite else "new", note=note)
+        except InputError as e:  # RunError: every rank must stop with this line, not wait for rank 0
+            error = str(e)
+    error = dist_ctx.agree(error)  # a collective: also the barrier before the others read the folder
+    if error is not None:
+        raise RunError(error)
     if not resume:
         return cfg, None
     ck = folder.resume_checkpoint()

@@ -27,6 +27,7 @@ rename), so a crash never leaves a half-written one.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import ArgumentParser, fail
+from .cli import ArgumentParser, fail, one_line
 from .config import TrainConfig, get_preset, parse_override, renamed_fields, resolve_device
 from .data import BatchStream, prepare_data
 from .env import environment
@@ -117,6 +118,18 @@ def compile_step(net, loss_fn, cfg: TrainConfig, say=print):
     return torch.compile(net), torch.compile(loss_fn)
 
 
+class PeerLost(Exception):
+    """Another process of a torchrun run died or stopped answering: this one stops too,
+    with one line (exit status 1), rather than a collective's traceback."""
+
+
+def dist_timeout_s() -> int:
+    """How long a process waits in a collective for the others: long enough for rank 0's
+    evaluation and checkpoint while the others wait at the barrier (30 minutes; set
+    COLA_FAST_DIST_TIMEOUT, in seconds, for a longer evaluation)."""
+    return int(os.environ.get("COLA_FAST_DIST_TIMEOUT", "1800"))
+
+
 class Dist:
     """torchrun / torch.distributed context: rank, world size, and the device of this rank."""
 
@@ -131,7 +144,8 @@ class Dist:
                 device = torch.device("cuda", self.local_rank)
                 torch.cuda.set_device(device)
             if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                        timeout=datetime.timedelta(seconds=dist_timeout_s()))
         self.device = device
         self.main = self.rank == 0
 
@@ -140,13 +154,37 @@ class Dist:
             return values
         import torch.distributed as dist
         t = torch.tensor([values[k] for k in sorted(values)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        self.collective(dist.all_reduce, t)
         return {k: float(v) / self.world for k, v in zip(sorted(values), t.tolist())}
 
     def barrier(self):
         if self.world > 1:
             import torch.distributed as dist
-            dist.barrier()
+            self.collective(dist.barrier)
+
+    def agree(self, error: str | None) -> str | None:
+        """Rank 0's error message (or None), the same on every rank: a check that only
+        rank 0 makes (the run folder) fails on every rank with the same line."""
+        if self.world == 1:
+            return error
+        import torch.distributed as dist
+        box = [error]
+        self.collective(dist.broadcast_object_list, box, src=0)
+        return box[0]
+
+    def collective(self, fn, *args, **kw):
+        """fn(*args, **kw), a call that talks to the other processes (DDP's forward and
+        backward, a barrier, an all-reduce): a RuntimeError in it means the group broke
+        (a 1-process run calls the same model code outside it, where a bug keeps its
+        traceback)."""
+        if self.world == 1:
+            return fn(*args, **kw)
+        try:
+            return fn(*args, **kw)
+        except RuntimeError as e:  # torch.distributed.DistError and gloo's own: the group broke
+            raise PeerLost(f"process {self.rank} of {self.world}: the run's process group broke "
+                           f"({one_line(e)[:160]}): another process stopped or did not answer within "
+                           f"{dist_timeout_s()} s; its own message says why") from None
 
     def close(self):
         if self.world > 1:
@@ -263,10 +301,10 @@ class Training:
             x, y = self.stream.batch(step, rows)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                out_ = net(x)
+                out_ = dist_ctx.collective(net, x)  # DDP's forward may sync buckets
             loss, parts = loss_fn(out_, y)  # losses in float32 (BCE is not autocast-safe)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            dist_ctx.collective(loss.backward)  # under torchrun DDP all-reduces the gradients in it
             self.opt.step()
             for k in run:
                 run[k] += parts[k]
@@ -494,15 +532,8 @@ def read_config_file(path) -> dict:
     """The fields of a JSON config file (such as a run's config.json), checked against
     TrainConfig's fields; ValueError naming the file otherwise."""
     import dataclasses
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise ValueError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(data).__name__}")
+    from .inputs import CONFIG_SCHEMA, read_json
+    data = read_json(path, "--config", CONFIG_SCHEMA)  # a JSON object of field names
     data = renamed_fields(data)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
@@ -525,6 +556,8 @@ def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
             cfg = cfg.replace(**{k: v for k, v in from_file.items() if k != "preset"})
         except (TypeError, ValueError) as e:
             raise ValueError(f"--config {args.config}: {e}") from None
+        if from_file:  # the file's values, checked on the preset they replace: the message names the file
+            cfg.validate(f"--config {args.config}")
         if args.init:
             from .official import load_any_weights
             _, dims, _ = load_any_weights(args.init)
@@ -554,6 +587,8 @@ def parse_seeds(text: str | None) -> list[int] | None:
         raise ValueError(f"--seeds expects comma-separated integers, got {text!r}") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds expects distinct non-negative integers, got {text!r}")
+    from .inputs import MAX_SEEDS, within
+    within(len(seeds), MAX_SEEDS, "--seeds: the number of seeds (one run each)")
     return seeds
 
 
@@ -563,7 +598,10 @@ def main(argv=None) -> int:
         return run_command(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FloatingPointError, OSError) as e:  # DataError, RunError and friends
+    except PeerLost as e:
+        fail(e)
+        return 1
+    except (ValueError, FloatingPointError, OSError) as e:  # InputError (DataError, RunError) and friends
         return fail(e)
 
 
@@ -572,6 +610,9 @@ def run_command(args) -> int:
         raise ValueError("--resume and --overwrite exclude each other")
     seeds = parse_seeds(args.seeds)
     kw = dict(resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, deterministic=args.deterministic)
+    if args.data_root:  # the dataset's gt.json and split files, read before the folder is touched
+        from .data.dataset import check_layout
+        check_layout(args.data_root)
     if not seeds:
         cfg = config_from_args(args)  # checked before the folder is touched
         folder = RunFolder(args.out or f"runs/{cfg.preset}")

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${COLA_FAST_VENV:-.venv}
-DEPS=("triton==3.8.0" ninja numpy tqdm scipy pandas matplotlib pytest pytest-xdist pytest-timeout)
+DEPS=("triton==3.8.0" ninja numpy tqdm scipy pandas matplotlib pytest pytest-xdist pytest-timeout hypothesis)
 TORCH_CUDA=torch==2.14.1   # CUDA 13.0 build (~5.5 GB installed): compiles the CUDA kernels, runs on CPU too
 TORCH_CPU=torch==2.13.0    # CPU build (~1 GB): CPU and Triton-interpreter paths only, no CUDA kernels
 NEED_CUDA_GB=${COLA_FAST_NEED_CUDA_GB:-9}   # free space wanted before choosing the CUDA build

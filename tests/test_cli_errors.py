@@ -186,7 +186,7 @@ TRAIN = [
     ("resume_other_file", lambda c: c.train("--resume", out=c.run_copy(lambda s: b"PK\x03\x04 not torch")),
      "last.pt"),
     ("resume_bare_tensor", lambda c: c.train("--resume", out=c.run_copy(lambda s: torch.zeros(3))),
-     "not a cola_fast checkpoint"),
+     "expected a cola_fast checkpoint"),
     ("resume_unknown_config_field", lambda c: c.train("--resume", out=c.run_copy(
         lambda s: _config(s, bogus=1))), "unknown config field"),
     ("resume_bad_config_value", lambda c: c.train("--resume", out=c.run_copy(
@@ -203,7 +203,7 @@ INFER = [
     ("ckpt_bare_tensor", lambda c: [c.ckpt_variant(lambda s: torch.zeros(3)), c.good_feats()], "Tensor"),
     ("ckpt_int", lambda c: [c.ckpt_variant(lambda s: 7), c.good_feats()], "int"),
     ("ckpt_config_not_dict", lambda c: [c.ckpt_variant(lambda s: _set(s, config=[1, 2])), c.good_feats()],
-     "not a dict"),
+     "config: expected a JSON object"),
     ("ckpt_config_unknown_key", lambda c: [c.ckpt_variant(lambda s: _config(s, bogus=1)), c.good_feats()],
      "unknown config field"),
     ("ckpt_no_model", lambda c: [c.ckpt_variant(lambda s: _without(s, "model")), c.good_feats()], "'model'"),

@@ -161,7 +161,7 @@ def test_err_bad_json(root):
 
 def test_err_no_database(root):
     (root / "gt.json").write_text(json.dumps({"taxonomy": []}))
-    expect(r"gt\.json: ground truth must be an object with a 'database' object", root, "train")
+    expect(r"gt\.json: missing 'database'", root, "train")
 
 
 def _gt_with(ann):
@@ -171,13 +171,13 @@ def _gt_with(ann):
 
 
 @pytest.mark.parametrize("seg,match", [
-    (["abc", "2"], "segment start: expected a number"),
-    ([1.0], r"'segment' must be a list \[start, end\]"),
-    ([1.0, 2.0, 3.0], r"'segment' must be a list \[start, end\]"),
-    ([float("nan"), 2.0], "segment start: value must be finite"),
-    (["1", "inf"], "segment end: value must be finite"),
-    ([None, 2.0], "segment start: expected a number"),
-    ("1-2", r"'segment' must be a list \[start, end\]"),
+    (["abc", "2"], r"annotations\[0\]\.segment\[0\]: expected a number"),
+    ([1.0], r"annotations\[0\]\.segment: expected \[start, end\], got a list of 1"),
+    ([1.0, 2.0, 3.0], r"annotations\[0\]\.segment: expected \[start, end\], got a list of 3"),
+    ([float("nan"), 2.0], r"segment\[0\]: expected a finite number"),
+    (["1", "inf"], r"segment\[1\]: expected a finite number"),
+    ([None, 2.0], r"segment\[0\]: expected a number, got null"),
+    ("1-2", r"segment: expected \[start, end\], got a string '1-2'"),
 ])
 def test_err_bad_segment_values(root, seg, match):
     # NaN is written as the bare token NaN that Python's json module reads back

@@ -9,7 +9,6 @@ Every malformed input raises :class:`DataError` naming the file or the video.
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -19,10 +18,11 @@ import numpy as np
 import torch
 
 from .checks import label_clashes
+from .. import inputs  # the module, not its names: cola_fast.inputs imports .errors from this package
 from .errors import DataError
 from .sampling import sample_random_perturb, sample_uniform
 
-__all__ = ["VideoDataset", "load_gt", "class_names_from_gt", "read_split", "load_feature",
+__all__ = ["VideoDataset", "check_layout", "load_gt", "class_names_from_gt", "read_split", "load_feature",
            "check_video_id", "MODALITIES", "SNIPPET_SECONDS"]
 
 MODALITIES = ("rgb", "flow")
@@ -30,35 +30,24 @@ SNIPPET_SECONDS = 16 / 25  # one snippet = 16 frames at 25 fps
 
 
 def _read_json(path):
-    name = str(path)
-    if not os.path.isfile(name):
-        raise DataError(f"ground-truth file not found: {name}")
-    try:
-        with open(name, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{name}: not valid JSON ({e})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{name}: not UTF-8 text ({e})") from None
+    """gt.json parsed at the reading boundary (cola_fast.inputs); its shape is checked by load_gt."""
+    return inputs.read_json(path, "ground-truth file")
 
 
 def load_gt(gt, name: str | None = None) -> dict:
-    """Read and validate a gt.json (path) or an already-parsed dict.
+    """Read and validate a gt.json (path) or an already-parsed document.
 
     Returns ``{vid: {"subset": str, "annotations": [(label, start_s, end_s), ...]}}``
     with the segment values parsed to float. The checks are those of the evaluator
-    (cola_fast.evaluation.load_gt: one validator for the whole package); any problem is
-    raised as a DataError naming the file and the video.
+    (cola_fast.evaluation.load_gt, with inputs.GT_SCHEMA: one validator for the whole
+    package); any problem is raised as an InputError naming the file and the path to
+    the bad value.
     """
-    from ..evaluation.io import EvaluationInputError
     from ..evaluation.io import load_gt as _validated_gt
 
-    if not isinstance(gt, dict):
+    if isinstance(gt, (str, os.PathLike)):
         name, gt = str(gt), _read_json(gt)
-    try:
-        doc = _validated_gt(gt, name or "gt")
-    except (EvaluationInputError, TypeError) as e:
-        raise DataError(str(e)) from None
+    doc = _validated_gt(inputs.check(gt, inputs.GT_SCHEMA, name or "gt"), name or "gt")
     return {vid: {"subset": v["subset"], "annotations": [(a["label"], *a["segment"]) for a in v["annotations"]]}
             for vid, v in doc["database"].items()}
 
@@ -71,8 +60,8 @@ def class_names_from_gt(gt, name: str | None = None) -> list[str]:
     if isinstance(gt, dict) and "database" not in gt:
         db, listed, name = gt, None, "gt"  # already parsed by load_gt
     else:
-        name = (name or "gt") if isinstance(gt, dict) else str(gt)
-        raw = gt if isinstance(gt, dict) else _read_json(gt)
+        name = str(gt) if isinstance(gt, (str, os.PathLike)) else (name or "gt")
+        raw = _read_json(gt) if isinstance(gt, (str, os.PathLike)) else gt
         db = load_gt(raw, name)
         listed = raw.get("classes")
     labels = sorted({lab for v in db.values() for (lab, _, _) in v["annotations"]})
@@ -102,6 +91,17 @@ def _duration(entry: dict) -> float | None:
     return float(d)
 
 
+def check_layout(root) -> None:
+    """Read and check a dataset's gt.json and split files (not yet its features): the
+    trainer calls it before it creates or changes the run folder."""
+    db = load_gt(Path(root) / "gt.json")
+    for split in ("train", "test"):
+        absent = [v for v in read_split(root, split) if v not in db]
+        if absent:
+            raise inputs.InputError(f"split file {Path(root) / f'split_{split}.txt'}: lists videos absent from "
+                                    f"{Path(root) / 'gt.json'}: {absent[:5]}")
+
+
 def check_video_id(vid: str, where) -> str:
     """A video id names files (<vid>.npy): it must stay a plain file name inside its
     folder. Refuses ids that are empty, absolute, hold a path separator, "..", or NUL."""
@@ -115,17 +115,14 @@ def check_video_id(vid: str, where) -> str:
 def read_split(root, split: str) -> list[str]:
     """Video ids of ``<root>/split_<split>.txt`` (one per line, blank lines ignored)."""
     path = Path(root) / f"split_{split}.txt"
-    if not path.is_file():
-        raise DataError(f"split file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        ids = [line.strip() for line in f if line.strip()]
+    ids = [line.strip() for line in inputs.read_text(path, "split file").splitlines() if line.strip()]
     if not ids:
-        raise DataError(f"split file {path} is empty (no video id)")
+        raise inputs.InputError(f"split file {path} is empty (no video id)")
     for vid in ids:
         check_video_id(vid, path)
     dup = {v for v in ids if ids.count(v) > 1} if len(set(ids)) != len(ids) else set()
     if dup:
-        raise DataError(f"split file {path} lists video ids more than once: {sorted(dup)[:5]}")
+        raise inputs.InputError(f"split file {path} lists video ids more than once: {sorted(dup)[:5]}")
     return ids
 
 
@@ -133,26 +130,17 @@ def load_feature(path) -> np.ndarray:
     """Load one (T, D) feature file as float32, validated (exists, 2-D, T >= 1, D >= 1,
     finite real numbers)."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise DataError(f"feature file not found: {path}")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as e:  # object arrays, bad headers
-        raise DataError(f"{path}: cannot read as a numeric .npy array ({e})") from None
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    if not isinstance(x, np.ndarray):
-        raise DataError(f"{path}: expected a single .npy array, got {type(x).__name__}")
+    x = inputs.read_npy(path, "feature file")
     if x.ndim != 2:
-        raise DataError(f"{path}: features must be 2-D (T, D), got shape {x.shape}")
+        raise inputs.InputError(f"{path}: features must be 2-D (T, D), got shape {x.shape}")
     if x.shape[0] < 1 or x.shape[1] < 1:
-        raise DataError(f"{path}: empty feature array of shape {x.shape}")
+        raise inputs.InputError(f"{path}: empty feature array of shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise DataError(f"{path}: features must be real numbers, got dtype {x.dtype}")
+        raise inputs.InputError(f"{path}: features must be real numbers, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise DataError(f"{path}: features hold NaN or inf (first at snippet {bad[0]}, channel {bad[1]})")
+        raise inputs.InputError(f"{path}: features hold NaN or inf (first at snippet {bad[0]}, channel {bad[1]})")
     return x
 
 
@@ -258,16 +246,11 @@ class VideoDataset(torch.utils.data.Dataset):
     @staticmethod
     def _peek_shape(path):
         path = str(path)
-        if not os.path.isfile(path):
-            raise DataError(f"feature file not found: {path}")
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"{path}: cannot read as a numeric .npy array ({e})") from None
+        arr = inputs.read_npy(path, "feature file", mmap=True)
         if arr.ndim != 2:
-            raise DataError(f"{path}: features must be 2-D (T, D), got shape {arr.shape}")
+            raise inputs.InputError(f"{path}: features must be 2-D (T, D), got shape {arr.shape}")
         if arr.shape[0] < 1 or arr.shape[1] < 1:
-            raise DataError(f"{path}: empty feature array of shape {arr.shape}")
+            raise inputs.InputError(f"{path}: empty feature array of shape {arr.shape}")
         return tuple(int(s) for s in arr.shape)
 
     def _check_pair(self, vid, shapes):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import inputs  # the module, not its names: cola_fast.inputs imports .errors from this package
 from .dataset import check_video_id
 from .errors import DataError
 
@@ -64,12 +65,17 @@ def _s(x):
 
 
 def _load_npy(path, allow_pickle):
-    if not os.path.isfile(path):
-        raise DataError(f"W-TALC file not found: {path}")
-    try:
-        return np.load(path, allow_pickle=allow_pickle, encoding="bytes" if allow_pickle else "ASCII")
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    x = inputs.read_npy(path, "W-TALC file", allow_pickle=allow_pickle)
+    if x.ndim < 1:
+        raise inputs.InputError(f"W-TALC file {path}: expected one entry per video (or class), got a scalar")
+    return x
+
+
+def _entries(x, path, vid) -> list:
+    """A video's list of segments or labels (a list or an array of them)."""
+    if not isinstance(x, (list, tuple, np.ndarray)) or (isinstance(x, np.ndarray) and x.ndim < 1):
+        raise inputs.InputError(f"W-TALC file {path}: video {vid!r}: expected a list, got {type(x).__name__}")
+    return list(x)
 
 
 def load_wtalc(features_npy, annotations_dir, allow_pickle: bool = False) -> WtalcData:
@@ -114,7 +120,8 @@ def load_wtalc(features_npy, annotations_dir, allow_pickle: bool = False) -> Wta
         elif x.shape[1] != width:
             raise DataError(f"{features_npy}: video {vid!r} has {x.shape[1]} channels, the first video {width}")
         features.append(x)
-        segs, labs = list(arr["segments.npy"][i]), list(arr["labels.npy"][i])
+        segs, labs = _entries(arr["segments.npy"][i], adir / "segments.npy", vid), \
+            _entries(arr["labels.npy"][i], adir / "labels.npy", vid)
         if len(segs) != len(labs):
             raise DataError(f"{adir}: video {vid!r} has {len(segs)} segments but {len(labs)} labels")
         anns = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference as _ref
+from ..inputs import MAX_TIOU_THRESHOLDS, InputError, within
 from .config import ProposalConfig
 from .detection import TIES, check_ties
 from .detection import evaluate_detection_fast as _eval_fast
@@ -82,6 +83,10 @@ def parse_tiou(spec) -> np.ndarray:
                 lo, hi, step = parts
                 if step <= 0 or hi < lo:
                     raise ValueError
+                count = (hi - lo) / step + 1
+                if not count <= MAX_TIOU_THRESHOLDS + 1e-6:  # before any array is built (inf and nan too)
+                    raise InputError(f"{spec!r} asks for about {count:.3g} thresholds, more than the limit of "
+                                     f"{MAX_TIOU_THRESHOLDS}")
                 n = int(np.floor((hi - lo) / step + 1e-9)) + 1
                 # np.linspace(start, stop, n) as the published configs write it
                 # (np.linspace(0.1, 0.7, 7)); the threshold floats decide ties at equality
@@ -90,11 +95,14 @@ def parse_tiou(spec) -> np.ndarray:
                 arr = np.linspace(lo, stop, n)
             else:
                 arr = np.array([float(x) for x in s.split(",") if x.strip()], dtype=np.float64)
+        except InputError:
+            raise
         except ValueError:
             raise ValueError(f"bad tIoU specification {spec!r}: use START:STOP:STEP "
                              "(e.g. 0.1:0.7:0.1) or a comma list (e.g. 0.3,0.5,0.7)") from None
     else:
         arr = np.asarray(spec, dtype=np.float64).reshape(-1)
+    within(arr.size, MAX_TIOU_THRESHOLDS, "the number of tIoU thresholds")
     if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
         raise ValueError(f"tIoU thresholds must be a non-empty list of numbers in [0, 1], got {spec!r}")
     return arr

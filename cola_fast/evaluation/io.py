@@ -1,145 +1,74 @@
 """Reading and writing the ActivityNet-style JSON files, with clear validation errors."""
 from __future__ import annotations
 
-import gzip
 import json
-import math
 import os
 import tempfile
-import zlib
-from typing import Any
 
 import numpy as np
 
 
-class EvaluationInputError(ValueError):
-    """Malformed ground-truth or results input (a ValueError with a readable message)."""
+from ..inputs import GT_SCHEMA, RESULTS_SCHEMA, InputError, check, read_json
+
+# the boundary's error (cola_fast.inputs), under the name this module gave it first
+EvaluationInputError = InputError
 
 
-def _read_json(path, what: str) -> Any:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise EvaluationInputError(f"{what} file not found: {path}")
-    if os.path.isdir(path):
-        raise EvaluationInputError(f"{what} path is a directory, not a JSON file: {path}")
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise EvaluationInputError(f"{what} file {path} is not valid JSON: {e}") from None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # EOFError: a truncated .gz
-        raise EvaluationInputError(f"cannot read {what} file {path}: {e}") from None
-
-
-def _as_float(v, where: str) -> float:
-    if isinstance(v, bool):
-        raise EvaluationInputError(f"{where}: expected a number, got {v!r}")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise EvaluationInputError(f"{where}: expected a number, got {v!r}") from None
-    if not math.isfinite(f):
-        raise EvaluationInputError(f"{where}: value must be finite, got {v!r}")
-    return f
-
-
-def _segment(seg, where: str) -> list[float]:
-    if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-        raise EvaluationInputError(f"{where}: 'segment' must be a list [start, end], got {seg!r}")
-    s = _as_float(seg[0], where + " segment start")
-    e = _as_float(seg[1], where + " segment end")
-    if e < s:
-        raise EvaluationInputError(f"{where}: segment end {e} is before its start {s}")
-    return [s, e]
+def _read_json(path, what: str):
+    """A JSON file parsed at the reading boundary (decode, parse, depth); the schema is
+    checked by the caller, in bulk first where speed matters."""
+    return read_json(path, f"{what} file")
 
 
 class GroundTruth(dict):
     """The validated dict returned by load_gt; passing it again skips re-validation."""
 
 
-def _document(path_or_dict, name, what: str, key: str):
-    """(source name, parsed document) of a JSON path or an already loaded dict whose
-    top-level `key` must be an object; what: "ground-truth" or "results"."""
+def _document(path_or_dict, name, what: str, schema):
+    """(source name, document checked against schema) of a JSON path or an already
+    loaded dict; what: "ground-truth" or "results"."""
     if isinstance(path_or_dict, (str, os.PathLike)):
-        src = os.fspath(path_or_dict)
-        data = _read_json(src, what)
+        src = f"{what} file {os.fspath(path_or_dict)}"
+        data = _read_json(path_or_dict, what)
     elif isinstance(path_or_dict, dict):
         src = name or f"<{what} dict>"
         data = path_or_dict
     else:
         raise TypeError(f"expected a {what} path or dict, got {type(path_or_dict).__name__}")
-    if not isinstance(data, dict) or not isinstance(data.get(key), dict):
-        label = "ground truth" if what == "ground-truth" else what
-        raise EvaluationInputError(f"{src}: {label} must be an object with a '{key}' object")
-    return src, data
+    return src, check(data, schema, src)
 
 
-def _entries(items: list, where: str):
-    """(entry, "where i") for each entry of a video's annotation or detection list, each
-    checked to be a JSON object."""
-    for i, x in enumerate(items):
-        w = f"{where} {i}"
-        if not isinstance(x, dict):
-            raise EvaluationInputError(f"{w}: must be an object")
-        yield x, w
-
-
-def _label(entry: dict, where: str) -> str:
-    label = entry.get("label")
-    if not isinstance(label, str):
-        raise EvaluationInputError(f"{where}: missing or non-string 'label'")
-    return label
+def _segment(seg) -> list[float]:
+    return [float(seg[0]), float(seg[1])]
 
 
 def load_gt(path_or_dict, name: str | None = None) -> dict:
-    """Load and validate a ground-truth file (COLA_SPEC 1 layout).
+    """Load and validate a ground-truth file (COLA_SPEC 1 layout; inputs.GT_SCHEMA).
 
     Accepts a path (``.json`` or ``.json.gz``) or an already loaded dict. Returns a new
     dict ``{"database": {vid: {"subset": str, "annotations": [{"label": str,
     "segment": [float, float]}]}}}`` (string segment values converted to float, extra
-    keys dropped, order kept). Raises EvaluationInputError (a ValueError) naming the file
-    and the video for anything malformed.
+    keys dropped, order kept). Raises InputError (a ValueError) naming the file and the
+    path to the bad value.
     """
     if isinstance(path_or_dict, GroundTruth):
         return path_or_dict
-    src, data = _document(path_or_dict, name, "ground-truth", "database")
-    out = {}
-    for vid, v in data["database"].items():
-        where = f"{src}: video {vid!r}"
-        if not isinstance(v, dict):
-            raise EvaluationInputError(f"{where}: entry must be an object")
-        subset = v.get("subset")
-        if not isinstance(subset, str):
-            raise EvaluationInputError(f"{where}: missing or non-string 'subset'")
-        anns = v.get("annotations")
-        if not isinstance(anns, list):
-            raise EvaluationInputError(f"{where}: missing 'annotations' list")
-        clean = [{"label": _label(a, w), "segment": _segment(a.get("segment"), w)}
-                 for a, w in _entries(anns, f"{where} annotation")]
-        out[vid] = {"subset": subset, "annotations": clean}
+    _, data = _document(path_or_dict, name, "ground-truth", GT_SCHEMA)
+    out = {vid: {"subset": v["subset"],
+                 "annotations": [{"label": a["label"], "segment": _segment(a["segment"])}
+                                 for a in v["annotations"]]}
+           for vid, v in data["database"].items()}
     return GroundTruth(database=out)
 
 
 def load_results(path_or_dict, name: str | None = None) -> dict:
     """Load and validate a results file in the ActivityNet format
-    ``{"results": {vid: [{"label", "score", "segment"}]}}``. Returns a clean copy with
-    float scores and segments (order kept)."""
-    src, data = _document(path_or_dict, name, "results", "results")
-    out = {}
-    for vid, dets in data["results"].items():
-        where = f"{src}: video {vid!r}"
-        if not isinstance(dets, list):
-            raise EvaluationInputError(f"{where}: detections must be a list")
-        clean = []
-        for d, w in _entries(dets, f"{where} detection"):
-            label = _label(d, w)
-            if "score" not in d:
-                raise EvaluationInputError(f"{w}: missing 'score'")
-            clean.append({"label": label, "score": _as_float(d["score"], w + " score"),
-                          "segment": _segment(d.get("segment"), w)})
-        out[vid] = clean
-    return {"results": out}
+    ``{"results": {vid: [{"label", "score", "segment"}]}}`` (inputs.RESULTS_SCHEMA).
+    Returns a clean copy with float scores and segments (order kept)."""
+    _, data = _document(path_or_dict, name, "results", RESULTS_SCHEMA)
+    return {"results": {vid: [{"label": d["label"], "score": float(d["score"]), "segment": _segment(d["segment"])}
+                              for d in dets]
+                        for vid, dets in data["results"].items()}}
 
 
 def _jsonable(x):
@@ -258,8 +187,8 @@ def results_arrays(path_or_dict, name: str | None = None):
     starts, ends), validated in bulk; anything odd is handed to load_results, which
     either raises its precise error or returns the clean copy used instead."""
     if isinstance(path_or_dict, (str, os.PathLike)):
-        name = os.fspath(path_or_dict)
-        data = _read_json(name, "results")
+        name = f"results file {os.fspath(path_or_dict)}"
+        data = _read_json(path_or_dict, "results")
     else:
         data = path_or_dict
     got = _bulk(data)

@@ -163,13 +163,14 @@ def cache_path() -> Path:
 
 def _read_cache(path: Path) -> dict[str, dict]:
     """The decisions in path; a missing, corrupt or foreign file reads as empty (with a warning)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    from ..inputs import InputError, read_json  # here: cola_fast.inputs imports cola_fast.data
+
+    if not path.exists():
         return {}
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        warnings.warn(f"cola_fast: ignoring the autotune cache {path}: unreadable ({e}); it will be rewritten",
-                      stacklevel=3)
+    try:
+        data = read_json(path, "autotune cache")
+    except InputError as e:  # the cache is ours to rewrite: a warning, not an error
+        warnings.warn(f"cola_fast: ignoring the autotune cache: {e}; it will be rewritten", stacklevel=3)
         return {}
     if not (isinstance(data, dict) and data.get("format") == CACHE_FORMAT and data.get("version") == CACHE_VERSION
             and isinstance(data.get("decisions"), dict)):
