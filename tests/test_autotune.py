@@ -4,16 +4,16 @@ foreign files, pinned choices win, forced backends still force, torch's RNG is u
 auto stays one graph under torch.compile."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
 import torch
 
 from cola_fast import ops, reference
-from cola_fast.ops import _autotune, classifier, conv_embed, mining, snico
+from cola_fast.ops import _autotune, module
 
-dropout = importlib.import_module("cola_fast.ops.dropout")  # the module (cola_fast.ops.dropout is also the op)
+classifier, conv_embed, dropout = module("classifier_1x1"), module("temporal_conv_embed"), module("dropout")
+mining, snico = module("mine_snippets"), module("snico_loss")
 
 CPU = torch.device("cpu")
 
@@ -359,7 +359,6 @@ def test_single_videos_share_shape_classes(monkeypatch):
     """Evaluation calls the classifier and the conv on one video at a time, of every length:
     T is bucketed (a power of two), so a test set costs a handful of measurements, not one per
     length. Training batches keep their exact shape."""
-    from cola_fast.ops import classifier, conv_embed
 
     seen = []
     monkeypatch.setattr(_autotune, "choose", lambda op, variant, dev, dtype, shape, *a: seen.append(shape) or "linear")
