@@ -370,3 +370,36 @@ def test_single_videos_share_shape_classes(monkeypatch):
     # the conv tunes on the whole batch on a GPU (its Triton kernels tune per bucket of B*T rows)
     assert conv_embed.tuning_batch(torch.device("cuda"), 16, 750) == 16
     assert conv_embed.tuning_batch(torch.device("cpu"), 16, 750) == 2
+
+
+def test_info_explain_says_what_auto_would_run_without_running_it(tuner, monkeypatch, capsys):
+    """`info --explain` builds the key a real call makes and reports the decision from the same
+    order _decide follows (memory, disk cache, pinned, off), or "would measure", running nothing."""
+    from cola_fast import info
+
+    def explained():
+        return info.explain("temporal_conv_embed", (2, 30, 8, 4, 3), variant="forward")
+
+    e = explained()
+    assert e["decision"] is None and _autotune.decisions() == [] and not tuner.exists()  # nothing ran
+    assert e["shape_class"] == (2, 30, 8, 4, 3, 1) and e["candidates"] == conv_embed.candidates(CPU, torch.float32)
+    assert info.main(["--explain", "temporal_conv_embed", "2,30,8,4,3", "--variant", "forward"]) == 0
+    assert "would measure on first call" in capsys.readouterr().out
+    x, w, b = torch.randn(2, 30, 8), torch.randn(4, 8, 3), torch.randn(4)
+    ops.temporal_conv_embed(x, w, b)
+    (d,) = _autotune.decisions()
+    assert e["key"] == d["key"]  # the key explain named is the call's
+    assert explained()["decision"]["source"] == "in memory, measured"
+    _autotune.reset()
+    got = explained()["decision"]
+    assert (got["source"], got["choice"], got["timings_ms"]) == ("disk cache", d["choice"], d["timings_ms"])
+    other = next(n for n in e["candidates"] if n != d["choice"])
+    _autotune.pin({d["key"]: other})
+    assert (explained()["decision"]["source"], explained()["decision"]["choice"]) == ("pinned", other)
+    _autotune.reset()
+    monkeypatch.setenv("COLA_FAST_AUTOTUNE", "off")
+    assert explained()["decision"]["source"] == "off"
+    assert _autotune.decisions() == []
+    mining = info.explain("mine_snippets", (16, 750))
+    assert mining["shape_class"] == (16, 750, 150, 37, 3, 6) and "triton" in mining["not_offered"]
+    assert info.main(["--explain", "snico_loss", "1,2"]) == 2  # a bad SHAPE: one line, exit status 2
