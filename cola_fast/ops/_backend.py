@@ -52,7 +52,7 @@ def _mismatch(record) -> str:
             f"{_versions(torch.__version__, torch.version.cuda)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)  # once: loads the library and warns once, not at every check
 def _native_status():
     record = build_record()
     try:
@@ -99,7 +99,7 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)  # once: the import of triton (seconds the first time)
 def _triton_status():
     try:
         import triton  # noqa: F401
@@ -185,7 +185,7 @@ def host_cpu_isa() -> str:
     return "sse2"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)  # saves reading /proc/cpuinfo (about 90 us here) for each decision's key
 def _cpuinfo() -> dict:
     """The first processor's entry of /proc/cpuinfo ({} where there is none)."""
     try:
@@ -227,7 +227,7 @@ def onednn_isa() -> str:
     return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)  # once: the probe runs two convolutions; auto's candidates must not change
 def gemm_libraries() -> dict[str, str]:
     """The GEMM libraries of the native CPU conv ("blas", "onednn") with why each is missing
     ("" when it runs here). Decided once, by a probe: the native op runs a small float32
