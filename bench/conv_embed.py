@@ -26,8 +26,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cola_fast import reference  # noqa: E402
-from cola_fast.ops import conv_embed, temporal_conv_embed  # noqa: E402
-from cola_fast.ops.conv_embed import conv_allows_tf32  # noqa: E402
+from cola_fast.ops import module, temporal_conv_embed  # noqa: E402
+
+conv_embed = module("temporal_conv_embed")
+conv_allows_tf32 = conv_embed.conv_allows_tf32
 from machine import auto_lines, machine_lines  # noqa: E402
 
 SHAPES = [(16, 750, 2048, 2048, 3), (256, 50, 2048, 2048, 9)]

@@ -32,7 +32,9 @@ sys.path.insert(0, HERE)
 
 from cola_fast import reference  # noqa: E402
 from cola_fast.model import CoLA, CoLALoss, ModelConfig, mining_counts  # noqa: E402
-from cola_fast.ops import _autotune, conv_embed  # noqa: E402
+from cola_fast.ops import _autotune, module  # noqa: E402
+
+conv_embed = module("temporal_conv_embed")
 from machine import auto_lines, machine_lines  # noqa: E402
 from mining import published as published_mining  # noqa: E402
 

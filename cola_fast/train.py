@@ -46,7 +46,7 @@ from .env import environment
 from .detect import check_plotting, evaluate
 from .evaluation import format_table
 from .model import CoLA, CoLALoss, ModelConfig
-from .ops.snico import check_index_errors
+from .ops import module as op_module
 from .run import RunError, RunFolder, open_run, restore_training_state
 
 
@@ -312,7 +312,7 @@ class Training:
             done = step + 1
             if done % 10 == 0 or done == cfg.steps:  # one host sync per 10 steps
                 avg = dist_ctx.mean({k: float(v) / n_run for k, v in run.items()})
-                check_index_errors()  # the Triton SniCo kernels' deferred index check (synced above)
+                op_module("snico_loss").check_index_errors()  # the Triton SniCo kernels' deferred index check (synced above)
                 for v in run.values():
                     v.zero_()
                 n_run = 0

@@ -4,7 +4,7 @@ Implicit GEMM with shifted loads, no im2col buffer. Rows are the flat index r = 
 x (B*T, Cin) and y (B*T, Cout); tap k (shift s = k - K//2) reads row r + s, masked to zero
 when t + s falls outside [0, T) (zero padding inside each video, nothing leaks across
 videos). Accumulation in fp32 (fp64 for fp64 inputs); fp32 inputs use TF32 tensor cores on
-the GPU when torch allows TF32 for its cuDNN convolutions (cola_fast.ops.conv_embed.
+the GPU when torch allows TF32 for its cuDNN convolutions (cola_fast.ops.temporal_conv_embed.
 conv_allows_tf32; torch's default), "ieee" otherwise and always under the interpreter.
 
   forward  y[r, co]      = relu(bias[co] + sum_k sum_ci x[r+s_k, ci] W[co, ci, k])
@@ -191,9 +191,9 @@ def _dw_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, N, T, Cin, Cout, ROWS_BUCKE
 
 
 def _precision(dtype: torch.dtype, device: torch.device) -> str:
-    from cola_fast.ops.conv_embed import conv_allows_tf32
+    from cola_fast.ops import module
 
-    if dtype == torch.float32 and device.type == "cuda" and not _INTERPRET and conv_allows_tf32():
+    if dtype == torch.float32 and device.type == "cuda" and not _INTERPRET and module("temporal_conv_embed").conv_allows_tf32():
         return "tf32"
     return "ieee"
 

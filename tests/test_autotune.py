@@ -4,16 +4,16 @@ foreign files, pinned choices win, forced backends still force, torch's RNG is u
 auto stays one graph under torch.compile."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
 import torch
 
 from cola_fast import ops, reference
-from cola_fast.ops import _autotune, classifier, conv_embed, mining, snico
+from cola_fast.ops import _autotune, module
 
-dropout = importlib.import_module("cola_fast.ops.dropout")  # the module (cola_fast.ops.dropout is also the op)
+classifier, conv_embed, dropout = module("classifier_1x1"), module("temporal_conv_embed"), module("dropout")
+mining, snico = module("mine_snippets"), module("snico_loss")
 
 CPU = torch.device("cpu")
 
@@ -358,7 +358,6 @@ def test_single_videos_share_shape_classes(monkeypatch):
     """Evaluation calls the classifier and the conv on one video at a time, of every length:
     T is bucketed (a power of two), so a test set costs a handful of measurements, not one per
     length. Training batches keep their exact shape."""
-    from cola_fast.ops import classifier, conv_embed
 
     seen = []
     monkeypatch.setattr(_autotune, "choose", lambda op, variant, dev, dtype, shape, *a: seen.append(shape) or "linear")
@@ -370,3 +369,36 @@ def test_single_videos_share_shape_classes(monkeypatch):
     # the conv tunes on the whole batch on a GPU (its Triton kernels tune per bucket of B*T rows)
     assert conv_embed.tuning_batch(torch.device("cuda"), 16, 750) == 16
     assert conv_embed.tuning_batch(torch.device("cpu"), 16, 750) == 2
+
+
+def test_info_explain_says_what_auto_would_run_without_running_it(tuner, monkeypatch, capsys):
+    """`info --explain` builds the key a real call makes and reports the decision from the same
+    order _decide follows (memory, disk cache, pinned, off), or "would measure", running nothing."""
+    from cola_fast import info
+
+    def explained():
+        return info.explain("temporal_conv_embed", (2, 30, 8, 4, 3), variant="forward")
+
+    e = explained()
+    assert e["decision"] is None and _autotune.decisions() == [] and not tuner.exists()  # nothing ran
+    assert e["shape_class"] == (2, 30, 8, 4, 3, 1) and e["candidates"] == conv_embed.candidates(CPU, torch.float32)
+    assert info.main(["--explain", "temporal_conv_embed", "2,30,8,4,3", "--variant", "forward"]) == 0
+    assert "would measure on first call" in capsys.readouterr().out
+    x, w, b = torch.randn(2, 30, 8), torch.randn(4, 8, 3), torch.randn(4)
+    ops.temporal_conv_embed(x, w, b)
+    (d,) = _autotune.decisions()
+    assert e["key"] == d["key"]  # the key explain named is the call's
+    assert explained()["decision"]["source"] == "in memory, measured"
+    _autotune.reset()
+    got = explained()["decision"]
+    assert (got["source"], got["choice"], got["timings_ms"]) == ("disk cache", d["choice"], d["timings_ms"])
+    other = next(n for n in e["candidates"] if n != d["choice"])
+    _autotune.pin({d["key"]: other})
+    assert (explained()["decision"]["source"], explained()["decision"]["choice"]) == ("pinned", other)
+    _autotune.reset()
+    monkeypatch.setenv("COLA_FAST_AUTOTUNE", "off")
+    assert explained()["decision"]["source"] == "off"
+    assert _autotune.decisions() == []
+    mining = info.explain("mine_snippets", (16, 750))
+    assert mining["shape_class"] == (16, 750, 150, 37, 3, 6) and "triton" in mining["not_offered"]
+    assert info.main(["--explain", "snico_loss", "1,2"]) == 2  # a bad SHAPE: one line, exit status 2

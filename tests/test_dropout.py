@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cola_fast.ops import dropout
-from cola_fast.ops.dropout import native_available
+from cola_fast.ops import dropout, module
+
+native_available = module("dropout").native_available
 
 needs_native = pytest.mark.skipif(not native_available(), reason="cola_fast._C not built")
 

@@ -287,7 +287,8 @@ def test_bad_arguments(backend):
 def test_native_fast_path_skips_python_checks_but_not_their_errors(monkeypatch):
     """A valid call on the native backend goes straight to the C++ op; _validate runs only
     after the op has refused its input, so that the user still gets _validate's clear error."""
-    from cola_fast.ops import mining
+    from cola_fast.ops import module
+    mining = module("mine_snippets")
 
     a, keep = _inputs(3, 20, "rand")
     keep = keep.float()  # _inputs gives a bool mask
@@ -363,7 +364,8 @@ def test_triton_refuses_clearly():
         mine_snippets(torch.rand(1, 5, dtype=torch.float64), torch.ones(1, 5), 1, 1, backend="triton")
     with pytest.raises(ValueError, match="MAX_T"):
         mine_snippets(torch.rand(1, 2049), torch.ones(1, 2049), 1, 1, backend="triton")
-    from cola_fast.ops import mining
+    from cola_fast.ops import module
+    mining = module("mine_snippets")
     from cola_fast.ops._triton import kernels_module
 
     assert mining.TRITON_MAX_T == kernels_module("mine_snippets").MAX_T == 2048
@@ -371,7 +373,8 @@ def test_triton_refuses_clearly():
 
 def test_auto_offers_triton_only_up_to_its_max_t(monkeypatch):
     """Long rows go to the native kernel: at T > TRITON_MAX_T auto does not time Triton."""
-    from cola_fast.ops import mining
+    from cola_fast.ops import module
+    mining = module("mine_snippets")
 
     monkeypatch.setattr(mining, "candidates", lambda device: ["reference", "native", "triton"])
     short = mining._tuning("indices", torch.device("cuda"), torch.float32, (16, 750, 150, 37, 3, 6), "none")
@@ -382,7 +385,7 @@ def test_auto_offers_triton_only_up_to_its_max_t(monkeypatch):
 @needs_triton_cpu
 def test_triton_opcheck():
     a, keep = _inputs(1, 5, "quantised", seed=9)
-    torch.library.opcheck(torch.ops.cola_fast.mine_snippets_triton.default, (a, keep.float(), 2, 1, 3, 6),
+    torch.library.opcheck(torch.ops.cola_fast_triton.mine_snippets.default, (a, keep.float(), 2, 1, 3, 6),
                           test_utils=("test_schema", "test_faketensor"))
 
 

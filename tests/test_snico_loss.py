@@ -238,7 +238,8 @@ def test_native_op_checks_itself():
 @needs_native
 def test_auto_has_native_among_its_cpu_candidates():
     """auto chooses by measurement (tests/test_autotune.py); the native kernel is one of its choices."""
-    from cola_fast.ops import resolve, snico
+    from cola_fast.ops import module, resolve
+    snico = module("snico_loss")
     assert resolve("auto", torch.device("cpu"), "snico_loss_fwd") == "auto"
     assert snico.candidates(torch.device("cpu")) == ["reference", "native"]
 
@@ -271,7 +272,8 @@ def test_triton_repeated_indices_and_opcheck():
     l_tr, g_tr = loss_and_grad(fast("triton"), emb, idx)
     torch.testing.assert_close(l_tr, l_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_tr, g_ref, rtol=1e-5, atol=1e-6)
-    from cola_fast.ops.snico import _triton
+    from cola_fast.ops import module
+    _triton = module("snico_loss")._triton
     fwd, _ = _triton()
     torch.library.opcheck(fwd, (emb.clone().requires_grad_(True), *idx, 0.07),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
@@ -418,7 +420,8 @@ def test_triton_wrapper_checks_indices_and_empty_batches_itself():
 def test_triton_cuda_bad_indices_no_sync_clamped_then_reported():
     """On CUDA the Triton op neither syncs nor raises at the call: a bad index is clamped (the
     forward and backward run and stay finite), and check_index_errors() reports it."""
-    from cola_fast.ops.snico import check_index_errors
+    from cola_fast.ops import module
+    check_index_errors = module("snico_loss").check_index_errors
 
     emb, idx = make(2, 6, 8, 3, 2, dtype=torch.float32, device="cuda")
     emb.requires_grad_(True)

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cola_fast import reference  # noqa: E402
-from cola_fast.ops import temporal_conv_embed  # noqa: E402
+from cola_fast.ops import module, temporal_conv_embed  # noqa: E402
 from cola_fast.ops._backend import native_has_kernel, triton_available  # noqa: E402
 
 HAS_NATIVE = native_has_kernel("temporal_conv_embed", "cpu")
@@ -156,9 +156,7 @@ def test_native_gradcheck_f64(B, T, K, bias):
 
 @needs_native
 def test_native_opcheck():
-    from cola_fast.ops.conv_embed import native_ops
-
-    fwd, bwd = native_ops()
+    fwd, bwd = module("temporal_conv_embed").native_ops()
     for bias in (True, False):
         x, w, b = make(2, 6, 3, 4, 3, bias=bias, dtype=torch.float32)
         torch.library.opcheck(fwd, (x, w, b))
@@ -259,7 +257,7 @@ def test_triton_interpreter_f64_and_partial_grads():
 @needs_triton_cpu
 @pytest.mark.skipif(HAS_CUDA, reason="the interpreter tests are for machines without a GPU")
 def test_triton_opcheck():
-    from cola_fast.ops.conv_embed import _triton_op
+    _triton_op = module("temporal_conv_embed")._triton_op
 
     op = _triton_op()
     x, w, b = make(1, 4, 3, 2, 3, dtype=torch.float32)
@@ -445,7 +443,7 @@ def test_cuda_large_finite_inputs(backend):
 def test_cuda_candidates_include_the_cublaslt_kernel():
     """auto's CUDA candidates hold the native cuBLASLt kernel whenever the extension has its CUDA
     kernels (checked without a GPU: the dispatch key has a kernel), under its own name."""
-    from cola_fast.ops import conv_embed
+    conv_embed = module("temporal_conv_embed")
 
     names = conv_embed.candidates(torch.device("cuda"), torch.float32)
     assert names[0] == "reference"
@@ -488,9 +486,7 @@ def test_cuda_relu_boundary(backend):
 def test_cuda_native_opcheck():
     if not native_has_kernel("temporal_conv_embed", "cuda"):
         pytest.skip("extension built without CUDA kernels")
-    from cola_fast.ops.conv_embed import native_ops
-
-    fwd, bwd = native_ops()
+    fwd, bwd = module("temporal_conv_embed").native_ops()
     x, w, b = make(2, 6, 3, 4, 3, dtype=torch.float32, device="cuda")
     torch.library.opcheck(fwd, (x, w, b))
     y = fwd(x.detach(), w.detach(), b.detach())
@@ -534,7 +530,7 @@ def test_conv_tf32_choice_follows_torch_conv_precision():
     """fp32 convolutions use TF32 (CUDA and Triton-GPU kernels) exactly when torch lets its cuDNN
     convolutions do so. torch >= 2.9 sets this per operation; reading the legacy
     cudnn.allow_tf32 raises once the conv and RNN settings differ, which must not break us."""
-    from cola_fast.ops.conv_embed import conv_allows_tf32
+    conv_allows_tf32 = module("temporal_conv_embed").conv_allows_tf32
 
     get = getattr(torch._C, "_get_fp32_precision_getter", None)
     if get is None:
@@ -588,7 +584,7 @@ def test_nan_input_stays_nan_like_torch(backend, device, T, K):
 
 def _cpu_native_candidates() -> list[str]:
     """The native CPU candidates this CPU runs (the GEMM libraries its probe found working)."""
-    from cola_fast.ops import conv_embed
+    conv_embed = module("temporal_conv_embed")
     return [n for n in conv_embed.candidates(torch.device("cpu"), torch.float32) if n.startswith("native")]
 
 
@@ -599,7 +595,7 @@ def test_winograd_nonfinite_falls_back_to_the_direct_sum(impl, case):
     """Winograd adds inputs before multiplying: one +inf, or values whose products overflow, would
     give NaN where the direct sum (torch's semantics) gives +-inf. The native op then takes the
     direct path: the outputs and gradients have the reference's inf/NaN pattern and values."""
-    from cola_fast.ops import conv_embed
+    conv_embed = module("temporal_conv_embed")
 
     g = torch.Generator().manual_seed(11)
     x = torch.randn(2, 8, 6, generator=g)

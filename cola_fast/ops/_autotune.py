@@ -13,17 +13,48 @@ autotuner do:
      conv backward at (31,50,2048->2048,k9), 5% off the float64 result);
   3. the eligible ones are timed, a few calls each within a time budget; the fastest is chosen.
 
-The decision is kept in memory, in an on-disk cache ($COLA_FAST_CACHE or ~/.cache/cola_fast,
-file autotune.json) keyed by op, device name, dtype, shape class, threads, the float32 precision
-settings (TF32) and the torch, Triton and cola_fast versions, and in
-this process's list of decisions (`decisions()`), which a training run records in its folder;
-`pin()` makes a resumed run take exactly the recorded choices again. The choice is a constant
-for torch.compile (`choose` is evaluated once at trace time).
+Every op asks through one function, pick(op, kernel, backend, x, variant, shape_class). What
+runs is decided in this order, the first that applies:
+
+  1. a forced backend: backend= of the call, else $COLA_FAST_BACKEND ("reference", "native",
+     "triton"; checked to be available by _backend.resolve, never a silent fall-back);
+  2. a pinned choice (pin(): a resumed run or infer takes its run folder's recorded choices;
+     pinning replaces a different decision already in memory);
+  3. this process's decision for the key, in memory;
+  4. the only candidate, when there is one;
+  5. with COLA_FAST_AUTOTUNE=off, no measurement: the first of native, triton, reference;
+  6. the on-disk cache ($COLA_FAST_CACHE or ~/.cache/cola_fast, file autotune.json), unless
+     COLA_FAST_AUTOTUNE=refresh;
+  7. measurement, whose decision is written to the on-disk cache.
+
+The key (make_key) names the op, the variant, the device (CPU model, ISA, thread count; or the
+GPU), the dtype, the shape class, the autocast dtype of the call's device ("none" outside
+autocast; every op's key has it), the float32 precision settings (TF32) and the torch, Triton
+and cola_fast versions. `decisions()` lists this process's decisions, which a training run
+records in its folder. The choice is a constant for torch.compile (`choose` is evaluated once
+at trace time). `explain()` (python -m cola_fast.info --explain) says what would be run for a
+call and why, without running or measuring anything.
+
+The ops, their variants, shape classes and candidates (each op's module: cola_fast.ops.module(op)):
+
+  temporal_conv_embed  variants forward | train (weight/bias grads) | train_dx (x's grad too);
+                       class (B, T, Cin, Cout, K, has_bias), T of a single video (B=1, T>16)
+                       rounded up to a power of two with its parity kept;
+                       CPU: reference, native:blas, native:onednn (float32 only, where the probe
+                       at import ran it: _backend.gemm_libraries); CUDA: reference,
+                       native:cublaslt, triton
+  mine_snippets        variant indices; class (B, T, k_easy, k_hard, m, M);
+                       reference, native; triton on CUDA for T <= 2048
+  snico_loss           variants forward | train; class (B, T, D, k_easy, k_hard);
+                       reference, native; triton on CUDA
+  classifier_1x1       variants forward | train; class (B, T, E, C), T of a single video
+                       rounded up to a power of two; conv1d (the reference), linear
+  dropout              variants forward | train; class (*x.shape, p); CPU only (elsewhere
+                       torch's dropout runs without a choice): reference, native
 
 Each op registers a *tuning factory* with `register(op, factory)`: factory(variant, device,
-dtype, shape, autocast) returns a Tuning (candidates, inputs, reference, comparison).
-COLA_FAST_AUTOTUNE=off skips measurement (the first available of native, triton, reference is
-taken, as before measurement existed); =refresh ignores the on-disk cache.
+dtype, shape, autocast) returns a Tuning (candidates, inputs, reference, comparison); building
+it runs nothing.
 """
 from __future__ import annotations
 
@@ -69,9 +100,11 @@ class Decision:
 
 
 _FACTORIES: dict[str, Callable[..., Tuning]] = {}
-_DECISIONS: dict[str, Decision] = {}   # this process, by key
+_DECISIONS: dict[str, Decision] = {}   # this process's decisions, by key: the record decisions() lists
 _PINNED: dict[str, str] = {}           # key -> choice (from a run folder)
-_FAST: dict[tuple, str] = {}           # the same choices by the call's own tuple (no string building)
+# The one cache on the per-call path: the choice by the call's own tuple. It saves building the
+# key (make_key: about 20 us, the precision settings half of it) on every call after the first.
+_FAST: dict[tuple, str] = {}
 
 
 def register(op: str, factory: Callable[..., Tuning]) -> None:
@@ -93,19 +126,13 @@ def _cpu_name() -> str:
     return f"{_cpu_model()}, {_backend.cpu_isa()}{f', oneDNN<={onednn}' if onednn else ''})"
 
 
-_DEVICE_NAMES: dict[tuple, str] = {}
-
-
 def device_name(device: torch.device) -> str:
     """The device as the cache keys name it: CPU model, family and ISA with the thread count, or the GPU."""
     dev = torch.device(device)
     if dev.type == "cuda":
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         return torch.cuda.get_device_name(idx)
-    key = ("cpu", os.environ.get("COLA_FAST_CPU_ISA"), os.environ.get("ONEDNN_MAX_CPU_ISA"))
-    if key not in _DEVICE_NAMES:
-        _DEVICE_NAMES[key] = _cpu_name()
-    return f"{_DEVICE_NAMES[key]}, {torch.get_num_threads()} threads"
+    return f"{_cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def precision() -> str:
@@ -122,22 +149,17 @@ def precision() -> str:
     return ", ".join(parts)
 
 
-_VERSIONS: list[str] = []
-
-
 def versions() -> str:
     """The software whose change can change a choice: torch, Triton (its compiler and its
     kernels' code generation) and cola_fast (its kernels)."""
-    if not _VERSIONS:
-        from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, version
 
-        from .. import __version__
-        try:
-            triton = version("triton")
-        except PackageNotFoundError:
-            triton = "none"
-        _VERSIONS.append(f"torch {torch.__version__}, triton {triton}, cola_fast {__version__}")
-    return _VERSIONS[0]
+    from .. import __version__
+    try:
+        triton = version("triton")
+    except PackageNotFoundError:
+        triton = "none"
+    return f"torch {torch.__version__}, triton {triton}, cola_fast {__version__}"
 
 
 def make_key(op: str, variant: str, device: str, dtype: str, shape: tuple, autocast: str) -> str:
@@ -288,23 +310,28 @@ def _decide(op: str, variant: str, device: str, dtype: str, shape: tuple, autoca
         return _DECISIONS[key]
     dev = torch.device(device)
     tuning = _FACTORIES[op](variant, dev, getattr(torch, dtype), shape, autocast)
-    names = list(tuning.candidates)
-    mode = os.environ.get("COLA_FAST_AUTOTUNE", "on")
-    if key in _PINNED and _PINNED[key] in names:
-        d = Decision(key, _PINNED[key], "pinned")
-    elif len(names) == 1:
-        d = Decision(key, names[0], "only candidate")
-    elif mode == "off":
-        d = Decision(key, _static_choice(names), "off")
-    else:
-        cached = None if mode == "refresh" else _read_cache(cache_path()).get(key)
-        if cached is not None and cached["choice"] in names:
-            d = Decision(key, cached["choice"], "disk cache", cached.get("timings_ms", {}), cached.get("ineligible", {}))
-        else:
-            d = measure(key, tuning, dev)
-            _write_cache(cache_path(), key, d)
+    d = _without_measuring(key, list(tuning.candidates))
+    if d is None:
+        d = measure(key, tuning, dev)
+        _write_cache(cache_path(), key, d)
     _DECISIONS[key] = d
     return d
+
+
+def _without_measuring(key: str, names: list[str]) -> Decision | None:
+    """The decision for key from steps 2 and 4-6 of the module docstring's order (pinned, the
+    only candidate, COLA_FAST_AUTOTUNE=off, the disk cache); None when it must be measured."""
+    mode = os.environ.get("COLA_FAST_AUTOTUNE", "on")
+    if key in _PINNED and _PINNED[key] in names:
+        return Decision(key, _PINNED[key], "pinned")
+    if len(names) == 1:
+        return Decision(key, names[0], "only candidate")
+    if mode == "off":
+        return Decision(key, _static_choice(names), "off")
+    cached = None if mode == "refresh" else _read_cache(cache_path()).get(key)
+    if cached is not None and cached["choice"] in names:
+        return Decision(key, cached["choice"], "disk cache", cached.get("timings_ms", {}), cached.get("ineligible", {}))
+    return None
 
 
 @torch.compiler.assume_constant_result  # evaluated once while torch.compile traces: a constant in the graph
@@ -324,9 +351,43 @@ def choose(op: str, variant: str, device: str, dtype: str, shape: tuple, autocas
 
 
 def autocast_of(device_type: str) -> str:
+    """The autocast dtype's name on this device type, "none" outside autocast."""
     if torch.is_autocast_enabled(device_type):
         return str(torch.get_autocast_dtype(device_type)).replace("torch.", "")
     return "none"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float32" for torch.float32: the dtype as keys and factories name it."""
+    return str(dtype).replace("torch.", "")
+
+
+def pick(op: str, kernel: str | None, backend: str | None, x: torch.Tensor, variant: str, shape_class: tuple) -> str:
+    """What one call of op runs: the forced backend (backend=, else $COLA_FAST_BACKEND), checked
+    to be available; or, with "auto", the candidate chosen for the call's key from x's device and
+    dtype, the autocast state of that device, the op's variant and its shape class. kernel: the
+    compiled op whose kernel backend "native" needs (None for an op with no kernel of its own,
+    which takes any backend name)."""
+    b = _backend.resolve(backend, x.device, kernel)
+    if b != "auto":
+        return b
+    dev = x.device
+    return choose(op, variant, str(dev), dtype_name(x.dtype), shape_class, autocast_of(dev.type))
+
+
+def explain(op: str, variant: str, device: str, dtype: str, shape: tuple, autocast: str = "none") -> dict:
+    """What "auto" would run for a call with this key, and why, without running the op or
+    measuring: the key, the candidates, and the decision when one is pinned, in memory, the only
+    candidate, off, or in the disk cache (decision None: it would be measured on first call)."""
+    key = make_key(op, variant, device, dtype, shape, autocast)
+    tuning = _FACTORIES[op](variant, torch.device(device), getattr(torch, dtype), shape, autocast)
+    names = list(tuning.candidates)
+    d = _DECISIONS.get(key)  # as _decide: memory first (pin() has removed a different decision)
+    if d is not None:
+        d = Decision(d.key, d.choice, f"in memory, {d.source}", d.timings_ms, d.ineligible, d.seconds)
+    else:
+        d = _without_measuring(key, names)
+    return {"key": key, "candidates": names, "decision": None if d is None else asdict(d)}
 
 
 # --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _autotune
-from ._backend import native_has_kernel, resolve
+from ._backend import native_has_kernel
 
 OP = "dropout"
 _NATIVE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -66,11 +66,13 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, backend: str | Non
         return x
     if x.device.type != "cpu" or p == 1.0 or x.dtype not in _NATIVE_DTYPES:
         return F.dropout(x, p, True)
-    b = resolve(backend, x.device, "dropout_fwd")
-    if b == "auto":
-        variant = "train" if torch.is_grad_enabled() and x.requires_grad else "forward"
-        b = _autotune.choose(OP, variant, str(x.device), str(x.dtype)[6:], (*x.shape, p))
-    return run(x, p, b)
+    variant = "train" if torch.is_grad_enabled() and x.requires_grad else "forward"
+    return run(x, p, _autotune.pick(OP, "dropout_fwd", backend, x, variant, shape_class(x.shape, p)))
+
+
+def shape_class(shape: tuple, p: float) -> tuple:
+    """Every shape is its own class (training batches have one shape), with the drop rate."""
+    return (*shape, p)
 
 
 def run(x: torch.Tensor, p: float, impl: str) -> torch.Tensor:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from . import _autotune
-from ._backend import default_backend
 
 OP = "classifier_1x1"
 
@@ -32,15 +31,12 @@ def classifier_1x1(h: torch.Tensor, weight: torch.Tensor, backend: str | None = 
     if h.dim() != 3 or weight.dim() != 3 or weight.shape[2] != 1 or weight.shape[1] != h.shape[2]:
         raise ValueError(f"classifier_1x1: need h (B,T,E) and weight (C,E,1), got {tuple(h.shape)} "
                          f"and {tuple(weight.shape)}")
-    b = default_backend() if backend is None else backend
-    if b == "reference":
-        return run(h, weight, "conv1d")
-    if b != "auto":
-        return run(h, weight, "linear")
     variant = "train" if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad) else "forward"
-    impl = _autotune.choose(OP, variant, str(h.device), str(h.dtype)[6:], shape_class(*h.shape, weight.shape[0]),
-                            _autotune.autocast_of(h.device.type))
-    return run(h, weight, impl)
+    b = _autotune.pick(OP, None, backend, h, variant, shape_class(*h.shape, weight.shape[0]))
+    return run(h, weight, _IMPL_OF_BACKEND.get(b, b))  # a backend's implementation, or auto's choice
+
+
+_IMPL_OF_BACKEND = {"reference": "conv1d", "native": "linear", "triton": "linear"}
 
 
 def shape_class(B: int, T: int, E: int, C: int) -> tuple:

@@ -7,7 +7,7 @@ Backends (see cola_fast.ops._backend):
   fallback, built three times, for SSE2, AVX2 and AVX-512, the build chosen at run time (see
   mining_cpu_isa); CUDA kernel: one block per video, bitonic sorts in shared memory);
 - "triton": kernels/mine_snippets.py, one program per video (CUDA, or CPU under the Triton
-  interpreter), registered as the custom op cola_fast::mine_snippets_triton.
+  interpreter), registered as the custom op cola_fast_triton::mine_snippets.
 
 "auto" chooses among the backends available on the device by measurement, per shape class
 (cola_fast/ops/_autotune.py); Triton is a candidate on CUDA only.
@@ -24,14 +24,13 @@ import torch
 
 from .. import reference
 from . import _autotune
-from ._backend import auto_candidates, resolve
+from ._backend import auto_candidates
 
 OP = "mine_snippets"
 TRITON_MAX_T = 2048  # kernels/mine_snippets.py's MAX_T (not imported: that imports triton); longer rows go native
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _Tensor = torch.Tensor
-_native_op = None  # torch.ops.cola_fast.mine_snippets.default once the extension has loaded
 
 
 def _check_int(name: str, v) -> int:
@@ -87,16 +86,19 @@ def _fake_outputs(actionness, k_easy, k_hard):
     return mk((B, k_easy)), mk((B, k_easy)), mk((B, k_hard)), mk((B, k_hard))
 
 
-@functools.lru_cache(maxsize=None)
-def _register_native_fake() -> bool:
-    """Fake (meta) kernel of the compiled op, for torch.compile / FakeTensor; once, when the
-    extension is importable."""
-    global _native_op
+# --------------------------------------------------------------------------------------
+# native: torch.ops.cola_fast.mine_snippets (schema in csrc/ops.cpp); not differentiable, so a
+# fake kernel only
+# --------------------------------------------------------------------------------------
+def _register_native() -> bool:
+    """The fake kernel of the compiled op (for torch.compile / FakeTensor), registered once at
+    import when the extension is built."""
     try:
-        from cola_fast import _C  # noqa: F401
+        from cola_fast import _C  # noqa: F401  (loads the library: schemas and kernels)
     except ImportError:
         return False
-    _native_op = torch.ops.cola_fast.mine_snippets.default
+    if not hasattr(torch.ops.cola_fast, "mine_snippets"):
+        return False
 
     @torch.library.register_fake("cola_fast::mine_snippets")
     def _(actionness, keep, k_easy, k_hard, m, M):
@@ -106,10 +108,13 @@ def _register_native_fake() -> bool:
     return True
 
 
-_register_native_fake()
+_NATIVE_REGISTERED = _register_native()
 
 
-@torch.library.custom_op("cola_fast::mine_snippets_triton", mutates_args=())
+# --------------------------------------------------------------------------------------
+# triton: the custom op cola_fast_triton::mine_snippets (kernels imported on first run)
+# --------------------------------------------------------------------------------------
+@torch.library.custom_op("cola_fast_triton::mine_snippets", mutates_args=())
 def _mine_snippets_triton(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_hard: int,
                           m: int, M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     from ._triton import kernels_module
@@ -143,7 +148,7 @@ def mine_snippets(actionness: torch.Tensor, keep: torch.Tensor, k_easy: int, k_h
         dev = actionness.device
         if keep.device == dev and _choice(backend, actionness, k_easy, k_hard, m, M) == "native":
             try:
-                return _native_op(actionness, keep, k_easy, k_hard, m, M)
+                return torch.ops.cola_fast.mine_snippets.default(actionness, keep, k_easy, k_hard, m, M)
             except RuntimeError:
                 _validate(actionness, keep, k_easy, k_hard, m, M)  # raises the clear error, if any
                 raise
@@ -156,17 +161,20 @@ def run(a, kp, k_easy, k_hard, m, M, impl: str):
     if impl == "reference":
         return reference.mine_snippets(a, kp, k_easy, k_hard, m, M)
     if impl == "native":
-        return _native_op(a, kp, k_easy, k_hard, m, M)
+        return torch.ops.cola_fast.mine_snippets.default(a, kp, k_easy, k_hard, m, M)
     if impl == "triton":
         return _mine_snippets_triton(a, kp, k_easy, k_hard, m, M)
     raise ValueError(f"mine_snippets: unknown implementation {impl!r}")
 
 
 def _choice(backend, a, k_easy, k_hard, m, M) -> str:
-    b = resolve(backend, a.device, OP)
-    if b != "auto":
-        return b
-    return _autotune.choose(OP, "indices", str(a.device), str(a.dtype)[6:], (*a.shape, k_easy, k_hard, m, M))
+    B, T = a.shape
+    return _autotune.pick(OP, OP, backend, a, "indices", shape_class(B, T, k_easy, k_hard, m, M))
+
+
+def shape_class(B: int, T: int, k_easy: int, k_hard: int, m: int, M: int) -> tuple:
+    """Every call shape is its own class (training batches have one shape)."""
+    return (B, T, k_easy, k_hard, m, M)
 
 
 def candidates(device: torch.device) -> list[str]:

@@ -6,7 +6,7 @@ Backends:
 - "reference": cola_fast.reference.snico_loss (gathers (B,k,D) copies, autograd does the rest);
 - "native": the ops cola_fast::snico_loss_fwd / snico_loss_bwd of the compiled extension
   (C++ CPU kernels, CUDA kernels when built); autograd and fake kernels registered here;
-- "triton": kernels/snico_loss.py, wrapped as the custom op cola_fast_triton::snico_loss_fwd
+- "triton": kernels/snico_loss.py, wrapped as the custom ops cola_fast_triton::snico_loss_fwd / _bwd
   (CUDA, or CPU under the Triton interpreter).
 "auto" chooses among the backends available on the device by measurement, per shape class
 (cola_fast/ops/_autotune.py); Triton is a candidate on CUDA only.
@@ -21,9 +21,10 @@ import torch
 
 from .. import reference
 from . import _autotune
-from ._backend import _native_status, auto_candidates, resolve
+from ._backend import auto_candidates
 
-_OP = "snico_loss_fwd"  # the name resolve() checks for a native kernel
+OP = "snico_loss"
+KERNEL = "snico_loss_fwd"  # the compiled op whose kernel backend "native" needs
 
 
 def _validate(emb, ea, eb, ha, hb, tau):
@@ -105,55 +106,63 @@ def _make_backward(bwd_op):
     return backward
 
 
-_native_registered = False
-
-
-def _register_native():
-    global _native_registered
-    if _native_registered:
-        return
-    ok, _, _ = _native_status()
-    if not ok or not hasattr(torch.ops.cola_fast, "snico_loss_fwd"):
-        return
+def _register_native() -> bool:
+    """Fake kernels and autograd for the compiled ops, registered once at import when the
+    extension is built."""
+    try:
+        from cola_fast import _C  # noqa: F401  (loads the library: schemas and kernels)
+    except ImportError:
+        return False
+    if not hasattr(torch.ops.cola_fast, "snico_loss_fwd"):
+        return False
     torch.library.register_fake("cola_fast::snico_loss_fwd")(_fake_fwd)
     torch.library.register_fake("cola_fast::snico_loss_bwd")(_fake_bwd)
     torch.library.register_autograd("cola_fast::snico_loss_fwd",
                                     _make_backward(torch.ops.cola_fast.snico_loss_bwd),
                                     setup_context=_setup_context)
-    _native_registered = True
+    return True
+
+
+_NATIVE_REGISTERED = _register_native()
 
 
 # --------------------------------------------------------------------------------------
-# triton: custom ops wrapping kernels/snico_loss.py
+# triton: the custom ops cola_fast_triton::snico_loss_fwd / snico_loss_bwd around
+# kernels/snico_loss.py (kernels imported on first run)
 # --------------------------------------------------------------------------------------
-_triton_ops = None
+def _kern():
+    from ._triton import kernels_module
+
+    return kernels_module("snico_loss")
+
+
+_triton_ran = False  # whether a Triton SniCo forward has run in this process (check_index_errors)
+
+
+@torch.library.custom_op("cola_fast_triton::snico_loss_fwd", mutates_args=())
+def _snico_triton_fwd(emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor, hb: torch.Tensor,
+                      tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                           torch.Tensor]:
+    global _triton_ran
+    _triton_ran = True
+    return _kern().snico_fwd(emb, ea, eb, ha, hb, tau)
+
+
+@torch.library.custom_op("cola_fast_triton::snico_loss_bwd", mutates_args=())
+def _snico_triton_bwd(grad: torch.Tensor, emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor,
+                      hb: torch.Tensor, means: torch.Tensor, mean_norms: torch.Tensor, neg_norms: torch.Tensor,
+                      logits: torch.Tensor, lse: torch.Tensor, tau: float) -> torch.Tensor:
+    return _kern().snico_bwd(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse, tau)
+
+
+_snico_triton_fwd.register_fake(_fake_fwd)
+_snico_triton_bwd.register_fake(_fake_bwd)
+_snico_triton_fwd.register_autograd(_make_backward(_snico_triton_bwd), setup_context=_setup_context)
 
 
 def _triton():
-    global _triton_ops
-    if _triton_ops is not None:
-        return _triton_ops
-    from ._triton import kernels_module
-
-    km = kernels_module("snico_loss")
-
-    @torch.library.custom_op("cola_fast_triton::snico_loss_fwd", mutates_args=())
-    def t_fwd(emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor, hb: torch.Tensor,
-              tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                   torch.Tensor]:
-        return km.snico_fwd(emb, ea, eb, ha, hb, tau)
-
-    @torch.library.custom_op("cola_fast_triton::snico_loss_bwd", mutates_args=())
-    def t_bwd(grad: torch.Tensor, emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.Tensor,
-              hb: torch.Tensor, means: torch.Tensor, mean_norms: torch.Tensor, neg_norms: torch.Tensor,
-              logits: torch.Tensor, lse: torch.Tensor, tau: float) -> torch.Tensor:
-        return km.snico_bwd(grad, emb, ea, eb, ha, hb, means, mean_norms, neg_norms, logits, lse, tau)
-
-    t_fwd.register_fake(lambda emb, ea, eb, ha, hb, tau: _fake_fwd(emb, ea, eb, ha, hb, tau))
-    t_bwd.register_fake(_fake_bwd)
-    t_fwd.register_autograd(_make_backward(t_bwd), setup_context=_setup_context)
-    _triton_ops = (t_fwd, t_bwd)
-    return _triton_ops
+    """(forward, backward) of the Triton custom ops."""
+    return _snico_triton_fwd, _snico_triton_bwd
 
 
 def check_index_errors() -> None:
@@ -161,9 +170,8 @@ def check_index_errors() -> None:
     outside [0, T) (its kernels clamp them and count them on the device, without a host sync).
     A host sync when Triton SniCo has run in this process, nothing otherwise: call it where the
     caller syncs anyway (the trainer: at its logging, every 10 steps)."""
-    if _triton_ops is not None:
-        from ._triton import kernels_module
-        kernels_module("snico_loss").raise_index_errors()
+    if _triton_ran:
+        _kern().raise_index_errors()
 
 
 # --------------------------------------------------------------------------------------
@@ -174,13 +182,14 @@ def snico_loss(emb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor, ha: torch.
     emb (B,T,D) float; ea, eb (B,k_easy) and ha, hb (B,k_hard) int64 indices in [0, T)
     (repeats allowed); tau > 0. backend: "auto" | "reference" | "native" | "triton"."""
     _validate(emb, ea, eb, ha, hb, tau)
-    tau = float(tau)
-    b = resolve(backend, emb.device, _OP)
-    if b == "auto":
-        variant = "train" if torch.is_grad_enabled() and emb.requires_grad else "forward"
-        b = _autotune.choose("snico_loss", variant, str(emb.device), str(emb.dtype)[6:],
-                             (*emb.shape, ea.shape[1], ha.shape[1]), _autotune.autocast_of(emb.device.type))
-    return run(emb, ea, eb, ha, hb, tau, b)
+    variant = "train" if torch.is_grad_enabled() and emb.requires_grad else "forward"
+    impl = _autotune.pick(OP, KERNEL, backend, emb, variant, shape_class(*emb.shape, ea.shape[1], ha.shape[1]))
+    return run(emb, ea, eb, ha, hb, float(tau), impl)
+
+
+def shape_class(B: int, T: int, D: int, k_easy: int, k_hard: int) -> tuple:
+    """Every call shape is its own class (training batches have one shape)."""
+    return (B, T, D, k_easy, k_hard)
 
 
 def run(emb, ea, eb, ha, hb, tau: float, impl: str) -> torch.Tensor:
@@ -188,7 +197,6 @@ def run(emb, ea, eb, ha, hb, tau: float, impl: str) -> torch.Tensor:
     if impl == "reference":
         return reference.snico_loss(emb, ea, eb, ha, hb, tau)
     if impl == "native":
-        _register_native()
         return torch.ops.cola_fast.snico_loss_fwd(emb, ea, eb, ha, hb, tau)[0]
     if impl == "triton":
         return _triton()[0](emb, ea, eb, ha, hb, tau)[0]
@@ -196,7 +204,7 @@ def run(emb, ea, eb, ha, hb, tau: float, impl: str) -> torch.Tensor:
 
 
 def candidates(device: torch.device) -> list[str]:
-    return auto_candidates(_OP, device)
+    return auto_candidates(KERNEL, device)
 
 
 def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
@@ -220,10 +228,5 @@ def _tuning(variant, device, dtype, shape, autocast) -> _autotune.Tuning:
                             _autotune.mismatch_tolerance(dtype, device, autocast))
 
 
-_autotune.register("snico_loss", _tuning)
+_autotune.register(OP, _tuning)
 
-
-try:  # register at import when the extension is built, so that opcheck / compile see it
-    _register_native()
-except Exception:  # noqa: BLE001  (an unbuilt or partial extension must not break the import)
-    pass

@@ -42,7 +42,7 @@ import torch
 
 from .. import reference
 from . import _autotune
-from ._backend import gemm_libraries, native_has_kernel, resolve, triton_available
+from ._backend import gemm_libraries, native_has_kernel, triton_available
 
 OP = "temporal_conv_embed"
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -250,7 +250,7 @@ def _variant(x, weight, bias) -> str:
     return "forward"
 
 
-def _shape_class(B: int, T: int, cin: int, cout: int, k: int, has_bias: bool) -> tuple:
+def shape_class(B: int, T: int, cin: int, cout: int, k: int, has_bias: bool) -> tuple:
     """Training shapes are fixed, so they are their own class; single videos (evaluation,
     inference) come in every length: T is rounded up to a power of two, its parity kept (the
     CPU kernel's Winograd path needs an even T)."""
@@ -335,11 +335,7 @@ def temporal_conv_embed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     "native" | "triton" (default: $COLA_FAST_BACKEND, else "auto": the fastest candidate for
     this shape class, by measurement)."""
     _validate(x, weight, bias)
-    b = resolve(backend, x.device, OP)
-    if b == "auto":
-        B, T, cin = x.shape
-        cout, _, k = weight.shape
-        dev = x.device
-        b = _autotune.choose(OP, _variant(x, weight, bias), str(dev), str(x.dtype).replace("torch.", ""),
-                             _shape_class(B, T, cin, cout, k, bias is not None), _autotune.autocast_of(dev.type))
-    return run(x, weight, bias, b)
+    B, T, cin = x.shape
+    cout, _, k = weight.shape
+    impl = _autotune.pick(OP, OP, backend, x, _variant(x, weight, bias), shape_class(B, T, cin, cout, k, bias is not None))
+    return run(x, weight, bias, impl)
