@@ -60,7 +60,7 @@ def environment(cfg, device: torch.device) -> dict:
     from .ops import _backend, describe
 
     device = torch.device(device)
-    cpu = _backend._cpuinfo()
+    cpu = _backend.cpuinfo()
     built = describe()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {

@@ -115,7 +115,7 @@ def register(op: str, factory: Callable[..., Tuning]) -> None:
 # keys
 # --------------------------------------------------------------------------------------
 def _cpu_model() -> str:
-    info = _backend._cpuinfo()
+    info = _backend.cpuinfo()
     return f"{info.get('model name', platform.processor() or platform.machine())} (family {info.get('cpu family', '?')}"
 
 

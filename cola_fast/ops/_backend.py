@@ -178,7 +178,7 @@ def host_cpu_isa() -> str:
     what CPUID says), by the rule of csrc/cpu/cpu_isa.cpp: avx512 needs AVX-512 F/BW/VL/DQ, avx2
     needs AVX2, FMA, BMI1/2, POPCNT and LZCNT ("abm"); "sse2" otherwise (every x86-64), and on
     other architectures (whose kernels are the portable builds)."""
-    flags = set(_cpuinfo().get("flags", "").split())
+    flags = set(cpuinfo().get("flags", "").split())
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
         return "avx512"
     if {"avx2", "fma", "bmi1", "bmi2", "popcnt", "abm"} <= flags:
@@ -187,7 +187,7 @@ def host_cpu_isa() -> str:
 
 
 @functools.lru_cache(maxsize=None)  # saves reading /proc/cpuinfo (about 90 us here) for each decision's key
-def _cpuinfo() -> dict:
+def cpuinfo() -> dict:
     """The first processor's entry of /proc/cpuinfo ({} where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
