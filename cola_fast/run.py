@@ -242,11 +242,10 @@ class RunFolder:
 
     def write_start_files(self, cfg: TrainConfig, env: dict | None = None) -> None:
         """The files a run writes when it starts (and rewrites when it resumes): config.json,
-        and env.json when env (cola_fast.env.environment) is given and the run has none yet.
-        env.json stays the record of where the run started: a resume elsewhere is noted, one line
-        per changed field (read_start_files), and leaves it as it was."""
+        and env.json when env (cola_fast.env.environment) is given: where the run runs now (a
+        resume elsewhere is noted first, one line per changed field: read_start_files)."""
         self.write_text("config.json", json.dumps(cfg.recorded(), indent=2))
-        if env is not None and not (self.path / ENV_FILE).exists():
+        if env is not None:
             self.write_text(ENV_FILE, json.dumps(env, indent=2))
 
     def read_start_files(self, state: dict, env: dict | None = None, note=None) -> None:

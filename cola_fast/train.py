@@ -412,15 +412,15 @@ def train(cfg: TrainConfig, out: Path | RunFolder, resume: bool = False, quiet: 
             folder.read_start_files(ck[1], env, note)
             say(f"resume: from step {run.start} of {ck[0].name} (best average mAP so far "
                 f"{100 * max(run.best['average_mAP'], 0):.2f} at step {run.best['step']})")
-        if dist_ctx.main:
-            folder.trim_metrics(run.start)
-            folder.write_start_files(cfg, env)
         if run.start >= cfg.steps:
             note(f"resume: the run in {folder.path} is finished (step {run.start} of {cfg.steps}); "
                  "raise --steps to extend it")
             done = folder.finished_summary()
-            if done is not None:  # its summary (and training time) stays as it was
+            if done is not None:  # nothing to do: its files (summary, training time) stay as they were
                 return done
+        if dist_ctx.main:
+            folder.trim_metrics(run.start)
+            folder.write_start_files(cfg, env)
         run.run()
         return finish_run(run, folder, say)
     finally:

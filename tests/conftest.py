@@ -64,11 +64,20 @@ def tiny_run(cache, tmp_path_factory):
         if trained_here:
             t0 = time.time()
             summary = train(get_preset("tiny"), out, quiet=True)
-            record.write_text(json.dumps({"summary": summary, "seconds": time.time() - t0}))
+            record.write_text(json.dumps({"summary": summary, "seconds": time.time() - t0, "cache": str(cache)}))
         rec = json.loads(record.read_text())
     if not trained_here:  # the tests find the run's data in this worker's cache, as after a run here
         prepare_data(get_preset("tiny"), log=lambda *a: None)
     return out, rec["summary"], rec["seconds"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_cache(tiny_run) -> Path:
+    """The cache (synthetic data, auto's decisions on disk) the shared tiny run was trained
+    with, maybe by another xdist worker: a run that must reproduce it bit for bit uses it, so
+    that auto reads the same decisions instead of measuring again (another choice of kernel
+    rounds differently)."""
+    return Path(json.loads((tiny_run[0].parent / "tiny_run.json").read_text())["cache"])
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ def test_tiny_trains_learns_and_writes_everything(tiny_run):
 
 
 @pytest.mark.gpu
-def test_killed_run_resumes_to_the_same_model(tiny_run, cache, tmp_path):
+def test_killed_run_resumes_to_the_same_model(tiny_run, tiny_run_cache, tmp_path):
     """Start the tiny preset in a subprocess, kill -9 it once its first checkpoint is on
     disk, resume it, and compare with the uninterrupted run: the same final weights, bit for
     bit on the CPU (the step's randomness, batches, keep masks and dropout, is a function of
@@ -60,8 +60,10 @@ def test_killed_run_resumes_to_the_same_model(tiny_run, cache, tmp_path):
 
     Both runs use the default device. On a GPU, "auto" may choose kernels that are not
     run-to-run deterministic unless asked (cuDNN's convolution algorithms, float atomicAdd in
-    the reference SniCo backward), so there the weights are compared with a tolerance."""
+    the reference SniCo backward), so there the weights are compared with a tolerance. The
+    killed run reads the reference run's cache, hence its recorded kernel choices."""
     ref_out, _, _ = tiny_run
+    cache = tiny_run_cache
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "cola_fast.train", "--preset", "tiny", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
