@@ -54,23 +54,26 @@ def test_conv_candidates_match_reference(T, K, need_dx):
             torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-3, msg=name)
 
 
-def test_gemm_probe_offers_blas_and_says_why_a_library_is_missing(monkeypatch):
+def test_gemm_probe_offers_blas_and_says_why_a_library_is_missing():
     """BLAS always runs; oneDNN is offered exactly when its probe ran here (a oneDNN-enabled torch on
     any x86 ISA: its GEMMs go through a public ATen op, not a private symbol that refuses some
-    CPUs), and COLA_FAST_ONEDNN=0 withdraws it with the reason, which `info` prints."""
+    CPUs) unless COLA_FAST_ONEDNN=0 withdraws it, with the reason, which `info` prints."""
+    import os
     from cola_fast import info
     libs = ops.gemm_libraries()
     assert libs["blas"] == ""
-    assert (libs["onednn"] == "") == torch.backends.mkldnn.is_available()
-    monkeypatch.setenv("COLA_FAST_ONEDNN", "0")
-    ops.gemm_libraries.cache_clear()
-    try:
-        assert conv_embed.candidates(CPU, torch.float32) == ["reference", "native:blas"]
-        lines = info._candidate_lines(info.cpu_candidates())
-        assert "  not offered: native:onednn: turned off by COLA_FAST_ONEDNN=0" in lines
-    finally:
-        monkeypatch.delenv("COLA_FAST_ONEDNN")
+    wanted = torch.backends.mkldnn.is_available() and os.environ.get("COLA_FAST_ONEDNN", "1") != "0"
+    assert (libs["onednn"] == "") == wanted, libs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLA_FAST_ONEDNN", "0")
         ops.gemm_libraries.cache_clear()
+        try:
+            assert conv_embed.candidates(CPU, torch.float32) == ["reference", "native:blas"]
+            lines = info._candidate_lines(info.cpu_candidates())
+            assert "  not offered: native:onednn: turned off by COLA_FAST_ONEDNN=0" in lines
+        finally:
+            ops.gemm_libraries.cache_clear()
+    assert ops.gemm_libraries() == libs  # the environment as it was, the same answer
 
 
 def test_isa_cap_rule_and_the_tuning_key(monkeypatch):
