@@ -73,6 +73,16 @@ def _not_found(path, what: str) -> InputError:
     return InputError(f"{what} not found: {p}" if what else f"{p}: file not found")
 
 
+def _existing_file(path, what: str) -> tuple[str, str]:
+    """(path, its name in messages) of a file that exists and is no folder, else InputError."""
+    p, name = os.fspath(path), _name(path, what)
+    if os.path.isdir(p):
+        raise InputError(f"{name}: is a directory, not a file")
+    if not os.path.exists(p):
+        raise _not_found(p, what)
+    return p, name
+
+
 def read_bytes(path, what: str = "") -> bytes:
     """The bytes of a file (a .gz file decompressed). InputError: not found, a folder,
     unreadable, a broken .gz."""
@@ -161,11 +171,7 @@ def read_npy(path, what: str = "", mmap: bool = False, allow_pickle: bool = Fals
     """The array in a .npy file (memory-mapped if mmap). Object arrays only with
     allow_pickle (unpickling can run code); numeric ones only otherwise."""
     import numpy as np
-    p, name = os.fspath(path), _name(path, what)
-    if os.path.isdir(p):
-        raise InputError(f"{name}: is a directory, not a file")
-    if not os.path.exists(p):
-        raise _not_found(p, what)
+    p, name = _existing_file(path, what)
     try:
         if allow_pickle:
             x = np.load(p, allow_pickle=True, encoding="bytes")
@@ -186,11 +192,7 @@ def read_torch(path, what: str = "", schema=None):
     """torch.load(path, weights_only=True): tensors and plain containers only, never
     arbitrary pickled objects; checked against schema."""
     import torch
-    p, name = os.fspath(path), _name(path, what)
-    if os.path.isdir(p):
-        raise InputError(f"{name}: is a directory, not a file")
-    if not os.path.exists(p):
-        raise _not_found(p, what)
+    p, name = _existing_file(path, what)
     try:
         value = torch.load(p, map_location="cpu", weights_only=True)
     # truncated, empty, not a torch file, an unsafe pickle: torch raises many types, all

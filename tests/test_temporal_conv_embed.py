@@ -364,6 +364,15 @@ class _ieee_fp32_convs:
             torch.backends.cudnn.allow_tf32 = self.saved
 
 
+def _assert_float32_close(yk, yt, keep, grads_k, grads_t):
+    """The kernel's float32 output (where keep: away from the ReLU kink) and gradients against the
+    float64 reference's, to float32 rounding relative to each tensor's largest value."""
+    torch.testing.assert_close(yk.double()[keep], yt[keep], atol=1e-5 * yt.abs().max().item(), rtol=1e-5)
+    for name, t, k in zip(("dx", "dw", "db"), grads_t, grads_k):
+        torch.testing.assert_close(k.double(), t, atol=1e-5 * t.abs().max().item(), rtol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
@@ -379,10 +388,7 @@ def test_cuda_f32_ieee_matches_reference(backend, B, T, Cin, Cout, K, bias):
     low = [None if t is None else t.detach().float().requires_grad_(True) for t in (x, w, b)]
     with _ieee_fp32_convs():
         yk, gk = run(lambda *a: temporal_conv_embed(*a, backend=backend), *low, go.float())
-    torch.testing.assert_close(yk.double()[keep], yt[keep], atol=1e-5 * yt.abs().max().item(), rtol=1e-5)
-    for name, t, k in zip(("dx", "dw", "db"), gt, gk):
-        torch.testing.assert_close(k.double(), t, atol=1e-5 * t.abs().max().item(), rtol=1e-5,
-                                   msg=lambda m, n=name: f"{n}: {m}")
+    _assert_float32_close(yk, yt, keep, gk, gt)
 
 
 @pytest.mark.gpu
@@ -434,10 +440,7 @@ def test_cuda_large_finite_inputs(backend):
     low = [t.detach().float().requires_grad_(True) for t in scaled]
     with _ieee_fp32_convs():
         yk, gk = run(lambda *a: temporal_conv_embed(*a, backend=backend), *low, go.float())
-    torch.testing.assert_close(yk.double()[keep], yt[keep], atol=1e-5 * yt.abs().max().item(), rtol=1e-5)
-    for name, t, k in zip(("dx", "dw", "db"), gt, gk):
-        torch.testing.assert_close(k.double(), t, atol=1e-5 * t.abs().max().item(), rtol=1e-5,
-                                   msg=lambda m, n=name: f"{n}: {m}")
+    _assert_float32_close(yk, yt, keep, gk, gt)
 
 
 def test_cuda_candidates_include_the_cublaslt_kernel():
